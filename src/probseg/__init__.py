@@ -1,0 +1,18 @@
+"""probseg: the headless engine behind napari-probseg.
+
+Probabilistic instance segmentation of microscopy images: train a model on
+the images to segment, draw several segmentations from it, and measure where
+they disagree. This package never imports Qt or napari.
+
+>>> import probseg
+>>> image, labels = probseg.datasets.nuclei()
+>>> model = probseg.train("cellulus", [image], config={"object_size": 24}, steps=200)
+>>> result = model.predict(image, n_samples=8)
+"""
+
+__version__ = "0.1.0"
+
+from probseg import errors  # noqa: F401
+from probseg.api import list_methods, load_model, train  # noqa: F401
+
+__all__ = ["train", "load_model", "list_methods", "datasets", "errors", "__version__"]

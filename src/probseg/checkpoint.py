@@ -1,0 +1,165 @@
+"""Model folders: ``config.json`` + ``weights.safetensors``, never pickles.
+
+A model folder is what a user saves and sends to a colleague, so loading it
+must be safe (safetensors holds tensors only) and every failure must name the
+file and the problem. Writes are atomic (temporary file, then rename) so an
+interrupted save never leaves a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from probseg.errors import CheckpointError
+
+FORMAT = "probseg-model"
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "weights.safetensors"
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(folder, method: str, config: dict, state_dict: dict, extra: dict | None = None) -> Path:
+    """Write a model folder.
+
+    Parameters
+    ----------
+    folder : path
+        Created when missing; files inside are replaced atomically.
+    method : str
+        Registered method name, e.g. ``"cellulus"``.
+    config : dict
+        The method's hyperparameters (JSON-serialisable).
+    state_dict : dict of str to Tensor
+        Network weights.
+    extra : dict, optional
+        More JSON metadata: normalisation statistics, channels, training log.
+
+    Returns
+    -------
+    Path
+        The folder.
+    """
+    folder = Path(folder)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "method": method, "config": config}
+    meta.update(extra or {})
+    text = json.dumps(meta, indent=2, sort_keys=True)
+    _atomic_write(folder / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": FORMAT}))
+    _atomic_write(folder / CONFIG_NAME, lambda p: Path(p).write_text(text))
+    return folder
+
+
+def read_config(folder) -> dict:
+    """Read and check ``config.json`` of a model folder (weights untouched).
+
+    Raises
+    ------
+    CheckpointError
+        If the folder or file is missing, not JSON, or not a probseg model of
+        a format version this release understands.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise CheckpointError(f"model folder {folder} does not exist")
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder} is a file; a model is a folder holding {CONFIG_NAME} and {WEIGHTS_NAME}")
+    path = folder / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing; is {folder} a probseg model folder?")
+    try:
+        meta = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc}); the file is corrupt or truncated") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a probseg model description (no \"format\": \"{FORMAT}\")")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format version {version!r}; this probseg reads up to {FORMAT_VERSION}: update probseg"
+        )
+    for key in ("method", "config"):
+        if key not in meta:
+            raise CheckpointError(f"{path} lacks the field {key!r}")
+    return meta
+
+
+def load_checkpoint(folder, expected_method: str | None = None) -> tuple[dict, dict]:
+    """Read a model folder without unpickling anything.
+
+    Parameters
+    ----------
+    folder : path
+    expected_method : str, optional
+        When given, a model of another method is an error.
+
+    Returns
+    -------
+    meta : dict
+        Contents of ``config.json``.
+    state_dict : dict of str to Tensor
+        On the CPU.
+
+    Raises
+    ------
+    CheckpointError
+        Naming the file and what is wrong with it.
+    """
+    folder = Path(folder)
+    meta = read_config(folder)
+    if expected_method is not None and meta["method"] != expected_method:
+        raise CheckpointError(
+            f"{folder / CONFIG_NAME} describes a {meta['method']!r} model, not {expected_method!r}"
+        )
+    path = folder / WEIGHTS_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing; the model folder is incomplete")
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path} is corrupt or truncated ({reason})") from None
+    return meta, state
+
+
+def load_weights_into(module: torch.nn.Module, state: dict, path) -> None:
+    """Copy ``state`` into ``module``, naming missing, extra or misshapen tensors.
+
+    Raises
+    ------
+    CheckpointError
+        When the weights do not fit the network the config describes.
+    """
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    shaped = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or extra or shaped:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} tensor(s) e.g. {missing[0]}")
+        if extra:
+            parts.append(f"{len(extra)} unexpected tensor(s) e.g. {extra[0]}")
+        if shaped:
+            k = shaped[0]
+            parts.append(f"{k} has shape {tuple(state[k].shape)}, expected {tuple(own[k].shape)}")
+        raise CheckpointError(f"{path} does not match its config.json: " + "; ".join(parts))
+    module.load_state_dict(state)

@@ -1,0 +1,624 @@
+"""The ``probseg`` command line.
+
+::
+
+    probseg train cellulus image.tif --out models/nuclei --object-size 24 --steps 500
+    probseg segment models/nuclei image.tif --out labels.tif --uncertainty-out uncertainty.tif
+    probseg evaluate labels.tif ground_truth.tif
+    probseg info models/nuclei
+    probseg methods
+
+Each method's hyperparameters become flags of ``probseg train METHOD``; they
+are generated from the method's Config, so a new field needs no CLI code.
+
+Anything the user can get wrong ends in one line, ``probseg: error: ...``, on
+stderr and a non-zero exit status, never a traceback: 2 for a malformed
+command line, 1 for unusable inputs or failures, 130 for Ctrl-C. Set the
+environment variable ``PROBSEG_DEBUG=1`` to see the traceback of an
+unexpected error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+import probseg
+from probseg.errors import Cancelled, InputError, ProbsegError
+
+PROG = "probseg"
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+DEVICE_HELP = "auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps (default: %(default)s)"
+
+
+class _UsageError(Exception):
+    """A malformed command line; reported in one line with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line without the usage block."""
+
+    def error(self, message):
+        raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# -- progress and notices ---------------------------------------------------------------
+
+
+class _Reporter:
+    """Turns engine callbacks into a tqdm bar and notices on stderr."""
+
+    def __init__(self, description: str, unit: str):
+        self.description = description
+        self.unit = unit
+        self.bar = None
+        self.step = 0
+        self.total = 0
+
+    def progress(self, step: int, total: int, loss: float | None) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=self.description, unit=self.unit, file=sys.stderr, dynamic_ncols=True)
+        elif total != self.bar.total or step < self.bar.n:
+            # Inference restarts its count for every plane of a stack.
+            self.bar.reset(total=total)
+        self.bar.update(step - self.bar.n)
+        if loss is not None:
+            self.bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+        self.step, self.total = step, total
+
+    def message(self, text: str) -> None:
+        from tqdm import tqdm
+
+        # tqdm.write clears and redraws the bar so notices do not garble it.
+        tqdm.write(text, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class _StopOnSigint:
+    """Context manager: the first Ctrl-C asks the job to stop, a second one aborts.
+
+    Outside the main thread (signals cannot be caught there) it does nothing
+    and Ctrl-C keeps its default behaviour.
+    """
+
+    def __init__(self):
+        self.requested = threading.Event()
+        self._previous = None
+        self._installed = False
+
+    def _handler(self, signum, frame):
+        if self.requested.is_set():
+            raise KeyboardInterrupt
+        # Only set a flag: printing from a signal handler can re-enter a
+        # stream that is being written to. The notice is printed from
+        # should_stop, which the training loop polls before every step.
+        self.requested.set()
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc):
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+        return False
+
+
+# -- argument parsing -------------------------------------------------------------------
+
+
+def _number(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _field_help(spec) -> str:
+    """Help text of a config field: doc, unit, range, default."""
+    details = []
+    if spec.unit:
+        details.append(spec.unit)
+    if spec.minimum is not None and spec.maximum is not None:
+        details.append(f"{_number(spec.minimum)} to {_number(spec.maximum)}")
+    elif spec.minimum is not None:
+        details.append(f"at least {_number(spec.minimum)}")
+    elif spec.maximum is not None:
+        details.append(f"at most {_number(spec.maximum)}")
+    default = str(spec.default).lower() if spec.type is bool else _number(spec.default)
+    details.append(f"default {default}")
+    # argparse %-formats help strings; a literal % in a doc would break it.
+    return f"{spec.doc} ({'; '.join(details)})".replace("%", "%%")
+
+
+def _field_metavar(spec) -> str:
+    if spec.type is bool:
+        return "{true,false}"
+    if spec.choices:
+        return "{" + ",".join(map(str, spec.choices)) + "}"
+    return spec.type.__name__.upper()
+
+
+def _add_method_parser(methods_sub, info, common) -> None:
+    from probseg.config import fields_of
+
+    parser = methods_sub.add_parser(
+        info.name,
+        parents=[common],
+        help=info.summary,
+        description=f"Train {info.title}: {info.summary}. Reference: {info.reference}.",
+    )
+    basic = parser.add_argument_group(f"{info.title} settings")
+    advanced = parser.add_argument_group(f"advanced {info.title} settings")
+    flags = [a for action in parser._actions for a in action.option_strings]
+    for spec in fields_of(info.config_class):
+        group = advanced if spec.advanced else basic
+        # Values stay strings here and are converted by probseg.config.parse_value
+        # after parsing, so type errors read the same as in the napari widget.
+        group.add_argument(
+            spec.flag,
+            dest=f"cfg_{spec.name}",
+            metavar=_field_metavar(spec),
+            choices=[str(c) for c in spec.choices] if spec.choices else None,
+            default=None,
+            help=_field_help(spec),
+        )
+        flags.append(spec.flag)
+    parser.set_defaults(handler=_cmd_train, _prog=parser.prog, _flags=flags)
+
+
+def _train_common() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("images", nargs="+", metavar="IMAGE", help="images to learn from (tif, png, jpg, npy or zarr)")
+    common.add_argument("--out", required=True, metavar="DIR", help="model folder to write (created if missing)")
+    common.add_argument("--labels", nargs="+", metavar="LABELS", help="instance labels, one per image, for methods that use them")
+    common.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE_HELP)
+    common.add_argument("--seed", type=int, default=0, metavar="S", help="random seed; same seed and device give the same model (default: 0)")
+    common.add_argument(
+        "--checkpoint-every", type=int, default=0, metavar="N", help="also save the model every N steps (0: only at the end)"
+    )
+    common.add_argument("--rgb", action="store_true", help="the last axis of each image holds RGB(A) colour channels")
+    common.add_argument("--channel-axis", type=int, metavar="A", help="axis of each image that holds channels")
+    return common
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser.
+
+    Parameters
+    ----------
+    command : str, optional
+        The subcommand about to be run. Only for ``"train"`` are the methods
+        imported to generate their flags; the other commands then start
+        without importing torch.
+    """
+    parser = _Parser(
+        prog=PROG,
+        description="Probabilistic instance segmentation of microscopy images.",
+        epilog="Run 'probseg COMMAND --help' for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {probseg.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    train = sub.add_parser(
+        "train",
+        help="train a model on images",
+        description="Train a model on the images to segment and save it to a folder. "
+        "Ctrl-C stops training after the current step and saves the model so far.",
+    )
+    train.set_defaults(_prog=train.prog)
+    if command == "train":
+        from probseg import methods
+
+        methods_sub = train.add_subparsers(dest="method", metavar="METHOD", required=True, parser_class=_Parser)
+        common = _train_common()
+        for name in methods.available():
+            _add_method_parser(methods_sub, methods.get(name), common)
+
+    segment = sub.add_parser(
+        "segment",
+        help="segment an image with a trained model",
+        description="Segment an image with a trained model; optionally also write the "
+        "samples, the embeddings and the per-pixel uncertainty.",
+    )
+    segment.add_argument("model", metavar="MODEL_DIR", help="model folder written by 'probseg train'")
+    segment.add_argument("image", metavar="IMAGE", help="image to segment (tif, png, jpg, npy or zarr)")
+    segment.add_argument("--out", required=True, metavar="LABELS", help="label image to write (.tif, .npy or .png)")
+    segment.add_argument("--samples", type=int, default=8, metavar="N", help="segmentations to draw for --samples-out and --uncertainty-out (default: 8)")
+    segment.add_argument("--samples-out", metavar="SAMPLES", help="write the N sampled label images, stacked on a first axis")
+    segment.add_argument("--embeddings-out", metavar="EMB", help="write the per-pixel embeddings (float32, embedding axis first)")
+    segment.add_argument("--uncertainty-out", metavar="UNC", help="write the per-pixel disagreement of the samples (float32, 0 to 1)")
+    segment.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE_HELP)
+    segment.add_argument("--tile-size", type=int, metavar="PX", help="inference window side; lower it if memory runs out (default: the model's, 512)")
+    segment.add_argument("--seed", type=int, default=0, metavar="S", help="random seed of the samples (default: 0)")
+    segment.add_argument("--rgb", action="store_true", help="the last axis of the image holds RGB(A) colour channels")
+    segment.add_argument("--channel-axis", type=int, metavar="A", help="axis of the image that holds channels")
+    segment.set_defaults(handler=_cmd_segment, _prog=segment.prog)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="score a segmentation against ground truth",
+        description="Compare a predicted label image with a ground-truth label image and print "
+        "one JSON object: f1 (IoU > 0.5), seg, ap_dsb, n_pred, n_gt, count_error.",
+    )
+    evaluate.add_argument("pred", metavar="PRED", help="predicted label image")
+    evaluate.add_argument("gt", metavar="GT", help="ground-truth label image of the same shape")
+    evaluate.set_defaults(handler=_cmd_evaluate, _prog=evaluate.prog)
+
+    info = sub.add_parser("info", help="describe a saved model", description="Describe a model folder without loading its weights.")
+    info.add_argument("model", metavar="MODEL_DIR", help="model folder")
+    info.add_argument("--json", action="store_true", help="print the model's config.json instead")
+    info.set_defaults(handler=_cmd_info, _prog=info.prog)
+
+    listing = sub.add_parser("methods", help="list the available methods", description="List the available methods.")
+    listing.set_defaults(handler=_cmd_methods, _prog=listing.prog)
+    return parser
+
+
+def _command_of(argv: list[str]) -> str | None:
+    # The first word that is not an option names the command (there are no
+    # global options taking values).
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _unrecognized(args, extra: list[str]) -> _UsageError:
+    message = f"unrecognized argument(s): {' '.join(extra)}"
+    flags = getattr(args, "_flags", None)
+    first = next((a.split("=", 1)[0] for a in extra if a.startswith("--")), None)
+    if flags and first:
+        # Users type --object_size for --object-size; say which flag was meant.
+        close = difflib.get_close_matches(first.replace("_", "-"), flags, n=1)
+        if close:
+            message += f"; did you mean {close[0]}?"
+    return _UsageError(f"{message} (see '{getattr(args, '_prog', PROG)} --help')")
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+def _read_checked(path: str, channel_axis=None, rgb=False) -> np.ndarray:
+    """Read an image and check it now, so errors name the file and come early."""
+    from probseg.inputs import to_planes
+    from probseg.io import read_image
+
+    image = read_image(path)
+    to_planes(image, channel_axis=channel_axis, rgb=rgb, name=str(path))
+    return image
+
+
+def _check_model_folder(out: str) -> Path:
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"--out {folder} is a file; give a folder for the model")
+    return folder
+
+
+def _prepare_model_folder(folder: Path, reporter: _Reporter) -> Path:
+    if (folder / "config.json").exists():
+        reporter.message(f"replacing the model in {folder}")
+    # Creating the folder before training, but only once the inputs proved
+    # usable, finds an unwritable place at once rather than after hours of
+    # training, and a failed start leaves nothing behind.
+    folder.mkdir(parents=True, exist_ok=True)
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"cannot write to {folder}: permission denied")
+    return folder
+
+
+def _cmd_train(args) -> int:
+    from probseg import api, methods
+    from probseg.callbacks import Callbacks
+    from probseg.config import fields_of, parse_value
+    from probseg.device import resolve_device
+    from probseg.io import read_image
+
+    info = methods.get(args.method)
+    values = {}
+    for spec in fields_of(info.config_class):
+        raw = getattr(args, f"cfg_{spec.name}", None)
+        if raw is not None:
+            values[spec.name] = parse_value(spec, raw)
+    # Validate settings before reading images, so a typo fails in a second.
+    config = api.make_config(info.name, values)
+    if args.checkpoint_every < 0:
+        raise InputError(f"--checkpoint-every must be 0 or more, got {args.checkpoint_every}")
+    folder = _check_model_folder(args.out)
+    images = [_read_checked(p, args.channel_axis, args.rgb) for p in args.images]
+    labels = [read_image(p) for p in args.labels] if args.labels else None
+    if labels is not None and len(labels) != len(images):
+        raise InputError(f"{len(images)} image(s) but {len(labels)} label image(s); give one labels file per image")
+    resolve_device(args.device)  # an unusable --device fails before any folder is made
+    reporter = _Reporter("training", "step")
+    created = not folder.exists()
+    _prepare_model_folder(folder, reporter)
+
+    stop = _StopOnSigint()
+    announced = []
+
+    def should_stop() -> bool:
+        if stop.requested.is_set() and not announced:
+            announced.append(True)
+            reporter.message("stopping after this step and saving the model so far (Ctrl-C again quits without saving)")
+        return stop.requested.is_set()
+
+    def on_checkpoint(path) -> None:
+        # The loop also saves at the end; only the periodic saves are news.
+        if reporter.step < reporter.total and not stop.requested.is_set():
+            reporter.message(f"checkpoint at step {reporter.step} saved to {path}")
+
+    callbacks = Callbacks(
+        on_progress=reporter.progress, should_stop=should_stop, on_checkpoint=on_checkpoint, on_message=reporter.message
+    )
+    try:
+        with stop:
+            model = api.train(
+                info.name, images, labels, config, device=args.device, seed=args.seed, callbacks=callbacks,
+                out=folder, checkpoint_every=args.checkpoint_every, channel_axis=args.channel_axis, rgb=args.rgb,
+            )
+    except BaseException:
+        # A run that failed before its first save should not leave an empty
+        # folder that looks like a model.
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+    finally:
+        reporter.close()
+    log = model.train_log
+    done, total, seconds = log.get("steps_done", 0), log.get("steps_total", 0), log.get("seconds", 0.0)
+    if log.get("cancelled"):
+        print(f"{PROG}: cancelled; the partial model ({done} of {total} steps) is saved in {folder}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"saved {info.title} model to {folder} ({done} steps, {seconds:.1f} s)")
+    return 0
+
+
+def _label_dtype(labels: np.ndarray):
+    # uint16 is what most viewers and Fiji open; more objects need uint32.
+    return np.uint16 if labels.size == 0 or labels.max() < 65536 else np.uint32
+
+
+def _cmd_segment(args) -> int:
+    from probseg.api import load_model
+    from probseg.callbacks import Callbacks
+    from probseg.device import describe_device
+    from probseg.io import check_output_path, write_image
+
+    outputs = {"out": args.out, "samples_out": args.samples_out, "embeddings_out": args.embeddings_out,
+               "uncertainty_out": args.uncertainty_out}
+    for value in outputs.values():
+        if value is not None:
+            check_output_path(value)
+    if args.samples < 1:
+        raise InputError(f"--samples must be at least 1, got {args.samples}")
+    if args.tile_size is not None and args.tile_size < 64:
+        raise InputError(f"--tile-size must be at least 64 px, got {args.tile_size}")
+    image = _read_checked(args.image, args.channel_axis, args.rgb)
+    model = load_model(args.model, device=args.device)
+    if args.tile_size is not None:
+        model.tile_size = args.tile_size
+    reporter = _Reporter("segmenting", "tile")
+    reporter.message(f"segmenting with a {model.method} model on {describe_device(model.device)}")
+    callbacks = Callbacks(on_progress=reporter.progress, on_message=reporter.message)
+    start = time.perf_counter()
+    try:
+        prediction = model.predict(
+            image, n_samples=args.samples, seed=args.seed, channel_axis=args.channel_axis, rgb=args.rgb, callbacks=callbacks
+        )
+    finally:
+        reporter.close()
+    seconds = time.perf_counter() - start
+    segmentation = prediction.segmentation
+    n_objects = int(np.count_nonzero(np.unique(segmentation)))
+    write_image(args.out, segmentation.astype(_label_dtype(segmentation)))
+    print(f"wrote {n_objects} objects to {args.out} ({seconds:.1f} s)")
+    if args.samples_out:
+        samples = prediction.samples
+        write_image(args.samples_out, samples.astype(_label_dtype(samples)))
+        print(f"wrote {samples.shape[0]} samples to {args.samples_out}")
+    if args.embeddings_out:
+        write_image(args.embeddings_out, prediction.embeddings.astype(np.float32))
+        print(f"wrote embeddings {prediction.embeddings.shape} to {args.embeddings_out}")
+    if args.uncertainty_out:
+        write_image(args.uncertainty_out, prediction.uncertainty.astype(np.float32))
+        print(f"wrote uncertainty to {args.uncertainty_out}")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from probseg.io import read_image
+    from probseg.metrics import evaluate
+
+    pred = read_image(args.pred)
+    gt = read_image(args.gt)
+    if pred.shape != gt.shape:
+        raise InputError(f"{args.pred} has shape {pred.shape} but {args.gt} has shape {gt.shape}; they must be equal")
+    print(json.dumps(evaluate(pred, gt)))
+    return 0
+
+
+def _describe_settings(method: str, config: dict) -> tuple[list[str], list[str]]:
+    """``name=value unit`` strings: main settings, and advanced ones that differ from the default."""
+    from probseg import methods
+    from probseg.config import fields_of
+
+    try:
+        specs = {s.name: s for s in fields_of(methods.get(method).config_class)}
+    except InputError:
+        specs = {}
+    # Declaration order (the form's order) beats config.json's sorted keys.
+    names = [n for n in specs if n in config] + sorted(n for n in config if n not in specs)
+    main, changed = [], []
+    for name in names:
+        value, spec = config[name], specs.get(name)
+        text = f"{name}={_number(value)}" + (f" {spec.unit}" if spec is not None and spec.unit else "")
+        if spec is None or not spec.advanced:
+            main.append(text)
+        elif value != spec.default:
+            changed.append(text)
+    return main, changed
+
+
+def _per_channel(values) -> str:
+    """``12.5`` for one channel, ``[12.5, 3.1]`` for several."""
+    if isinstance(values, list) and len(values) == 1:
+        values = values[0]
+    return _number(values) if isinstance(values, (int, float)) else str(values)
+
+
+def _cmd_info(args) -> int:
+    from probseg import methods
+    from probseg.checkpoint import WEIGHTS_NAME, read_config
+
+    meta = read_config(args.model)
+    if args.json:
+        print(json.dumps(meta, indent=2, sort_keys=True))
+        return 0
+    method = meta["method"]
+    try:
+        title = methods.get(method).title
+    except InputError:
+        title = "not known to this probseg"
+    config = meta["config"] if isinstance(meta["config"], dict) else {}
+    main, changed = _describe_settings(method, config)
+    training = meta.get("training") if isinstance(meta.get("training"), dict) else {}
+    lines = [
+        ("model", str(args.model)),
+        ("method", f"{method} ({title})"),
+        ("format", f"{meta['format']} version {meta['format_version']}"),
+    ]
+    if training:
+        text = (
+            f"{training.get('steps_done', '?')} of {training.get('steps_total', '?')} steps in "
+            f"{_number(training.get('seconds', '?'))} s on {training.get('device', '?')}"
+        )
+        if "seed" in training:
+            text += f", seed {training['seed']}"
+        if training.get("cancelled"):
+            text += ", cancelled before the end"
+        lines.append(("training", text))
+        losses = training.get("losses") or []
+        if losses:
+            lines.append(("final loss", f"{losses[-1]:.4g}"))
+    else:
+        lines.append(("training", "no record"))
+    lines.append(("settings", ", ".join(main) or "none"))
+    if changed:
+        lines.append(("advanced", ", ".join(changed)))
+    lines.append(("input channels", str(meta.get("in_channels", "?"))))
+    norm = meta.get("normalization") if isinstance(meta.get("normalization"), dict) else {}
+    if norm:
+        lo, hi = (list(norm.get("percentiles", [])) + ["?", "?"])[:2]
+        text = f"{norm.get('mode', 'per-image')} percentiles {_number(lo)} to {_number(hi)}"
+        if "train_low" in norm and "train_high" in norm:
+            text += f"; training images span {_per_channel(norm['train_low'])} to {_per_channel(norm['train_high'])}"
+        lines.append(("normalisation", text))
+    weights = Path(args.model) / WEIGHTS_NAME
+    lines.append(("weights", f"{weights.name}, {weights.stat().st_size / 1024:.1f} KiB" if weights.is_file() else f"{weights.name} MISSING"))
+    width = max(len(k) for k, _ in lines)
+    for key, value in lines:
+        print(f"{key + ':':<{width + 1}} {value}")
+    return 0
+
+
+def _cmd_methods(args) -> int:
+    from probseg import methods
+
+    names = methods.available()
+    width = max(len(n) for n in names)
+    for name in names:
+        info = methods.get(name)
+        print(f"{name:<{width}}  {info.title}: {info.summary}")
+    return 0
+
+
+# -- entry point --------------------------------------------------------------------------
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _fail(text: str) -> None:
+    print(f"{PROG}: error: {_one_line(text)}", file=sys.stderr)
+
+
+def _os_message(exc: OSError) -> str:
+    if exc.strerror and exc.filename:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc) or type(exc).__name__
+
+
+def main(argv=None) -> int:
+    """Run the command line; return the exit status.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments without the program name; ``sys.argv[1:]`` by default.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser(_command_of(argv))
+        args, extra = parser.parse_known_args(argv)
+        if getattr(args, "handler", None) is None:
+            raise _UsageError("choose a command: train, segment, evaluate, info or methods (see 'probseg --help')")
+        if extra:
+            raise _unrecognized(args, extra)
+        return args.handler(args)
+    except SystemExit as exc:  # --help and --version end through here
+        return exc.code if isinstance(exc.code, int) else 0
+    except _UsageError as exc:
+        _fail(str(exc))
+        return EXIT_USAGE
+    except Cancelled as exc:
+        _fail(str(exc))
+        return EXIT_INTERRUPTED
+    except ProbsegError as exc:
+        _fail(str(exc))
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; nothing more was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except MemoryError:
+        _fail("out of memory; try a smaller image, a smaller --tile-size or fewer --samples")
+        return EXIT_FAILURE
+    except BrokenPipeError:
+        # The reader of stdout went away (e.g. '| head'); nothing to report.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return EXIT_FAILURE
+    except OSError as exc:
+        _fail(_os_message(exc))
+        return EXIT_FAILURE
+    except Exception as exc:  # noqa: BLE001 - the promise is: no traceback, ever
+        if os.environ.get("PROBSEG_DEBUG"):
+            raise
+        if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without importing torch
+            _fail("the GPU ran out of memory; try a smaller --tile-size, a smaller --batch-size or --device cpu")
+            return EXIT_FAILURE
+        _fail(f"internal error ({type(exc).__name__}: {exc}); please report it; set PROBSEG_DEBUG=1 for the traceback")
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,309 @@
+"""The napari widgets, driven the way a user would, on a (virtual) display.
+
+Select with ``-m widget``. Needs Xvfb (pytest-xvfb starts it) because
+napari's canvas needs OpenGL, which Qt's offscreen platform lacks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    # Qt aborts the whole process without a display; pytest-xvfb sets DISPLAY when Xvfb is installed.
+    pytest.skip("needs a display: install Xvfb (apt-get install xvfb) for pytest-xvfb", allow_module_level=True)
+
+from napari.layers import Image, Labels  # noqa: E402
+
+from napari_probseg import _models, train_widget  # noqa: E402
+from napari_probseg._sample_data import nuclei, touching_blobs  # noqa: E402
+from napari_probseg.predict_widget import PredictWidget  # noqa: E402
+from napari_probseg.train_widget import TrainWidget  # noqa: E402
+from probseg import api, datasets  # noqa: E402
+
+pytestmark = pytest.mark.widget
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(steps=5, crop_size=48, batch_size=2, num_fmaps=8, noise_draws=2)
+TIMEOUT_MS = 90_000  # two shared CPU cores; a tiny run takes a few seconds
+
+
+@pytest.fixture(scope="module")
+def crop() -> np.ndarray:
+    return datasets.nuclei()[0][:96, :96]
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory, crop) -> Path:
+    """A tiny model trained by the engine directly, for the tests that only predict."""
+    folder = tmp_path_factory.mktemp("model") / "tiny"
+    api.train("cellulus", crop, config=TINY, device="cpu", out=folder)
+    return folder
+
+
+@pytest.fixture
+def store() -> _models.ModelStore:
+    return _models.ModelStore()
+
+
+@pytest.fixture(autouse=True)
+def models_home(tmp_path, monkeypatch) -> Path:
+    """Default output folders go to tmp_path, never the real ~/probseg-models."""
+    home = tmp_path / "probseg-models"
+    monkeypatch.setattr(train_widget, "MODELS_HOME", home)
+    return home
+
+
+@pytest.fixture(autouse=True)
+def clean_global_store():
+    """Widgets opened through napari use the session-wide store; leave it empty for the next test."""
+    yield
+    _models.store.clear()
+
+
+@pytest.fixture
+def viewer(make_napari_viewer, crop):
+    v = make_napari_viewer()
+    v.add_image(crop, name="nuclei")
+    return v
+
+
+def _dock(viewer, widget):
+    viewer.window.add_dock_widget(widget, name=type(widget).__name__)
+    return widget
+
+
+def _wait(qtbot, widget, timeout=TIMEOUT_MS):
+    qtbot.waitUntil(lambda: not widget.running, timeout=timeout)
+
+
+def _train(qtbot, widget, folder, **values):
+    widget.form.set_values({**TINY, **values})
+    widget.output_folder = folder
+    assert widget.start() is not None, widget.status
+    assert widget.running and widget.cancel_button.isEnabled() and not widget.start_button.isEnabled()
+    _wait(qtbot, widget)
+
+
+def _load(qtbot, widget, folder):
+    worker = widget.load_model(folder)
+    qtbot.waitUntil(lambda: not worker.is_running and len(widget.store) > 0, timeout=30_000)
+
+
+def test_train_then_predict(viewer, qtbot, tmp_path, store):
+    trainer = _dock(viewer, TrainWidget(viewer, store=store))
+    predictor = _dock(viewer, PredictWidget(viewer, store=store))
+    assert trainer.method == "cellulus"
+    assert trainer.image_layers == ["nuclei"]
+    assert not trainer.labels_combo.enabled  # Cellulus needs no labels
+    assert predictor.model_name is None
+
+    out = tmp_path / "m1"
+    _train(qtbot, trainer, out)
+    assert (out / "config.json").is_file() and (out / "weights.safetensors").is_file()
+    assert trainer.model_name == "cellulus @ m1" and trainer.model_name in store
+    assert trainer.model.train_log["steps_done"] == 5 and not trainer.model.train_log["cancelled"]
+    assert trainer.loss_plot.points == 5
+    assert trainer.progress_bar.value() == 5
+    assert "saved" in trainer.status and not trainer.cancel_button.isEnabled()
+
+    # The store's signal put the new model into Predict without any click.
+    assert predictor.model_name == "cellulus @ m1"
+    assert predictor.image_layer == "nuclei"
+    predictor.n_samples = 3
+    assert predictor.run() is not None, predictor.status
+    _wait(qtbot, predictor)
+    layers = predictor.output_layers
+    expected = {
+        "segmentation": (Labels, (96, 96)),
+        "samples": (Labels, (3, 96, 96)),
+        "embeddings": (Image, (96, 96, 3)),
+        "uncertainty": (Image, (96, 96)),
+    }
+    assert {role: (type(layer), layer.data.shape) for role, layer in layers.items()} == expected
+    assert layers["segmentation"].name == "nuclei segmentation"
+    assert layers["embeddings"].rgb and layers["embeddings"].metadata["embeddings"].shape == (2, 96, 96)
+    assert tuple(layers["uncertainty"].contrast_limits) == (0.0, 1.0)
+    assert layers["uncertainty"].colormap.name == "magma"
+    assert layers["segmentation"].data.max() > 0
+    np.testing.assert_array_equal(layers["segmentation"].data, predictor.prediction.segmentation)
+
+    # A second run updates the same four layers instead of adding more.
+    n_layers = len(viewer.layers)
+    predictor.n_samples = 2
+    predictor.run()
+    _wait(qtbot, predictor)
+    again = predictor.output_layers
+    assert len(viewer.layers) == n_layers
+    assert all(again[role] is layers[role] for role in layers)
+    assert again["samples"].data.shape == (2, 96, 96)
+    # Our result layers are never offered as inputs.
+    assert trainer._image_choices() == ["nuclei"]
+
+
+def test_cancel_keeps_the_model(viewer, qtbot, store, models_home):
+    trainer = _dock(viewer, TrainWidget(viewer, store=store))
+    trainer.form.set_values({**TINY, "steps": 10_000})
+    trainer.output_folder = ""  # a new time-stamped folder under models_home
+    trainer.start()
+    qtbot.waitUntil(lambda: trainer.loss_plot.points > 0 or not trainer.running, timeout=TIMEOUT_MS)
+    asked = time.monotonic()
+    trainer.cancel()
+    assert "cancelling" in trainer.status and not trainer.cancel_button.isEnabled()
+    _wait(qtbot, trainer, timeout=15_000)
+    assert time.monotonic() - asked < 15
+    log = trainer.model.train_log
+    assert log["cancelled"] and 0 < log["steps_done"] < 10_000
+    (folder,) = models_home.iterdir()
+    assert folder.name.startswith("cellulus-") and (folder / "config.json").is_file()
+    assert trainer.model_name in store and "cancelled" in trainer.status
+    assert api.load_model(folder).train_log["cancelled"]
+
+
+def test_closing_the_widget_stops_training(viewer, qtbot, tmp_path, store):
+    trainer = TrainWidget(viewer, store=store)
+    trainer.form.set_values({**TINY, "steps": 10_000})
+    trainer.output_folder = tmp_path / "closed"
+    worker = trainer.start()
+    qtbot.waitUntil(lambda: trainer.loss_plot.points > 0, timeout=TIMEOUT_MS)
+    trainer.deleteLater()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=15_000)
+    # Stopped like a cancel: the model so far was saved.
+    assert (tmp_path / "closed" / "config.json").is_file()
+
+
+def test_bad_inputs_give_messages_not_exceptions(make_napari_viewer, qtbot, tmp_path, store, model_folder):
+    viewer = make_napari_viewer()
+    trainer = _dock(viewer, TrainWidget(viewer, store=store))
+    predictor = _dock(viewer, PredictWidget(viewer, store=store))
+
+    # Nothing to work on yet.
+    assert trainer.start() is None and "no image layer" in trainer.status
+    assert predictor.run() is None and "no model" in predictor.status
+
+    # A corrupt model folder is reported, not raised.
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    worker = predictor.load_model(broken)
+    qtbot.waitUntil(lambda: not worker.is_running and "not valid JSON" in predictor.status, timeout=30_000)
+    assert len(store) == 0
+    _load(qtbot, predictor, model_folder)
+    assert predictor.model_name == "cellulus @ tiny"
+
+    # A constant image: training and prediction both explain, nothing is added.
+    viewer.add_image(np.full((96, 96), 7, np.uint16), name="flat")
+    n_layers = len(viewer.layers)
+    out = tmp_path / "never"
+    _train(qtbot, trainer, out)
+    assert "constant" in trainer.status and trainer.model is None
+    assert not out.exists()  # the empty folder made for the run is removed again
+    predictor.image_layer = "flat"
+    predictor.run()
+    _wait(qtbot, predictor)
+    assert "constant" in predictor.status
+    assert len(viewer.layers) == n_layers and predictor.output_layers == {}
+
+    # An RGB image for a grayscale model: the channel mismatch is named.
+    viewer.add_image(np.random.default_rng(0).random((96, 96, 3)).astype(np.float32), name="colour", rgb=True)
+    predictor.image_layer = "colour"
+    predictor.run()
+    _wait(qtbot, predictor)
+    assert "1-channel" in predictor.status and len(viewer.layers) == n_layers + 1
+
+    # A folder that already holds a model is never overwritten.
+    trainer.image_layers = ["flat"]
+    trainer.output_folder = model_folder
+    assert trainer.start() is None and "already holds a model" in trainer.status
+
+    # A number field with text in it.
+    trainer.form.fields["learning_rate"].widget.value = "fast"
+    trainer.output_folder = tmp_path / "m"
+    assert trainer.start() is None and "learning rate" in trainer.status
+
+
+def test_unexpected_failure_is_reported(viewer, qtbot, tmp_path, store, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(train_widget.api, "train", out_of_memory)
+    trainer = _dock(viewer, TrainWidget(viewer, store=store))
+    _train(qtbot, trainer, tmp_path / "oom")
+    assert "out of memory" in trainer.status and "batch size" in trainer.status
+    assert trainer.start_button.isEnabled() and not (tmp_path / "oom").exists()
+
+    # A bug is not hidden: napari shows its traceback, the status names it.
+    monkeypatch.setattr(train_widget.api, "train", lambda *a, **k: 1 / 0)
+    with qtbot.capture_exceptions() as caught:
+        _train(qtbot, trainer, tmp_path / "bug")
+    assert "ZeroDivisionError" in trainer.status and not trainer.running
+    assert any(isinstance(exc, ZeroDivisionError) for _, exc, _ in caught)
+
+
+def test_stack_gets_a_z_axis(make_napari_viewer, qtbot, store, model_folder, crop):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.stack([crop, crop[::-1]]), name="stack")
+    predictor = _dock(viewer, PredictWidget(viewer, store=store))
+    _load(qtbot, predictor, model_folder)
+    predictor.image_layer = "stack"
+    predictor.n_samples = 2
+    predictor.run()
+    _wait(qtbot, predictor)
+    shapes = {role: layer.data.shape for role, layer in predictor.output_layers.items()}
+    assert shapes == {
+        "segmentation": (2, 96, 96),
+        "samples": (2, 2, 96, 96),
+        "embeddings": (2, 96, 96, 3),
+        "uncertainty": (2, 96, 96),
+    }
+    assert "plane by plane" in predictor.status
+
+    # Cancel: the engine stops at the next tile and the layers stay as they were.
+    before = predictor.output_layers["segmentation"].data
+    predictor.tile_size = 64
+    predictor.run()
+    predictor.cancel()
+    _wait(qtbot, predictor)
+    assert "cancelled" in predictor.status
+    assert predictor.output_layers["segmentation"].data is before
+
+
+def test_sample_data_functions():
+    (image, meta, kind), (labels, lmeta, lkind) = nuclei()
+    assert (kind, lkind) == ("image", "labels") and meta["name"] == "nuclei"
+    assert image.shape == labels.shape == (512, 256) and labels.max() == 73
+    assert meta["metadata"]["object_size"] == datasets.NUCLEI_OBJECT_SIZE
+    (image, meta, kind), (labels, _, lkind) = touching_blobs()
+    assert (kind, lkind) == ("image", "labels")
+    assert image.shape == labels.shape == (256, 256) and image.dtype == np.float32 and labels.max() > 10
+
+
+def test_plugin_contributions_in_napari(make_napari_viewer, npe2pm, qtbot, model_folder):
+    """The manifest's sample data and widgets work through napari's own menus' code paths."""
+    with npe2pm.tmp_plugin(manifest=str(ROOT / "napari.yaml")):
+        viewer = make_napari_viewer()
+        viewer.open_sample("napari-probseg", "nuclei")
+        assert [layer.name for layer in viewer.layers] == ["nuclei", "nuclei ground truth"]
+        assert isinstance(viewer.layers["nuclei ground truth"], Labels)
+        viewer.open_sample("napari-probseg", "touching_blobs")
+        assert viewer.layers["touching blobs"].data.shape == (256, 256)
+        _, train = viewer.window.add_plugin_dock_widget("napari-probseg", "Train")
+        _, predict = viewer.window.add_plugin_dock_widget("napari-probseg", "Predict")
+        assert isinstance(train, TrainWidget) and isinstance(predict, PredictWidget)
+        assert train.image_layers == ["touching blobs"]  # the newest image
+        assert predict.image_layer == "touching blobs"
+        # napari hands plugins a proxy of the viewer; results must still reach it.
+        _load(qtbot, predict, model_folder)
+        predict.n_samples = 1
+        predict.run()
+        assert not predict.run_button.isEnabled()
+        _wait(qtbot, predict)
+        assert viewer.layers["touching blobs segmentation"].data.shape == (256, 256)
+        assert predict.run_button.isEnabled()
