@@ -125,6 +125,8 @@ def validate_config(config: Any) -> Any:
             value = float(value)
         if not isinstance(value, spec.type) or (spec.type is int and isinstance(value, bool)):
             raise InputError(f"{spec.name} must be a {spec.type.__name__}, got {value!r}")
+        if spec.type is float and value != value:
+            raise InputError(f"{spec.name} must be a number, got NaN")
         if spec.minimum is not None and value < spec.minimum:
             raise InputError(f"{spec.name} must be at least {spec.minimum} {spec.unit}".rstrip() + f", got {value}")
         if spec.maximum is not None and value > spec.maximum:

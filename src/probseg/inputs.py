@@ -116,8 +116,10 @@ def to_planes(image: np.ndarray, channel_axis: int | None = None, rgb: bool = Fa
         stack_notice = f"{name} is a 3-D stack of {data.shape[0]} planes; processing it plane by plane"
         notice = stack_notice if notice is None else notice + "; " + stack_notice
     if min(data.shape[2:]) < MIN_SIDE:
-        raise InputError(f"{name} is {data.shape[2]}x{data.shape[3]} px; at least {MIN_SIDE} px per side is needed")
-    return Planes(np.ascontiguousarray(data, dtype=np.float32), is_stack, notice)
+        hint = " (it looks like an RGB image: use the RGB option)" if is_stack and array.shape[-1] in (3, 4) else ""
+        raise InputError(f"{name} is {data.shape[2]}x{data.shape[3]} px; at least {MIN_SIDE} px per side is needed{hint}")
+    # Always a copy: normalisation works in place and must never touch the caller's array.
+    return Planes(np.array(data, dtype=np.float32, order="C", copy=True), is_stack, notice)
 
 
 def check_labels(labels: np.ndarray, shape: tuple, name: str = "labels") -> np.ndarray:

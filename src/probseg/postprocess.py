@@ -56,6 +56,6 @@ def shrink(labels: np.ndarray, pixels: int) -> np.ndarray:
         boundary[tuple(sl_b)] |= diff
     depth = ndi.distance_transform_edt(~boundary & (labels > 0))
     peak = ndi.maximum(depth, labels, index=np.arange(labels.max() + 1))
-    keep = depth > np.minimum(pixels, np.asarray(peak)[labels] - 1)
+    keep = depth >= np.minimum(pixels, np.asarray(peak)[labels])
     out[~keep] = 0
     return out

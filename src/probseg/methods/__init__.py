@@ -47,7 +47,7 @@ def get(name: str) -> MethodInfo:
     InputError
         For an unknown name, listing the known ones.
     """
-    key = (name or "").strip().lower()
+    key = name.strip().lower() if isinstance(name, str) else ""
     if key not in _MODULES:
         raise InputError(f"unknown method {name!r}; available: {', '.join(available())}")
     return importlib.import_module(_MODULES[key]).METHOD

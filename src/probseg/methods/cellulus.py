@@ -108,8 +108,11 @@ class MiniUNet(nn.Module):
     def forward_same(self, x: torch.Tensor) -> torch.Tensor:
         """Offsets for every input pixel (reflect padding supplies the context)."""
         h, w = x.shape[-2:]
-        extra_y, extra_x = h % 2, w % 2  # pooling needs even sizes
-        x = F.pad(x, (CONTEXT, CONTEXT + extra_x, CONTEXT, CONTEXT + extra_y), mode="reflect")
+        # Pooling needs even sizes: make the image even first (as tiling does),
+        # then add the context, so whole-image and tiled results agree.
+        if h % 2 or w % 2:
+            x = F.pad(x, (0, w % 2, 0, h % 2), mode="reflect")
+        x = F.pad(x, (CONTEXT, CONTEXT, CONTEXT, CONTEXT), mode="reflect")
         return self(x)[..., :h, :w]
 
 
