@@ -15,12 +15,6 @@ from probseg.errors import CheckpointError
 TINY = dict(num_fmaps=8, fmap_inc_factor=2, crop_size=48, batch_size=2, noise_draws=2, density=0.05)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,6 @@ from probseg.normalize import normalize_percentile, percentile_range
 TINY = dict(num_fmaps=8, fmap_inc_factor=2, crop_size=48, batch_size=2, noise_draws=2, density=0.05)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _blobs(shape=(64, 64), seed=0):

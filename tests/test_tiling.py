@@ -11,13 +11,6 @@ from probseg.methods.cellulus import CONTEXT, MiniUNet
 from probseg.tiling import tiled_apply, window_starts
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Two OpenMP threads on a busy two-core machine are ~100x slower than one.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")
