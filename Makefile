@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-DEMO_STEPS ?= 1500
+DEMO_STEPS ?= 2000
 
 # Debian packages napari needs on a virtual display: Xvfb, Mesa's OpenGL, and
 # the xcb libraries of Qt's X11 platform plugin.
