@@ -12,7 +12,7 @@ they disagree. This package never imports Qt or napari.
 
 __version__ = "0.1.0"
 
-from probseg import errors, metrics  # noqa: F401
+from probseg import datasets, errors, metrics  # noqa: F401
 from probseg.api import list_methods, load_model, train  # noqa: F401
 
 __all__ = ["train", "load_model", "list_methods", "datasets", "errors", "__version__"]
