@@ -51,7 +51,7 @@ CONTEXT = 8  # px the valid-convolution network loses on each side
 class Config(TrainingConfig):
     """Cellulus hyperparameters; ``object_size`` is the one to set."""
 
-    # CPU-friendly defaults (about 0.15 s a step on two cores); on a GPU raise
+    # CPU-friendly defaults (about 0.1 s a step on two idle cores); on a GPU raise
     # batch_size, crop_size and num_fmaps towards the paper's 8, 252 and 24.
     batch_size: int = param(4, "crops per iteration", unit="crops", minimum=1, maximum=256, advanced=True)
     crop_size: int = param(96, "side of the random training crops (after rescaling)", unit="px", minimum=48, maximum=2048, advanced=True)
@@ -248,10 +248,10 @@ class CellulusModel(SegmentationModel):
 
         ``"spread"`` is the paper's rule: background pixels have nothing to
         anchor on, so their embeddings scatter under input noise; Otsu splits
-        the spread. After a few thousand CPU steps that spread is still
-        bimodal in the wrong places on the nuclei sample (F1 0.09 against 0.69
-        with ``"intensity"``, see docs/benchmarks.md), so the default is Li's
-        threshold on the lightly smoothed image, which suits fluorescence.
+        the spread. After a few thousand CPU steps that spread still fails to
+        separate many nuclei from the background in our trials, so the
+        default is Li's threshold on the lightly smoothed image, which suits
+        fluorescence (see docs/benchmarks.md).
         """
         if self.config.foreground == "spread":
             spread = np.sqrt(offsets.var(axis=0).sum(axis=0))
@@ -261,8 +261,8 @@ class CellulusModel(SegmentationModel):
 
     def _predict_plane(self, plane: np.ndarray, n_samples: int, rng: np.random.Generator, cb: Callbacks) -> PlanePrediction:
         n_draws = max(n_samples, self.config.noise_draws)
-        # Draws come from one rng stream, so the first noise_draws are the same
-        # whatever n_samples is, and so is the segmentation built from them.
+        # For a 2-D image the first noise_draws come out of the rng the same
+        # whatever n_samples is, and so does the segmentation built from them.
         offsets = self.offsets(plane, n_draws, rng, cb)
         h, w = plane.shape[1:]
         grid = np.stack(np.meshgrid(np.arange(h), np.arange(w), indexing="ij")).astype(np.float32)
