@@ -1,0 +1,24 @@
+"""Consensus of many segmentations: same-objectness graph and Leiden.
+
+Every model yields several segmentations of an image (samples), and tiled
+inference yields overlapping windows. The consensus links nearby pixels by how
+often the labelings put them in one object and splits that graph into
+objects with Leiden community detection; the resolution decides how finely.
+
+>>> from probseg.consensus import Consensus
+>>> c = Consensus.from_samples(samples)          # (n, Y, X) labels
+>>> sweep = c.sweep()                            # proposes a resolution
+>>> labels = c.labels(sweep.best)
+>>> labels = c.update_region(labels, (0, 0, 256, 256), 2 * sweep.best)
+"""
+
+from probseg.consensus.engine import DEFAULT_OBJECTIVE, Consensus, Region, Sweep, check_rect, write_region
+from probseg.consensus.fragments import Fragments, Layer, fragments
+from probseg.consensus.graph import DEFAULT_MIN_WEIGHT, DEFAULT_RADIUS, Graph, fragment_graph, pixel_graph, soft_pixel_graph
+from probseg.consensus.leiden import OBJECTIVES, leiden, quality
+
+__all__ = [
+    "Consensus", "Region", "Sweep", "Layer", "Fragments", "Graph", "fragments", "fragment_graph", "pixel_graph",
+    "soft_pixel_graph", "leiden", "quality", "check_rect", "write_region", "OBJECTIVES", "DEFAULT_OBJECTIVE",
+    "DEFAULT_RADIUS", "DEFAULT_MIN_WEIGHT",
+]
