@@ -251,3 +251,23 @@ def test_ctrl_c_saves_partial_model(work, tmp_path, capsys, monkeypatch):
     meta = json.loads((tmp_path / "partial" / "config.json").read_text())
     assert meta["training"]["cancelled"] is True and meta["training"]["steps_done"] == 1
     assert signal.getsignal(signal.SIGINT) is before  # the handler is removed again
+
+
+def test_segment_stitch_consensus(work):
+    folder, _ = work
+    result = run_cli(
+        "segment", "model", "image.tif", "--out", "stitched.tif", "--stitch", "consensus", "--window", "32",
+        "--window-overlap", "16", "--samples", "2", "--device", "cpu", cwd=folder,
+    )
+    assert result.returncode == 0, result.stderr
+    labels = tifffile.imread(folder / "stitched.tif")
+    assert labels.shape == (64, 64)
+    assert "from 9 windows" in result.stdout and "auto resolution (cpm)" in result.stdout
+
+
+def test_segment_stitch_refuses_outputs_it_cannot_make(work, capsys):
+    folder, _ = work
+    code = cli.main(["segment", str(folder / "model"), str(folder / "image.tif"), "--out", str(folder / "s.tif"),
+                     "--stitch", "consensus", "--samples-out", str(folder / "x.tif")])
+    assert code == 1
+    assert "drop --samples-out" in assert_one_line_error(capsys.readouterr().err)

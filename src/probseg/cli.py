@@ -4,6 +4,7 @@
 
     probseg train cellulus image.tif --out models/nuclei --object-size 24 --steps 500
     probseg segment models/nuclei image.tif --out labels.tif --uncertainty-out uncertainty.tif
+    probseg consensus samples.tif --resolution auto --out consensus.tif
     probseg evaluate labels.tif ground_truth.tif
     probseg info models/nuclei
     probseg methods
@@ -199,6 +200,44 @@ def _train_common() -> argparse.ArgumentParser:
     return common
 
 
+def _resolution(text: str):
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {text!r}")
+    return value
+
+
+def _rect(text: str):
+    parts = text.replace(" ", "").split(",")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"expected four integers y0,x0,y1,x1, got {text!r}")
+    return tuple(values)
+
+
+def _add_consensus_options(parser: argparse.ArgumentParser, title: str) -> None:
+    group = parser.add_argument_group(title)
+    group.add_argument("--resolution", type=_resolution, default="auto", metavar="R|auto",
+                       help="Leiden resolution; higher splits more; 'auto' picks the one whose consensus agrees best (mean NMI) with the labelings (default: auto)")
+    group.add_argument("--objective", choices=("cpm", "rb"), default="cpm",
+                       help="cpm: constant Potts model, a resolution means the same on any image size; rb: modularity with resolution (default: cpm)")
+    group.add_argument("--min-size", type=int, default=0, metavar="PX", help="objects with fewer pixels become background (default: 0)")
+    group.add_argument("--radius", type=float, default=4.0, metavar="PX", help="pixels at most this far apart are linked in the graph (default: 4)")
+    group.add_argument("--min-weight", type=float, default=0.01, metavar="W", help="links weaker than this fraction are dropped (default: 0.01)")
+    group.add_argument("--min-foreground", type=float, default=0.5, metavar="F",
+                       help="fraction of the labelings that must call a pixel foreground (default: 0.5)")
+    group.add_argument("--backend", choices=("igraph", "leidenalg"), default="igraph",
+                       help="Leiden implementation: igraph's (fast) or leidenalg (reference) (default: igraph)")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The argument parser.
 
@@ -250,7 +289,28 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     segment.add_argument("--seed", type=int, default=0, metavar="S", help="random seed of the samples (default: 0)")
     segment.add_argument("--rgb", action="store_true", help="the last axis of the image holds RGB(A) colour channels")
     segment.add_argument("--channel-axis", type=int, metavar="A", help="axis of the image that holds channels")
+    segment.add_argument("--stitch", choices=("none", "consensus"), default="none",
+                         help="consensus: segment overlapping windows on their own and fuse them through the consensus graph (default: none)")
+    segment.add_argument("--window", type=int, default=256, metavar="PX", help="window side for --stitch consensus (default: 256)")
+    segment.add_argument("--window-overlap", type=int, metavar="PX", help="overlap of neighbouring windows for --stitch consensus (default: half a window)")
+    _add_consensus_options(segment, "consensus settings (with --stitch consensus)")
     segment.set_defaults(handler=_cmd_segment, _prog=segment.prog)
+
+    consensus = sub.add_parser(
+        "consensus",
+        help="one segmentation from several (samples)",
+        description="Fuse several segmentations of one image into a consensus: a graph links nearby "
+        "pixels by how often the samples put them in one object, and Leiden splits it into objects.",
+    )
+    consensus.add_argument("samples", metavar="SAMPLES", help="(n, Y, X) integer label images, e.g. from 'probseg segment --samples-out'")
+    consensus.add_argument("--out", required=True, metavar="LABELS", help="consensus label image to write (.tif, .npy or .png)")
+    consensus.add_argument("--region", type=_rect, metavar="Y0,X0,Y1,X1", help="only re-segment this rectangle (rows y0..y1-1, columns x0..x1-1)")
+    consensus.add_argument("--into", metavar="LABELS", help="with --region: labels to copy outside the rectangle (default: background)")
+    consensus.add_argument("--sweep-out", metavar="CSV", help="write the resolution sweep (resolution, mean NMI, objects) of --resolution auto")
+    consensus.add_argument("--seed", type=int, default=0, metavar="S", help="random seed of Leiden (default: 0)")
+    consensus.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE_HELP)
+    _add_consensus_options(consensus, "consensus settings")
+    consensus.set_defaults(handler=_cmd_consensus, _prog=consensus.prog)
 
     evaluate = sub.add_parser(
         "evaluate",
@@ -409,10 +469,18 @@ def _cmd_segment(args) -> int:
         raise InputError(f"--samples must be at least 1, got {args.samples}")
     if args.tile_size is not None and args.tile_size < 64:
         raise InputError(f"--tile-size must be at least 64 px, got {args.tile_size}")
+    stitch = args.stitch == "consensus"
+    if stitch:
+        extra = [f"--{k.replace('_', '-')}" for k in ("samples_out", "embeddings_out", "uncertainty_out") if outputs[k]]
+        if extra:
+            raise InputError(f"--stitch consensus writes the labels only; drop {', '.join(extra)}")
+        _check_consensus_options(args)
     image = _read_checked(args.image, args.channel_axis, args.rgb)
     model = load_model(args.model, device=args.device)
     if args.tile_size is not None:
         model.tile_size = args.tile_size
+    if stitch:
+        return _segment_stitched(args, model, image)
     reporter = _Reporter("segmenting", "tile")
     reporter.message(f"segmenting with a {model.method} model on {describe_device(model.device)}")
     callbacks = Callbacks(on_progress=reporter.progress, on_message=reporter.message)
@@ -438,6 +506,102 @@ def _cmd_segment(args) -> int:
     if args.uncertainty_out:
         write_image(args.uncertainty_out, prediction.uncertainty.astype(np.float32))
         print(f"wrote uncertainty to {args.uncertainty_out}")
+    return 0
+
+
+def _check_consensus_options(args) -> None:
+    if args.min_size < 0:
+        raise InputError(f"--min-size must be at least 0, got {args.min_size}")
+    if not args.radius >= 1:
+        raise InputError(f"--radius must be at least 1 px, got {args.radius}")
+    if not 0 < args.min_weight <= 1:
+        raise InputError(f"--min-weight must be in (0, 1], got {args.min_weight}")
+    if not 0 <= args.min_foreground <= 1:
+        raise InputError(f"--min-foreground must be between 0 and 1, got {args.min_foreground}")
+
+
+def _consensus_options(args) -> dict:
+    return dict(radius=args.radius, min_weight=args.min_weight, min_foreground=args.min_foreground, backend=args.backend)
+
+
+def _print_sweep(sweep) -> None:
+    print(f"auto resolution ({sweep.objective}): {sweep.best:.4g}, mean NMI {sweep.nmi[sweep.best_index]:.4f}, "
+          f"{int(sweep.n_objects[sweep.best_index])} objects")
+
+
+def _segment_stitched(args, model, image) -> int:
+    from probseg.callbacks import Callbacks
+    from probseg.consensus import segment_stitched
+    from probseg.device import describe_device
+    from probseg.io import write_image
+
+    reporter = _Reporter("segmenting windows", "window")
+    reporter.message(f"segmenting windows with a {model.method} model on {describe_device(model.device)}")
+    callbacks = Callbacks(on_progress=reporter.progress, on_message=reporter.message)
+    start = time.perf_counter()
+    try:
+        result = segment_stitched(
+            model, image, window=args.window, overlap=args.window_overlap, n_samples=args.samples, resolution=args.resolution,
+            objective=args.objective, seed=args.seed, min_size=args.min_size, channel_axis=args.channel_axis, rgb=args.rgb,
+            callbacks=callbacks, device=args.device, **_consensus_options(args),
+        )
+    finally:
+        reporter.close()
+    if result.sweep is not None:
+        _print_sweep(result.sweep)
+    labels = result.labels
+    write_image(args.out, labels.astype(_label_dtype(labels)))
+    n_objects = int(np.count_nonzero(np.unique(labels)))
+    print(f"wrote {n_objects} objects from {result.n_windows} windows to {args.out} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def _cmd_consensus(args) -> int:
+    from probseg.consensus import Consensus
+    from probseg.consensus.fragments import check_labelings
+    from probseg.io import check_output_path, read_image, write_image
+
+    check_output_path(args.out)
+    if args.sweep_out is not None:
+        sweep_path = Path(args.sweep_out)
+        if sweep_path.is_dir() or not sweep_path.parent.is_dir():
+            raise InputError(f"cannot write the sweep to {args.sweep_out}: it is a folder or its folder does not exist")
+    _check_consensus_options(args)
+    if args.into and not args.region:
+        raise InputError("--into needs --region (outside the region its labels are kept)")
+    if args.sweep_out and args.resolution != "auto":
+        raise InputError("--sweep-out needs --resolution auto")
+    samples = check_labelings(read_image(args.samples), args.samples)
+    into = None
+    if args.into:
+        into = read_image(args.into)
+        if into.shape != samples.shape[1:]:
+            raise InputError(f"{args.into} has shape {into.shape} but the samples are {samples.shape[1:]}")
+        into = check_labelings(into, args.into)[0]
+    start = time.perf_counter()
+    consensus = Consensus.from_samples(samples, device=args.device, **_consensus_options(args))
+    print(f"{samples.shape[0]} samples of {samples.shape[1]}x{samples.shape[2]}: {consensus.fragments.count} fragments, "
+          f"{len(consensus.graph.edges)} links ({time.perf_counter() - start:.1f} s)")
+    region = consensus.region(args.region) if args.region else None
+    resolution = args.resolution
+    if resolution == "auto":
+        sweep = consensus.sweep(objective=args.objective, seed=args.seed, region=region)
+        _print_sweep(sweep)
+        resolution = sweep.best
+        if args.sweep_out:
+            table = np.column_stack([sweep.resolutions, sweep.nmi, sweep.n_objects])
+            Path(args.sweep_out).write_text(
+                "resolution,mean_nmi,objects\n" + "".join(f"{r:.6g},{n:.6f},{int(k)}\n" for r, n, k in table)
+            )
+            print(f"wrote the sweep to {args.sweep_out}")
+    if region is None:
+        labels = consensus.labels(resolution, args.objective, args.seed, args.min_size)
+    else:
+        labels = consensus.update_region(into, region, resolution, args.objective, args.seed, args.min_size)
+    write_image(args.out, labels.astype(_label_dtype(labels)))
+    where = "" if region is None else f" (region {','.join(map(str, region.rect))})"
+    n_objects = int(np.count_nonzero(np.unique(labels)))
+    print(f"wrote {n_objects} objects to {args.out}{where} ({time.perf_counter() - start:.1f} s)")
     return 0
 
 
@@ -578,7 +742,7 @@ def main(argv=None) -> int:
         parser = build_parser(_command_of(argv))
         args, extra = parser.parse_known_args(argv)
         if getattr(args, "handler", None) is None:
-            raise _UsageError("choose a command: train, segment, evaluate, info or methods (see 'probseg --help')")
+            raise _UsageError("choose a command: train, segment, consensus, evaluate, info or methods (see 'probseg --help')")
         if extra:
             raise _unrecognized(args, extra)
         return args.handler(args)
