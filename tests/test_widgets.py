@@ -24,6 +24,7 @@ from napari.layers import Image, Labels  # noqa: E402
 
 from napari_probseg import _models, train_widget  # noqa: E402
 from napari_probseg._sample_data import nuclei, touching_blobs  # noqa: E402
+from napari_probseg.consensus_widget import ConsensusWidget  # noqa: E402
 from napari_probseg.predict_widget import PredictWidget  # noqa: E402
 from napari_probseg.train_widget import TrainWidget  # noqa: E402
 from probseg import api, datasets  # noqa: E402
@@ -307,3 +308,10 @@ def test_plugin_contributions_in_napari(make_napari_viewer, npe2pm, qtbot, model
         _wait(qtbot, predict)
         assert viewer.layers["touching blobs segmentation"].data.shape == (256, 256)
         assert predict.run_button.isEnabled()
+        _, consensus = viewer.window.add_plugin_dock_widget("napari-probseg", "Consensus")
+        assert isinstance(consensus, ConsensusWidget)
+        assert consensus.samples_layer == "touching blobs samples"
+        qtbot.waitUntil(lambda: not consensus.running and not consensus.updating, timeout=TIMEOUT_MS)
+        assert viewer.layers["touching blobs consensus"].data.shape == (256, 256)
+        consensus.slider.setValue(10)
+        qtbot.waitUntil(lambda: consensus.region_updates > 0 and not consensus.updating, timeout=TIMEOUT_MS)

@@ -1,0 +1,146 @@
+"""The Consensus widget on a (virtual) display: build, live region slider, Auto, whole image."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    pytest.skip("needs a display: install Xvfb (apt-get install xvfb) for pytest-xvfb", allow_module_level=True)
+
+from napari_probseg.consensus_widget import FIELD_OF_VIEW, ConsensusWidget  # noqa: E402
+from napari_probseg.train_widget import OUTPUT_META_KEY  # noqa: E402
+from probseg.metrics import f1_score  # noqa: E402
+from probseg.synthetic import perturbed_samples, touching_blobs  # noqa: E402
+
+pytestmark = pytest.mark.widget
+TIMEOUT_MS = 60_000
+RECT = (20, 30, 70, 90)
+
+
+@pytest.fixture(scope="module")
+def truth_and_samples():
+    _, truth = touching_blobs((128, 160), object_size=16, seed=7)
+    return truth, perturbed_samples(truth, 8, split=0.15, merge=0.15, seed=2)
+
+
+@pytest.fixture
+def viewer(make_napari_viewer, truth_and_samples):
+    _, samples = truth_and_samples
+    v = make_napari_viewer()
+    v.add_labels(samples, name="blobs samples", metadata={OUTPUT_META_KEY: {"role": "samples", "source": "blobs"}})
+    y0, x0, y1, x1 = RECT
+    v.add_shapes([np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]])], shape_type="rectangle", name="tune here")
+    return v
+
+
+def _idle(qtbot, w):
+    qtbot.waitUntil(lambda: not w.running and not w.updating, timeout=TIMEOUT_MS)
+
+
+def _objects(labels):
+    return np.unique(labels[labels > 0]).size
+
+
+def test_slider_updates_only_the_region(viewer, qtbot, truth_and_samples):
+    truth, _ = truth_and_samples
+    w = ConsensusWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    assert w.samples_layer == "blobs samples"
+    assert w.region_source == "tune here"  # the drawn rectangle, not the field of view
+    _idle(qtbot, w)
+    layer = w.consensus_layer
+    assert layer is not None and layer.name == "blobs consensus" and layer.data.shape == truth.shape
+    before = np.array(layer.data)
+    assert f1_score(before, truth) > 0.9  # the default resolution already works on these samples
+
+    assert w.current_rect() == RECT
+    y0, x0, y1, x1 = RECT
+    outside = np.ones(truth.shape, bool)
+    outside[y0:y1, x0:x1] = False
+    counts = {}
+    for value in (0, w.slider.maximum()):  # fully merged, then every fragment alone
+        n = w.region_updates
+        w.slider.setValue(value)
+        qtbot.waitUntil(lambda n=n: w.region_updates > n and not w.updating, timeout=TIMEOUT_MS)
+        now = np.array(w.consensus_layer.data)
+        np.testing.assert_array_equal(now[outside], before[outside])
+        counts[value] = _objects(now[y0:y1, x0:x1])
+    assert counts[0] < _objects(before[y0:y1, x0:x1]) < counts[w.slider.maximum()]
+    assert w.resolution_edit.text() == f"{w.resolution:.4g}"
+
+
+def test_many_slider_moves_coalesce(viewer, qtbot):
+    w = ConsensusWidget(viewer)
+    _idle(qtbot, w)
+    n = w.region_updates
+    for value in range(0, 400, 5):
+        w.slider.setValue(value)
+    qtbot.waitUntil(lambda: not w.updating, timeout=TIMEOUT_MS)
+    # Newest wins: far fewer updates than moves, and the last one is shown.
+    assert n < w.region_updates <= n + 80
+    final = np.array(w.consensus_layer.data)
+    w.request_region_update()
+    qtbot.waitUntil(lambda: not w.updating, timeout=TIMEOUT_MS)
+    np.testing.assert_array_equal(final, w.consensus_layer.data)
+
+
+def test_typed_resolution_moves_the_slider(viewer, qtbot):
+    w = ConsensusWidget(viewer)
+    _idle(qtbot, w)
+    w.resolution_edit.setText("0.0001")
+    w.resolution_edit.editingFinished.emit()
+    assert w.resolution == pytest.approx(1e-4, rel=0.05)
+    assert 0 < w.slider.value() < w.slider.maximum()
+    _idle(qtbot, w)
+
+
+def test_auto_plots_and_picks_a_resolution(viewer, qtbot, truth_and_samples):
+    truth, _ = truth_and_samples
+    w = ConsensusWidget(viewer)
+    _idle(qtbot, w)
+    w.auto()
+    _idle(qtbot, w)
+    sweep = w.last_sweep
+    assert sweep is not None and not w.plot.isHidden()
+    assert w.resolution == pytest.approx(sweep.best, rel=0.02)
+    assert w.auto_info.text().startswith(f"Auto: resolution {sweep.best:.4g}")
+    w.apply_to_whole_image()
+    _idle(qtbot, w)
+    assert f1_score(w.consensus_layer.data, truth) > 0.9
+
+
+def test_field_of_view_and_bad_inputs(make_napari_viewer, qtbot, truth_and_samples):
+    _, samples = truth_and_samples
+    viewer = make_napari_viewer()
+    w = ConsensusWidget(viewer)
+    w.auto()
+    assert "no samples layer" in w.status
+    viewer.add_labels(samples, name="s")
+    assert w.samples_layer == "s"
+    _idle(qtbot, w)
+    assert w.region_source == FIELD_OF_VIEW
+    y0, x0, y1, x1 = w.current_rect()
+    assert 0 <= y0 < y1 <= samples.shape[1] and 0 <= x0 < x1 <= samples.shape[2]
+    viewer.add_shapes(name="empty")
+    w.region_source = "empty"
+    w.auto()
+    assert "has no rectangle" in w.status
+    w.resolution_edit.setText("-3")
+    w.resolution_edit.editingFinished.emit()
+    assert w.resolution > 0
+    _idle(qtbot, w)
+
+
+def test_removing_the_samples_mid_update_is_harmless(viewer, qtbot):
+    w = ConsensusWidget(viewer)
+    _idle(qtbot, w)
+    w.slider.setValue(w.slider.maximum())
+    viewer.layers.remove("blobs samples")
+    qtbot.waitUntil(lambda: not w.updating, timeout=TIMEOUT_MS)
+    assert w.samples_layer is None
