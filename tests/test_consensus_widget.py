@@ -144,3 +144,26 @@ def test_removing_the_samples_mid_update_is_harmless(viewer, qtbot):
     viewer.layers.remove("blobs samples")
     qtbot.waitUntil(lambda: not w.updating, timeout=TIMEOUT_MS)
     assert w.samples_layer is None
+
+
+def test_undo_restores_region_sessions_and_whole_image_runs(viewer, qtbot):
+    w = ConsensusWidget(viewer)
+    _idle(qtbot, w)
+    first = np.array(w.consensus_layer.data)
+    for value in (w.slider.maximum(), w.slider.maximum() - 20):  # one region session, two moves
+        n = w.region_updates
+        w.slider.setValue(value)
+        qtbot.waitUntil(lambda n=n: w.region_updates > n and not w.updating, timeout=TIMEOUT_MS)
+    assert not np.array_equal(w.consensus_layer.data, first)
+    assert w.undo_button.isEnabled()
+    w.undo()
+    np.testing.assert_array_equal(w.consensus_layer.data, first)
+    w.live_check.setChecked(False)  # move without region updates: only the whole-image run changes the layer
+    w.slider.setValue(0)
+    assert not w.updating
+    w.apply_to_whole_image()
+    _idle(qtbot, w)
+    merged = np.array(w.consensus_layer.data)
+    w.undo()  # the whole-image run
+    np.testing.assert_array_equal(w.consensus_layer.data, first)
+    assert not np.array_equal(merged, first)

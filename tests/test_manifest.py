@@ -52,10 +52,11 @@ def test_packaged_manifest_is_the_root_one():
 
 def test_engine_imports_no_gui():
     import probseg
+    import probseg.consensus
     import probseg.methods
 
     names = ["probseg"]
-    for package in (probseg, probseg.methods):
+    for package in (probseg, probseg.methods, probseg.consensus):
         # __main__ would run the command line; its imports are those of probseg.cli.
         names += [f"{package.__name__}.{m.name}" for m in pkgutil.iter_modules(package.__path__) if m.name != "__main__"]
     code = (

@@ -30,6 +30,7 @@ from probseg.errors import Cancelled, InputError, ProbsegError
 
 FIELD_OF_VIEW = "field of view"
 SLIDER_STEPS = 400
+UNDO_DEPTH = 20  # earlier states of the consensus layer kept for Undo
 
 
 @dataclass
@@ -131,6 +132,10 @@ class ConsensusWidget(EngineWidget):
         self._update_worker = None
         self.region_updates = 0
         self.last_sweep = None
+        # Undo: (rect or None for the whole image, the labels there before).
+        # A run of slider moves on one region is one step.
+        self._history: list[tuple] = []
+        self._history_rect = None
         self._fraction = _to_fraction(math.sqrt(CPM_RANGE[0] * CPM_RANGE[1]), CPM_RANGE)
 
         self.samples_combo = ComboBox(choices=self._samples_choices)
@@ -157,6 +162,9 @@ class ConsensusWidget(EngineWidget):
         self.auto_button = QPushButton("Auto")
         self.auto_button.setToolTip("sweep resolutions on the region; pick the one agreeing best with the samples (mean NMI)")
         self.apply_button = QPushButton("Apply to whole image")
+        self.undo_button = QPushButton("Undo")
+        self.undo_button.setToolTip("restore the consensus layer as it was before the last region session or whole-image run")
+        self.undo_button.setEnabled(False)
         self.plot = SweepPlot()
         self.plot.setVisible(False)
         self.auto_info = QLabel("")
@@ -168,6 +176,7 @@ class ConsensusWidget(EngineWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.auto_button)
         buttons.addWidget(self.apply_button)
+        buttons.addWidget(self.undo_button)
         buttons.addWidget(self.cancel_button)
         form = QFormLayout()
         form.addRow("samples", self.samples_combo.native)
@@ -199,6 +208,7 @@ class ConsensusWidget(EngineWidget):
         self.samples_combo.changed.connect(self._samples_changed)
         self.auto_button.clicked.connect(self.auto)
         self.apply_button.clicked.connect(self.apply_to_whole_image)
+        self.undo_button.clicked.connect(self.undo)
         self._select_default_region()
         self._select_default_samples()
         if self.samples_layer is not None:
@@ -345,6 +355,7 @@ class ConsensusWidget(EngineWidget):
         samples = self._samples()
         layer = self.consensus_layer
         if layer is not None and layer.data.shape == labels.shape:
+            self._remember(None, np.array(layer.data, copy=True))
             layer.data = labels
             return layer
         if layer is not None:
@@ -479,6 +490,9 @@ class ConsensusWidget(EngineWidget):
         data = np.asarray(layer.data)
         if data.dtype != np.int32:
             data = data.astype(np.int32)
+        if rect != self._history_rect:
+            y0, x0, y1, x1 = rect
+            self._remember(rect, data[y0:y1, x0:x1].copy())
         write_region(data, labels, rect)
         layer.data = data
         self.region_updates += 1
@@ -493,6 +507,32 @@ class ConsensusWidget(EngineWidget):
         self._update_worker = None
         if self._pending is not None and self.consensus is not None:
             self._start_region_update()
+
+    # -- undo -------------------------------------------------------------------------
+    def _remember(self, rect, labels: np.ndarray) -> None:
+        self._history.append((rect, labels))
+        del self._history[:-UNDO_DEPTH]
+        self._history_rect = rect
+        self.undo_button.setEnabled(True)
+
+    def undo(self) -> None:
+        """Put back the consensus layer as it was before the last region session or whole-image run."""
+        layer = self.consensus_layer
+        if not self._history or layer is None:
+            self._set_status("nothing to undo")
+            return
+        rect, labels = self._history.pop()
+        self._history_rect = None
+        if rect is None:
+            if labels.shape == layer.data.shape:
+                layer.data = labels
+        else:
+            data = np.asarray(layer.data)
+            y0, x0, y1, x1 = rect
+            data[y0:y1, x0:x1] = labels
+            layer.data = data
+        self.undo_button.setEnabled(bool(self._history))
+        self._set_status("undone" + ("" if self._history else "; nothing more to undo"))
 
     # -- Auto and whole image ---------------------------------------------------------
     def auto(self):
@@ -559,6 +599,7 @@ class ConsensusWidget(EngineWidget):
         super()._set_running(running)
         self.auto_button.setEnabled(not running)
         self.apply_button.setEnabled(not running)
+        self.undo_button.setEnabled(not running and bool(self._history))
 
     def _on_finished(self) -> None:
         super()._on_finished()

@@ -15,7 +15,7 @@ from probseg.callbacks import Callbacks, ensure
 from probseg.consensus.fragments import Fragments, Layer, check_labelings, fragments, sample_layers
 from probseg.consensus.graph import DEFAULT_MIN_WEIGHT, DEFAULT_RADIUS, Graph, fragment_graph
 from probseg.consensus.leiden import DEFAULT_BACKEND, check_backend, check_objective, leiden, to_igraph
-from probseg.consensus.nmi import weighted_nmi
+from probseg.consensus.nmi import Reference
 from probseg.errors import InputError
 from probseg.postprocess import split_and_filter
 
@@ -296,17 +296,18 @@ class Consensus:
         scale = region.rb_scale if (region is not None and objective == "rb") else 1.0
         ig = self._igraph() if region is None else region.igraph()
         sig = self.fragments.signatures[graph.nodes]
+        references = []
+        for j in range(sig.shape[1]):
+            covered = np.flatnonzero(sig[:, j] >= 0)
+            if covered.size:
+                references.append((covered, Reference(sig[covered, j], graph.sizes[covered])))
         nmi = np.zeros(grid.size)
         count = np.zeros(grid.size, dtype=np.int64)
         for i, gamma in enumerate(grid):
             cb.raise_if_stopped()
             node_labels = self._node_labels(graph, leiden(graph, gamma * scale, objective, seed, ig=ig, backend=self.backend))
             count[i] = np.unique(node_labels[node_labels > 0]).size
-            scores = []
-            for j in range(sig.shape[1]):
-                covered = sig[:, j] >= 0
-                if covered.any():
-                    scores.append(weighted_nmi(node_labels[covered], sig[covered, j], graph.sizes[covered]))
+            scores = [ref.nmi(node_labels[covered]) for covered, ref in references]
             nmi[i] = np.mean(scores) if scores else 0.0
             cb.progress(i + 1, grid.size)
         top = np.flatnonzero(nmi >= nmi.max() - 1e-4)
