@@ -49,9 +49,8 @@ def to_igraph(graph: Graph):
     igraph, _ = _libraries()
     loop_nodes = np.flatnonzero(graph.loops > 0)
     edges = np.concatenate([graph.edges.reshape(-1, 2), np.stack([loop_nodes, loop_nodes], 1)])
-    g = igraph.Graph(n=graph.n_nodes, edges=edges.tolist())
-    g.es["weight"] = np.concatenate([graph.weights, graph.loops[loop_nodes]]).tolist()
-    return g
+    weights = np.concatenate([graph.weights, graph.loops[loop_nodes]])
+    return igraph.Graph(n=graph.n_nodes, edges=edges, edge_attrs={"weight": weights})
 
 
 def check_backend(backend: str) -> str:
