@@ -1,8 +1,8 @@
 """Leiden community detection on a same-objectness graph.
 
 Two implementations of the same algorithm and objectives: leidenalg (the
-reference) and igraph's own C implementation, which on our fragment graphs
-is about 20 times faster (benchmarks/consensus.py measures both) and is the
+reference) and igraph's own C implementation, which is several times faster
+on our fragment graphs (benchmarks/consensus.py measures both) and is the
 default, so that a resolution slider can follow the mouse. Both are seeded.
 """
 
