@@ -27,6 +27,16 @@ def _settle(seconds: float = 0.5) -> None:
         time.sleep(0.02)
 
 
+def _close_toasts() -> None:
+    """Close napari's notification pop-ups (e.g. its PyQt5 notice), which would cover the canvas."""
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+    from qtpy.QtWidgets import QApplication
+
+    for widget in QApplication.instance().allWidgets():
+        if isinstance(widget, NapariQtNotification):
+            widget.close()
+
+
 def _wait(widget, timeout: float = 120) -> None:
     from qtpy.QtWidgets import QApplication
 
@@ -66,16 +76,22 @@ def main(argv=None) -> int:
     viewer.window.add_dock_widget(widget, name="Consensus", area="right")
     viewer.dims.current_step = (0,) * viewer.dims.ndim
     _wait(widget)
-    viewer.reset_view()
+    scene = getattr(viewer, "scene", None)
+    camera = scene.camera if scene is not None else viewer.camera
+    camera.center = ((y0 + y1) / 2, (x0 + x1) / 2)
+    camera.zoom = 2.6
     for name, value in (("consensus_low.png", 3e-5), ("consensus_high.png", 3e-2)):
         widget.resolution = value
         _wait(widget)
         viewer.layers.selection.active = viewer.layers["region"]
+        _close_toasts()
         _settle()
         viewer.screenshot(str(args.out / name), canvas_only=False, flash=False)
         print(f"wrote {args.out / name}: {widget.status}")
     widget.auto()
     _wait(widget)
+    _close_toasts()
+    _settle()
     viewer.screenshot(str(args.out / "consensus_auto.png"), canvas_only=False, flash=False)
     print(f"wrote {args.out / 'consensus_auto.png'}: {widget.auto_info.text()}")
     viewer.close()
