@@ -182,7 +182,7 @@ def bad_files(tmp_path, work):
         (["train", "nomethod", "{w}/image.tif", "--out", "{t}/m"], 2, "invalid choice: 'nomethod'"),
         (["train", "cellulus", "{w}/image.tif", "--out", "{t}/m", "--no-such-flag", "1"], 2, "unrecognized argument(s): --no-such-flag"),
         (["train", "cellulus", "{w}/image.tif", "--out", "{t}/m", "--object_size", "9"], 2, "did you mean --object-size?"),
-        (["train", "cellulus", "{w}/image.tif", "--out", "{t}/m", "--object-size", "big"], 1, "--object-size expects a float, got 'big'"),
+        (["train", "cellulus", "{w}/image.tif", "--out", "{t}/m", "--object-size", "big"], 1, "--object-size expects a number, got 'big'"),
         (["train", "cellulus", "{w}/image.tif", "--out", "{t}/m", "--object-size", "1"], 1, "object_size must be at least 4"),
         (["train", "cellulus", "{w}/image.tif", "--out", "{w}/image.tif"], 1, "is a file; give a folder"),
         (["train", "cellulus", "{w}/image.tif", "--out", "{t}/m", "--device", "tpu"], 1, "unknown device 'tpu'"),

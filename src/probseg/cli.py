@@ -445,7 +445,7 @@ def _cmd_train(args) -> int:
     if log.get("cancelled"):
         print(f"{PROG}: cancelled; the partial model ({done} of {total} steps) is saved in {folder}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(f"saved {info.title} model to {folder} ({done} steps, {seconds:.1f} s)")
+    print(f"saved {info.title} model to {folder} ({done} step{'' if done == 1 else 's'}, {seconds:.1f} s)")
     return 0
 
 

@@ -107,7 +107,8 @@ def parse_value(spec: FieldSpec, text: str) -> Any:
             raise ValueError(text)
         return spec.type(text)
     except (TypeError, ValueError):
-        raise InputError(f"{spec.flag} expects a {spec.type.__name__}, got {text!r}") from None
+        kind = {"int": "an integer", "float": "a number", "bool": "yes or no", "str": "text"}.get(spec.type.__name__, spec.type.__name__)
+        raise InputError(f"{spec.flag} expects {kind}, got {text!r}") from None
 
 
 def validate_config(config: Any) -> Any:

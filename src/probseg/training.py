@@ -3,7 +3,7 @@
 A method supplies its network and a ``loss_fn(net, batch_rng)``; this loop
 owns the rest: optimiser, mixed precision on GPUs, seeding, progress, cancel
 and periodic checkpoints. Keeping it in one place means a fix here (say, an
-OOM retry) reaches all five methods.
+OOM retry) reaches every method.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class TrainLog:
     device: str = "cpu"
 
     def to_dict(self) -> dict:
-        # Every 10th loss keeps config.json small for long runs.
+        # At most ~1000 losses (every stride-th) keep config.json small for long runs.
         stride = max(1, len(self.losses) // 1000)
         return {
             "steps_done": self.steps_done,
