@@ -121,6 +121,8 @@ def test_field_of_view_and_bad_inputs(make_napari_viewer, qtbot, truth_and_sampl
     w = ConsensusWidget(viewer)
     w.auto()
     assert "no samples layer" in w.status
+    viewer.add_labels(samples[0:3], name="stack segmentation", metadata={OUTPUT_META_KEY: {"role": "segmentation"}})
+    assert w.samples_layer is None  # a (Z, Y, X) segmentation is not a set of samples
     viewer.add_labels(samples, name="s")
     assert w.samples_layer == "s"
     _idle(qtbot, w)

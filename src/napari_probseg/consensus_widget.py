@@ -275,7 +275,12 @@ class ConsensusWidget(EngineWidget):
         self.plot.mark(self.resolution)
 
     def _samples_choices(self, _widget=None) -> list[str]:
-        return [layer.name for layer in self.viewer.layers if isinstance(layer, Labels) and layer.data.ndim == 3]
+        # A 3-D segmentation of a stack is (Z, Y, X) too; Predict marks its layers, so those are left out.
+        return [
+            layer.name for layer in self.viewer.layers
+            if isinstance(layer, Labels) and layer.data.ndim == 3
+            and (layer.metadata.get(OUTPUT_META_KEY) or {}).get("role") not in ("segmentation", "consensus")
+        ]
 
     def _region_choices(self, _widget=None) -> list[str]:
         return [FIELD_OF_VIEW] + [layer.name for layer in self.viewer.layers if isinstance(layer, Shapes)]
