@@ -27,7 +27,7 @@ def test_manifest_validates():
     npe2 = pytest.importorskip("npe2")
     manifest = npe2.PluginManifest.from_file(MANIFEST)
     assert manifest.name == "napari-probseg" and manifest.display_name == "probseg"
-    assert {w.display_name for w in manifest.contributions.widgets} == {"Train", "Predict", "Consensus"}
+    assert {w.display_name for w in manifest.contributions.widgets} == {"Train", "Predict", "Consensus", "Proofread"}
     assert {s.display_name for s in manifest.contributions.sample_data} == {"Nuclei (DSB2018)", "Synthetic touching blobs"}
     result = subprocess.run(
         [sys.executable, "-m", "npe2", "validate", str(MANIFEST)], capture_output=True, text=True, env=_env()

@@ -1,0 +1,541 @@
+"""The Proofread widget: walk the most uncertain patches first and fix them, losing nothing.
+
+A session (see :mod:`probseg.proofreading.session`) holds the corrected labels
+and a log of every edit, written to disk on every edit, undo and review mark;
+opening the same image again brings it back. The queue ranks patches by the
+uncertainty inside them. Edits are merge, split along a drawn line, split by
+re-running the consensus inside the patch (when samples are given), delete,
+and napari's own paint and fill tools on the corrected layer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import ComboBox, SpinBox
+from napari.layers import Image, Labels
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_probseg.train_widget import OUTPUT_META_KEY, EngineWidget
+from probseg.errors import InputError, ProbsegError
+from probseg.proofreading import edits
+from probseg.proofreading.queue import proofreading_queue
+from probseg.proofreading.session import Session
+
+#: Where sessions of images that were not opened from a file are kept.
+SESSIONS_HOME = Path("~/probseg-sessions")
+_NONE = "(none)"
+
+
+def image_path_of(layer, home: Path | None = None) -> Path:
+    """The file a session folder is placed beside: the layer's source, or a name under SESSIONS_HOME."""
+    source = getattr(getattr(layer, "source", None), "path", None)
+    if source:
+        return Path(source)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in layer.name) or "image"
+    return Path(home or SESSIONS_HOME).expanduser() / safe
+
+
+class ProofreadWidget(EngineWidget):
+    """Correct a segmentation patch by patch, most uncertain first.
+
+    Programmatic use (tests, scripts)::
+
+        w = ProofreadWidget(viewer)
+        w.image_layer, w.labels_layer, w.uncertainty_layer = "nuclei", "nuclei segmentation", "nuclei uncertainty"
+        w.start()                 # opens or restores the session, fills the queue
+        w.next_patch()            # centres the camera on the most uncertain patch
+        w.merge(3, 7); w.delete(5); w.split_along_line(); w.undo(); w.redo()
+        w.accept_patch()          # marks it reviewed, goes to the next
+        w.export_labels("corrected.tif")
+    """
+
+    job_name = "proofreading"
+
+    def __init__(self, napari_viewer, parent: QWidget | None = None):
+        super().__init__(napari_viewer, None, parent)
+        self.session: Session | None = None
+        self.queue: list = []
+        self.position = -1
+        self._consensus = None
+        self._syncing = False
+
+        self.image_combo = ComboBox(choices=self._image_choices)
+        self.labels_combo = ComboBox(choices=self._labels_choices)
+        self.labels_combo.tooltip = "the segmentation to correct; it is copied, never changed"
+        self.uncertainty_combo = ComboBox(choices=self._uncertainty_choices)
+        self.uncertainty_combo.tooltip = "ranks the patches; the Predict widget's uncertainty layer"
+        self.samples_combo = ComboBox(choices=self._samples_choices)
+        self.samples_combo.tooltip = "optional: (n, Y, X) samples, for splitting a patch by consensus"
+        self.patch_spin = SpinBox(value=64, min=8, max=4096, step=8)
+        self.patch_spin.tooltip = "side of a proofreading patch in pixels"
+        self.start_button = QPushButton("Start / resume")
+        self.start_button.clicked.connect(self.start)
+        self.session_label = QLabel("")
+        self.session_label.setWordWrap(True)
+
+        self.queue_list = QListWidget()
+        self.queue_list.setMinimumHeight(120)
+        self.queue_list.currentRowChanged.connect(self._row_chosen)
+        self.prev_button = QPushButton("Previous")
+        self.next_button = QPushButton("Next")
+        self.accept_button = QPushButton("Accept patch")
+        self.prev_button.clicked.connect(self.previous_patch)
+        self.next_button.clicked.connect(self.next_patch)
+        self.accept_button.clicked.connect(self.accept_patch)
+        self.reviewed_label = QLabel("")
+
+        self.a_spin = SpinBox(value=0, min=0, max=2**31 - 1)
+        self.a_spin.tooltip = "label to keep (the layer's selected label is copied here when you pick it)"
+        self.b_spin = SpinBox(value=0, min=0, max=2**31 - 1)
+        self.b_spin.tooltip = "label merged into the first"
+        merge_button = QPushButton("Merge")
+        merge_button.clicked.connect(lambda: self.merge(self.a_spin.value, self.b_spin.value))
+        delete_button = QPushButton("Delete")
+        delete_button.setToolTip("delete the first label")
+        delete_button.clicked.connect(lambda: self.delete(self.a_spin.value))
+        split_button = QPushButton("Split along line")
+        split_button.setToolTip("draw a line across an object in the 'split line' layer, then press")
+        split_button.clicked.connect(self.split_along_line)
+        resegment_button = QPushButton("Re-split patch")
+        resegment_button.setToolTip("re-run the consensus of the samples inside the patch at a higher resolution")
+        resegment_button.clicked.connect(lambda: self.resegment_patch())
+        self.undo_button = QPushButton("Undo")
+        self.redo_button = QPushButton("Redo")
+        self.undo_button.clicked.connect(self.undo)
+        self.redo_button.clicked.connect(self.redo)
+        export_button = QPushButton("Export labels…")
+        export_button.clicked.connect(lambda: self.export_labels())
+        export_reviewed_button = QPushButton("Export reviewed…")
+        export_reviewed_button.setToolTip("only the objects of reviewed patches, for weakly supervised training")
+        export_reviewed_button.clicked.connect(lambda: self.export_reviewed())
+        self.action_buttons = [merge_button, delete_button, split_button, resegment_button, self.undo_button,
+                               self.redo_button, export_button, export_reviewed_button, self.prev_button,
+                               self.next_button, self.accept_button]
+
+        form = QFormLayout()
+        form.addRow("image", self.image_combo.native)
+        form.addRow("labels to correct", self.labels_combo.native)
+        form.addRow("uncertainty", self.uncertainty_combo.native)
+        form.addRow("samples", self.samples_combo.native)
+        form.addRow("patch (px)", self.patch_spin.native)
+        nav = QHBoxLayout()
+        for b in (self.prev_button, self.next_button, self.accept_button):
+            nav.addWidget(b)
+        pick = QHBoxLayout()
+        pick.addWidget(QLabel("labels"))
+        pick.addWidget(self.a_spin.native)
+        pick.addWidget(self.b_spin.native)
+        acts = QHBoxLayout()
+        for b in (merge_button, delete_button, split_button, resegment_button):
+            acts.addWidget(b)
+        hist = QHBoxLayout()
+        for b in (self.undo_button, self.redo_button, export_button, export_reviewed_button):
+            hist.addWidget(b)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.start_button)
+        layout.addWidget(self.session_label)
+        layout.addWidget(self.queue_list)
+        layout.addLayout(nav)
+        layout.addWidget(self.reviewed_label)
+        layout.addLayout(pick)
+        layout.addLayout(acts)
+        layout.addLayout(hist)
+        layout.addWidget(self.status_label)
+        layout.addStretch(1)
+        self._select_defaults()
+        self._update_buttons()
+
+    # -- inputs -----------------------------------------------------------------------
+    def _image_choices(self, _w=None):
+        return [layer.name for layer in self.viewer.layers if isinstance(layer, Image) and not _role(layer)]
+
+    def _labels_choices(self, _w=None):
+        return [layer.name for layer in self.viewer.layers if isinstance(layer, Labels) and layer.data.ndim == 2
+                and _role(layer) != "corrected"]
+
+    def _uncertainty_choices(self, _w=None):
+        return [layer.name for layer in self.viewer.layers if isinstance(layer, Image) and layer.data.ndim == 2
+                and not layer.rgb]
+
+    def _samples_choices(self, _w=None):
+        return [_NONE] + [layer.name for layer in self.viewer.layers if isinstance(layer, Labels) and layer.data.ndim == 3]
+
+    def reset_choices(self, *_) -> None:
+        for combo in (self.image_combo, self.labels_combo, self.uncertainty_combo, self.samples_combo):
+            combo.reset_choices()
+        self._select_defaults()
+
+    def _select_defaults(self) -> None:
+        roles = {"segmentation": self.labels_combo, "uncertainty": self.uncertainty_combo, "samples": self.samples_combo}
+        for layer in self.viewer.layers:
+            combo = roles.get(_role(layer))
+            if combo is not None and layer.name in combo.choices:
+                combo.value = layer.name
+        images = self._image_choices()
+        if images and self.image_combo.value is None:
+            self.image_combo.value = images[0]
+
+    @property
+    def image_layer(self):
+        return self.image_combo.value
+
+    @image_layer.setter
+    def image_layer(self, name):
+        self.image_combo.value = name
+
+    @property
+    def labels_layer(self):
+        return self.labels_combo.value
+
+    @labels_layer.setter
+    def labels_layer(self, name):
+        self.labels_combo.value = name
+
+    @property
+    def uncertainty_layer(self):
+        return self.uncertainty_combo.value
+
+    @uncertainty_layer.setter
+    def uncertainty_layer(self, name):
+        self.uncertainty_combo.value = name
+
+    @property
+    def samples_layer(self):
+        value = self.samples_combo.value
+        return None if value in (None, _NONE) else value
+
+    @samples_layer.setter
+    def samples_layer(self, name):
+        self.samples_combo.value = name or _NONE
+
+    # -- the session ------------------------------------------------------------------
+    def _layer(self, name, what: str):
+        if name is None or name not in self.viewer.layers:
+            raise InputError(f"choose {what} first")
+        return self.viewer.layers[name]
+
+    def start(self, start_over: bool = False) -> bool:
+        """Open (or restore) the session of the chosen image and fill the queue; False on a problem."""
+        try:
+            image = self._layer(self.image_layer, "an image layer")
+            labels = self._layer(self.labels_layer, "the labels to correct")
+            uncertainty = self._layer(self.uncertainty_layer, "an uncertainty layer")
+            data = np.asarray(image.data)
+            if data.ndim != 2:
+                raise InputError(f"proofreading works on 2-D images; {image.name} is {data.shape}")
+            initial = np.asarray(labels.data)
+            unc = np.asarray(uncertainty.data, dtype=np.float32)
+            if initial.shape != data.shape or unc.shape != data.shape:
+                raise InputError(f"image {data.shape}, labels {initial.shape} and uncertainty {unc.shape} must have one shape")
+            path = image_path_of(image)
+            if getattr(getattr(image, "source", None), "path", None) is None:
+                path.parent.mkdir(parents=True, exist_ok=True)  # our own folder for images without a file
+            session = Session.open(path, data, initial_labels=initial, start_over=start_over)
+            queue = proofreading_queue(unc, session.labels, patch=int(self.patch_spin.value))
+        except ProbsegError as exc:
+            self._fail(str(exc))
+            return False
+        self.session, self.queue, self.position = session, queue, -1
+        self._consensus = None
+        self._show_corrected(image)
+        self._fill_queue()
+        restored = len(session.history)
+        self.session_label.setText(f"session: {session.folder}" + (f" (restored, {restored} edits)" if restored else ""))
+        self._set_status(f"{len(queue)} patches to review, most uncertain first; press Next")
+        self._update_buttons()
+        return True
+
+    @property
+    def corrected_layer(self) -> Labels | None:
+        for layer in self.viewer.layers:
+            if isinstance(layer, Labels) and _role(layer) == "corrected" and layer.metadata[OUTPUT_META_KEY].get("source") == self.image_layer:
+                return layer
+        return None
+
+    def _show_corrected(self, image) -> None:
+        layer = self.corrected_layer
+        data = np.array(self.session.labels, copy=True)
+        if layer is None:
+            meta = {OUTPUT_META_KEY: {"role": "corrected", "source": image.name}}
+            layer = self.viewer.add_labels(data, name=f"{image.name} corrected", scale=image.scale, translate=image.translate,
+                                           metadata=meta, opacity=0.7)
+            layer.events.paint.connect(self._painted)
+            layer.events.selected_label.connect(self._label_picked)
+        else:
+            self._sync_layer(data)
+        for name, kind in (("patch", "rectangle"), ("split line", "line")):
+            full = f"{image.name} {name}"
+            if full not in self.viewer.layers:
+                shapes = self.viewer.add_shapes(name=full, scale=image.scale, translate=image.translate, edge_width=2,
+                                                edge_color="yellow" if name == "patch" else "cyan", face_color="transparent")
+                shapes.metadata[OUTPUT_META_KEY] = {"role": name, "source": image.name}
+        self.viewer.layers.selection.active = layer
+
+    def _sync_layer(self, data=None) -> None:
+        layer = self.corrected_layer
+        if layer is None:
+            return
+        self._syncing = True
+        try:
+            layer.data = np.array(self.session.labels if data is None else data, copy=True)
+        finally:
+            self._syncing = False
+
+    def _painted(self, event=None) -> None:
+        # napari emits the paint event of a single dab before it writes the
+        # pixels; record once the current call stack has finished.
+        if not self._syncing and self.session is not None:
+            QTimer.singleShot(0, self.record_paint)
+
+    def record_paint(self) -> None:
+        """Record what napari's paint and fill tools changed in the corrected layer as one edit."""
+        if self._syncing or self.session is None:
+            return
+        layer = self.corrected_layer
+        if layer is None:
+            return
+        try:
+            edit = edits.diff(self.session.labels, np.asarray(layer.data), "paint", {"tool": str(layer.mode)})
+            if edit is not None and edit.index.size:
+                self.session.apply(edit)
+        except ProbsegError as exc:
+            self._fail(str(exc))
+        self._update_buttons()
+
+    def _label_picked(self, event=None) -> None:
+        layer = self.corrected_layer
+        if layer is not None and layer.selected_label > 0:
+            self.b_spin.value = self.a_spin.value
+            self.a_spin.value = int(layer.selected_label)
+
+    # -- the queue --------------------------------------------------------------------
+    def _fill_queue(self) -> None:
+        self.queue_list.blockSignals(True)
+        self.queue_list.clear()
+        for i, entry in enumerate(self.queue):
+            self.queue_list.addItem(self._item_text(i, entry))
+        self.queue_list.blockSignals(False)
+        self._show_reviewed()
+
+    def _item_text(self, i, entry) -> str:
+        mark = "✓ " if self._is_reviewed(entry) else ""
+        return f"{mark}#{i + 1}  score {entry.score:.3g}  ({len(entry.labels)} objects)"
+
+    def _is_reviewed(self, entry) -> bool:
+        # Patches are known by their rectangle, which stays valid if the queue is rebuilt.
+        return self.session is not None and tuple(int(v) for v in entry.rect) in self.session.reviewed
+
+    def _show_reviewed(self) -> None:
+        k = sum(self._is_reviewed(entry) for entry in self.queue)
+        self.reviewed_label.setText(f"reviewed {k} of {len(self.queue)}")
+
+    def _row_chosen(self, row: int) -> None:
+        if 0 <= row < len(self.queue):
+            self.go_to(row)
+
+    def go_to(self, index: int) -> None:
+        """Centre and zoom the camera on patch ``index`` and highlight its objects."""
+        if not self.queue:
+            self._warn("the queue is empty; press Start")
+            return
+        index = max(0, min(len(self.queue) - 1, int(index)))
+        self.position = index
+        entry = self.queue[index]
+        y0, x0, y1, x1 = entry.rect
+        image = self.viewer.layers[self.image_layer]
+        scale = np.asarray(image.scale[-2:])
+        translate = np.asarray(image.translate[-2:])
+        center = (np.array([(y0 + y1) / 2, (x0 + x1) / 2]) * scale + translate)
+        scene = getattr(self.viewer, "scene", None)
+        camera = scene.camera if scene is not None else self.viewer.camera
+        camera.center = tuple(center)
+        size = getattr(getattr(self.viewer, "canvas", None), "size", None)
+        if size is not None and min(size) > 0:
+            camera.zoom = 0.8 * min(size) / (max(y1 - y0, x1 - x0) * float(scale.max()))
+        patch = self.viewer.layers[f"{self.image_layer} patch"]
+        patch.data = [np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)]
+        patch.shape_type = ["rectangle"]
+        layer = self.corrected_layer
+        if layer is not None and entry.labels:
+            layer.selected_label = int(entry.labels[0])
+        self.queue_list.blockSignals(True)
+        self.queue_list.setCurrentRow(index)
+        self.queue_list.blockSignals(False)
+        self._set_status(f"patch {index + 1} of {len(self.queue)}: objects {', '.join(map(str, entry.labels)) or 'none'}")
+
+    def next_patch(self) -> None:
+        """The next patch not yet reviewed (most uncertain first)."""
+        if not self.queue:
+            self._warn("the queue is empty; press Start")
+            return
+        for i in range(self.position + 1, len(self.queue)):
+            if not self._is_reviewed(self.queue[i]):
+                self.go_to(i)
+                return
+        self.go_to(min(self.position + 1, len(self.queue) - 1))
+        self._set_status("no unreviewed patch after this one")
+
+    def previous_patch(self) -> None:
+        self.go_to(max(0, self.position - 1))
+
+    def accept_patch(self) -> None:
+        """Mark the current patch reviewed (saved at once) and go to the next."""
+        if self.session is None or not (0 <= self.position < len(self.queue)):
+            self._warn("no patch selected; press Next")
+            return
+        self.session.mark_reviewed(tuple(int(v) for v in self.queue[self.position].rect))
+        self.queue_list.item(self.position).setText(self._item_text(self.position, self.queue[self.position]))
+        self._show_reviewed()
+        self.next_patch()
+
+    # -- edits ------------------------------------------------------------------------
+    def _apply(self, make_edit) -> bool:
+        if self.session is None:
+            self._warn("press Start first")
+            return False
+        try:
+            edit = make_edit(self.session.labels)
+            self.session.apply(edit)
+        except ProbsegError as exc:
+            self._fail(str(exc))
+            return False
+        self._sync_layer()
+        self._update_buttons()
+        return True
+
+    def merge(self, a: int, b: int) -> bool:
+        """Give object ``b`` the id of object ``a``."""
+        if self._apply(lambda labels: edits.merge(labels, int(a), int(b))):
+            self._set_status(f"merged {b} into {a}")
+            return True
+        return False
+
+    def delete(self, obj: int) -> bool:
+        if self._apply(lambda labels: edits.delete(labels, int(obj))):
+            self._set_status(f"deleted {obj}")
+            return True
+        return False
+
+    def split_along_line(self) -> bool:
+        """Split the object crossed by the last line of the 'split line' layer."""
+        name = f"{self.image_layer} split line"
+        if name not in self.viewer.layers or len(self.viewer.layers[name].data) == 0:
+            self._warn("draw a line across the object in the 'split line' layer first")
+            return False
+        line = np.asarray(self.viewer.layers[name].data[-1])[:, -2:]
+        p0, p1 = tuple(line[0]), tuple(line[-1])
+        labels = self.session.labels if self.session is not None else None
+        if labels is None:
+            self._warn("press Start first")
+            return False
+        obj = _object_under_line(labels, p0, p1)
+        if obj == 0:
+            self._warn("the line crosses no object")
+            return False
+        if self._apply(lambda lab: edits.split_line(lab, obj, p0, p1)):
+            self.viewer.layers[name].data = []
+            self._set_status(f"split {obj} along the line")
+            return True
+        return False
+
+    def resegment_patch(self, factor: float = 3.0) -> bool:
+        """Re-run the consensus of the samples inside the current patch at ``factor`` times the default resolution."""
+        if self.samples_layer is None:
+            self._warn("choose a samples layer to split by consensus")
+            return False
+        if not (0 <= self.position < len(self.queue)):
+            self._warn("no patch selected; press Next")
+            return False
+        try:
+            from probseg.consensus import Consensus
+            from probseg.consensus.engine import CPM_RANGE
+
+            if self._consensus is None:
+                self._consensus = Consensus.from_samples(np.asarray(self.viewer.layers[self.samples_layer].data))
+            rect = self.queue[self.position].rect
+            resolution = factor * float(np.sqrt(CPM_RANGE[0] * CPM_RANGE[1]))
+            new = self._consensus.update_region(self.session.labels, rect, resolution)
+        except ProbsegError as exc:
+            self._fail(str(exc))
+            return False
+        y0, x0, y1, x1 = rect
+        if self._apply(lambda labels: edits.replace_region(labels, rect, new[y0:y1, x0:x1])):
+            self._set_status(f"patch {self.position + 1} re-split by consensus at resolution {resolution:.3g}")
+            return True
+        return False
+
+    def undo(self) -> None:
+        if self.session is None or self.session.undo() is None:
+            self._set_status("nothing to undo")
+        else:
+            self._sync_layer()
+            self._set_status("undone")
+        self._update_buttons()
+
+    def redo(self) -> None:
+        if self.session is None or self.session.redo() is None:
+            self._set_status("nothing to redo")
+        else:
+            self._sync_layer()
+            self._set_status("redone")
+        self._update_buttons()
+
+    def export_labels(self, path=None) -> Path | None:
+        """Write the corrected labels (TIFF); a file dialog when ``path`` is None."""
+        return self._export(path, "corrected labels", lambda p: self.session.export_labels(p))
+
+    def export_reviewed(self, path=None) -> Path | None:
+        """Write the objects of reviewed patches only, as sparse labels for later training."""
+        return self._export(path, "reviewed objects", lambda p: self.session.export_reviewed(p)[0])
+
+    def _export(self, path, what, write) -> Path | None:
+        if self.session is None:
+            self._warn("press Start first")
+            return None
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, f"Export {what}", str(self.session.folder.parent), "TIFF (*.tif)")
+            if not path:
+                return None
+        try:
+            out = write(Path(path))
+        except (ProbsegError, OSError) as exc:
+            self._fail(f"export failed: {exc}")
+            return None
+        self._set_status(f"wrote {what} to {path}")
+        return Path(out) if out else Path(path)
+
+    def _update_buttons(self) -> None:
+        active = self.session is not None
+        for b in self.action_buttons:
+            b.setEnabled(active)
+        if active:
+            self.undo_button.setEnabled(self.session.can_undo)
+            self.redo_button.setEnabled(self.session.can_redo)
+
+
+def _role(layer) -> str | None:
+    meta = layer.metadata.get(OUTPUT_META_KEY)
+    return meta.get("role") if isinstance(meta, dict) else None
+
+
+def _object_under_line(labels: np.ndarray, p0, p1) -> int:
+    """The object the segment p0-p1 crosses most (0 if none)."""
+    n = int(max(abs(p1[0] - p0[0]), abs(p1[1] - p0[1]))) * 2 + 2
+    ys = np.clip(np.rint(np.linspace(p0[0], p1[0], n)).astype(int), 0, labels.shape[0] - 1)
+    xs = np.clip(np.rint(np.linspace(p0[1], p1[1], n)).astype(int), 0, labels.shape[1] - 1)
+    values = labels[ys, xs]
+    values = values[values > 0]
+    return int(np.bincount(values).argmax()) if values.size else 0

@@ -1,0 +1,151 @@
+"""The Proofread widget: queue, navigation, edits, undo/redo, autosave and restore."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    pytest.skip("needs a display: install Xvfb (apt-get install xvfb) for pytest-xvfb", allow_module_level=True)
+
+from napari_probseg import proofread_widget  # noqa: E402
+from napari_probseg.proofread_widget import ProofreadWidget  # noqa: E402
+from napari_probseg.train_widget import OUTPUT_META_KEY  # noqa: E402
+from probseg.agglomerate import agglomerate  # noqa: E402
+from probseg.synthetic import perturbed_samples, touching_blobs  # noqa: E402
+
+pytestmark = pytest.mark.widget
+
+
+@pytest.fixture(autouse=True)
+def sessions_home(tmp_path, monkeypatch):
+    home = tmp_path / "sessions"
+    monkeypatch.setattr(proofread_widget, "SESSIONS_HOME", home)
+    return home
+
+
+@pytest.fixture(scope="module")
+def data():
+    image, truth = touching_blobs((96, 128), object_size=14, seed=5)
+    samples = perturbed_samples(truth, 6, split=0.2, merge=0.2, seed=1)
+    agg = agglomerate(samples)
+    return image, truth, samples, agg.labels, np.clip(agg.entropy(), 0, None)
+
+
+def _viewer(make_napari_viewer, data):
+    image, _, samples, labels, uncertainty = data
+    v = make_napari_viewer()
+    v.add_image(image, name="blobs")
+    v.add_labels(labels, name="blobs segmentation", metadata={OUTPUT_META_KEY: {"role": "segmentation", "source": "blobs"}})
+    v.add_image(uncertainty, name="blobs uncertainty", metadata={OUTPUT_META_KEY: {"role": "uncertainty", "source": "blobs"}})
+    v.add_labels(samples, name="blobs samples", metadata={OUTPUT_META_KEY: {"role": "samples", "source": "blobs"}})
+    return v
+
+
+def test_queue_navigation_and_review(make_napari_viewer, data, sessions_home):
+    viewer = _viewer(make_napari_viewer, data)
+    w = ProofreadWidget(viewer)
+    assert (w.image_layer, w.labels_layer, w.uncertainty_layer, w.samples_layer) == (
+        "blobs", "blobs segmentation", "blobs uncertainty", "blobs samples")
+    assert w.start()
+    assert (sessions_home / "blobs.probseg").is_dir()
+    assert len(w.queue) > 2 and w.queue_list.count() == len(w.queue)
+    scores = [e.score for e in w.queue]
+    assert scores == sorted(scores, reverse=True)
+    w.next_patch()
+    assert w.position == 0
+    patch = viewer.layers["blobs patch"]
+    assert len(patch.data) == 1
+    w.accept_patch()
+    assert w.position == 1 and w.reviewed_label.text() == f"reviewed 1 of {len(w.queue)}"
+    w.previous_patch()
+    assert w.position == 0
+    w.next_patch()  # skips the reviewed patch
+    assert w.position == 1
+
+
+def test_merge_delete_split_undo_redo(make_napari_viewer, data):
+    viewer = _viewer(make_napari_viewer, data)
+    w = ProofreadWidget(viewer)
+    assert w.start()
+    layer = w.corrected_layer
+    labels = np.array(layer.data)
+    ids = [int(i) for i in np.unique(labels) if i > 0]
+    a, b = ids[0], ids[1]
+    assert w.merge(a, b)
+    assert not (layer.data == b).any() and (layer.data == a).sum() == (labels == a).sum() + (labels == b).sum()
+    assert w.delete(a)
+    assert not (layer.data == a).any()
+    w.undo()
+    w.undo()
+    np.testing.assert_array_equal(layer.data, labels)
+    w.redo()
+    assert not (layer.data == b).any()
+    w.undo()
+    # Split the largest object with a vertical line through its middle.
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    obj = int(sizes.argmax())
+    ys, xs = np.nonzero(labels == obj)
+    x = float(np.median(xs))
+    viewer.layers["blobs split line"].add_lines(np.array([[ys.min() - 2.0, x], [ys.max() + 2.0, x]]))
+    assert w.split_along_line()
+    assert len(np.unique(layer.data)) == len(np.unique(labels)) + 1
+    assert ((layer.data > 0) == (labels > 0)).all()  # no pixel lost to the cut
+    split = np.array(layer.data)
+    assert not w.merge(obj, obj)  # a bad edit is a message, not an exception
+    assert "merge" in w.status and str(obj) in w.status
+    np.testing.assert_array_equal(layer.data, split)
+
+
+def test_paint_resplit_autosave_and_restore(make_napari_viewer, qtbot, data, tmp_path):
+    viewer = _viewer(make_napari_viewer, data)
+    w = ProofreadWidget(viewer)
+    assert w.start()
+    layer = w.corrected_layer
+    # napari's own brush: paint a 5x5 square with a new id.
+    new_id = int(layer.data.max()) + 1
+    layer.selected_label = new_id
+    layer.brush_size = 5
+    layer.paint((10, 10), new_id)
+    assert (layer.data == new_id).sum() > 0
+    qtbot.waitUntil(lambda: w.session.can_undo, timeout=5000)
+    assert w.session.history[-1]["kind"] == "paint"
+    w.next_patch()
+    before = np.array(layer.data)
+    assert w.resegment_patch(factor=30.0)  # a much higher resolution splits objects in the patch
+    y0, x0, y1, x1 = w.queue[w.position].rect
+    outside = np.ones(before.shape, bool)
+    outside[y0:y1, x0:x1] = False
+    np.testing.assert_array_equal(layer.data[outside], before[outside])
+    w.accept_patch()
+    saved = np.array(layer.data)
+    n_edits = len(w.session.history)
+    out = w.export_labels(tmp_path / "corrected.tif")
+    assert out is not None and out.exists()
+    assert w.export_reviewed(tmp_path / "reviewed.tif") is not None
+
+    # Close everything and open the same image again: every edit comes back.
+    viewer.close()
+    viewer2 = _viewer(make_napari_viewer, data)
+    w2 = ProofreadWidget(viewer2)
+    assert w2.start()
+    np.testing.assert_array_equal(w2.corrected_layer.data, saved)
+    assert len(w2.session.history) == n_edits and "restored" in w2.session_label.text()
+    assert w2.reviewed_label.text().startswith("reviewed 1 of")
+    w2.undo()
+    assert not np.array_equal(w2.corrected_layer.data, saved)
+
+
+def test_missing_inputs_are_messages(make_napari_viewer):
+    viewer = make_napari_viewer()
+    w = ProofreadWidget(viewer)
+    assert not w.start()
+    assert "choose" in w.status
+    w.next_patch()
+    assert "Start" in w.status
