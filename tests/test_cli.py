@@ -84,7 +84,8 @@ def test_segment_writes_every_output(work):
     folder, _ = work
     result = run_cli(
         "segment", "model", "image.tif", "--out", "out/labels.tif", "--samples", "3", "--samples-out", "out/samples.tif",
-        "--embeddings-out", "out/emb.tif", "--uncertainty-out", "out/unc.npy", "--device", "cpu", "--tile-size", "64",
+        "--embeddings-out", "out/emb.tif", "--uncertainty-out", "out/unc.npy", "--probability-out", "out/prob.tif",
+        "--device", "cpu", "--tile-size", "64",
         cwd=folder,
     )
     assert result.returncode == 0, result.stderr
@@ -98,6 +99,8 @@ def test_segment_writes_every_output(work):
     assert embeddings.shape == (2, 64, 64) and embeddings.dtype == np.float32
     assert uncertainty.shape == (64, 64) and uncertainty.dtype == np.float32
     assert 0.0 <= uncertainty.min() and uncertainty.max() <= 1.0
+    probability = tifffile.imread(folder / "out" / "prob.tif")
+    assert probability.shape == (64, 64) and 0.0 <= probability.min() and probability.max() <= 1.0
     assert f"wrote {np.count_nonzero(np.unique(labels))} objects" in result.stdout
     assert not any(p.name.endswith(".tmp") for p in (folder / "out").iterdir())
 
@@ -271,3 +274,21 @@ def test_segment_stitch_refuses_outputs_it_cannot_make(work, capsys):
                      "--stitch", "consensus", "--samples-out", str(folder / "x.tif")])
     assert code == 1
     assert "drop --samples-out" in assert_one_line_error(capsys.readouterr().err)
+
+
+def test_concrete_dropout_from_labels_end_to_end(work):
+    folder, _ = work
+    result = run_cli(
+        "train", "concrete-dropout", "image.tif", "--labels", "gt.tif", "--out", "cd", "--device", "cpu",
+        "--steps", "3", "--crop-size", "48", "--batch-size", "2", "--num-fmaps", "4", cwd=folder,
+    )
+    assert result.returncode == 0, result.stderr
+    result = run_cli(
+        "segment", "cd", "image.tif", "--out", "cd_labels.tif", "--samples", "3", "--uncertainty-out", "cd_unc.tif",
+        "--probability-out", "cd_prob.tif", "--device", "cpu", cwd=folder,
+    )
+    assert result.returncode == 0, result.stderr
+    unc = tifffile.imread(folder / "cd_unc.tif")
+    assert unc.shape == (64, 64) and 0.0 <= unc.min() and unc.max() <= 1.0
+    missing = run_cli("train", "concrete-dropout", "image.tif", "--out", "cd2", *FAST[:2], cwd=folder)
+    assert missing.returncode == 1 and "labels" in assert_one_line_error(missing)

@@ -127,8 +127,11 @@ def test_train_then_predict(viewer, qtbot, tmp_path, store):
         "samples": (Labels, (3, 96, 96)),
         "embeddings": (Image, (96, 96, 3)),
         "uncertainty": (Image, (96, 96)),
+        "probability": (Image, (96, 96)),
     }
     assert {role: (type(layer), layer.data.shape) for role, layer in layers.items()} == expected
+    probability = layers["probability"].data
+    assert probability.min() >= 0.0 and probability.max() <= 1.0
     assert layers["segmentation"].name == "nuclei segmentation"
     assert layers["embeddings"].rgb and layers["embeddings"].metadata["embeddings"].shape == (2, 96, 96)
     assert tuple(layers["uncertainty"].contrast_limits) == (0.0, 1.0)
@@ -136,7 +139,7 @@ def test_train_then_predict(viewer, qtbot, tmp_path, store):
     assert layers["segmentation"].data.max() > 0
     np.testing.assert_array_equal(layers["segmentation"].data, predictor.prediction.segmentation)
 
-    # A second run updates the same four layers instead of adding more.
+    # A second run updates the same layers instead of adding more.
     n_layers = len(viewer.layers)
     predictor.n_samples = 2
     predictor.run()
@@ -263,6 +266,7 @@ def test_stack_gets_a_z_axis(make_napari_viewer, qtbot, store, model_folder, cro
         "samples": (2, 2, 96, 96),
         "embeddings": (2, 96, 96, 3),
         "uncertainty": (2, 96, 96),
+        "probability": (2, 96, 96),
     }
     assert "plane by plane" in predictor.status
 

@@ -1,7 +1,7 @@
 """The Predict widget: segment an image layer with a trained model and show the samples.
 
-Results go to four layers named after the image ("<image> segmentation",
-"... samples", "... embeddings", "... uncertainty"). Running again updates
+Results go to five layers named after the image ("<image> segmentation",
+"... samples", "... embeddings", "... uncertainty", "... probability"). Running again updates
 those layers in place, so the layer list does not fill up and any display
 settings the user chose on them stay.
 """
@@ -31,7 +31,7 @@ from probseg.device import resolve_device
 from probseg.errors import Cancelled, InputError, ProbsegError
 from probseg.visualize import embeddings_to_rgb
 
-ROLES = ("segmentation", "samples", "embeddings", "uncertainty")
+ROLES = ("segmentation", "samples", "embeddings", "uncertainty", "probability")
 
 
 @dataclass
@@ -294,7 +294,7 @@ class PredictWidget(EngineWidget):
         n_objects = int(result.prediction.segmentation.max())
         notice = f" ({result.prediction.notice})" if result.prediction.notice else ""
         self._set_status(
-            f"{n_objects} objects in {job.image_name}{notice}; samples, embeddings and uncertainty "
+            f"{n_objects} objects in {job.image_name}{notice}; samples, embeddings, uncertainty and probability "
             "are in hidden layers (eye icons in the layer list)"
         )
 
@@ -320,6 +320,7 @@ class PredictWidget(EngineWidget):
         # Added bottom to top: the segmentation ends up above the hidden extras.
         specs = {
             "embeddings": (Image, result.embeddings_rgb, dict(rgb=True, visible=False)),
+            "probability": (Image, pred.probability, dict(colormap="viridis", contrast_limits=(0.0, 1.0), visible=False)),
             "uncertainty": (Image, pred.uncertainty, dict(colormap="magma", contrast_limits=(0.0, 1.0), visible=False)),
             "samples": (Labels, pred.samples, dict(visible=False, opacity=0.6)),
             "segmentation": (Labels, pred.segmentation, dict(opacity=0.6)),
@@ -336,7 +337,7 @@ class PredictWidget(EngineWidget):
                 layer.metadata[OUTPUT_META_KEY] = meta
                 if role == "embeddings":
                     layer.metadata["embeddings"] = pred.embeddings
-                if role == "uncertainty":
+                if role in ("uncertainty", "probability"):
                     layer.contrast_limits = (0.0, 1.0)
                 continue
             if layer is not None:

@@ -283,7 +283,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     segment.add_argument("--samples", type=int, default=8, metavar="N", help="segmentations to draw for --samples-out and --uncertainty-out (default: 8)")
     segment.add_argument("--samples-out", metavar="SAMPLES", help="write the N sampled label images, stacked on a first axis")
     segment.add_argument("--embeddings-out", metavar="EMB", help="write the per-pixel embeddings (float32, embedding axis first)")
-    segment.add_argument("--uncertainty-out", metavar="UNC", help="write the per-pixel disagreement of the samples (float32, 0 to 1)")
+    segment.add_argument("--uncertainty-out", metavar="UNC", help="write the per-pixel uncertainty of the samples (float32, 0 to 1)")
+    segment.add_argument("--probability-out", metavar="PROB", help="write each pixel's object probability over the samples (float32, 0 to 1)")
     segment.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE_HELP)
     segment.add_argument("--tile-size", type=int, metavar="PX", help="inference window side; lower it if memory runs out (default: the model's, 512)")
     segment.add_argument("--seed", type=int, default=0, metavar="S", help="random seed of the samples (default: 0)")
@@ -461,7 +462,7 @@ def _cmd_segment(args) -> int:
     from probseg.io import check_output_path, write_image
 
     outputs = {"out": args.out, "samples_out": args.samples_out, "embeddings_out": args.embeddings_out,
-               "uncertainty_out": args.uncertainty_out}
+               "uncertainty_out": args.uncertainty_out, "probability_out": args.probability_out}
     for value in outputs.values():
         if value is not None:
             check_output_path(value)
@@ -471,7 +472,7 @@ def _cmd_segment(args) -> int:
         raise InputError(f"--tile-size must be at least 64 px, got {args.tile_size}")
     stitch = args.stitch == "consensus"
     if stitch:
-        extra = [f"--{k.replace('_', '-')}" for k in ("samples_out", "embeddings_out", "uncertainty_out") if outputs[k]]
+        extra = [f"--{k.replace('_', '-')}" for k in ("samples_out", "embeddings_out", "uncertainty_out", "probability_out") if outputs[k]]
         if extra:
             raise InputError(f"--stitch consensus writes the labels only; drop {', '.join(extra)}")
         _check_consensus_options(args)
@@ -506,6 +507,9 @@ def _cmd_segment(args) -> int:
     if args.uncertainty_out:
         write_image(args.uncertainty_out, prediction.uncertainty.astype(np.float32))
         print(f"wrote uncertainty to {args.uncertainty_out}")
+    if args.probability_out:
+        write_image(args.probability_out, prediction.probability.astype(np.float32))
+        print(f"wrote object probabilities to {args.probability_out}")
     return 0
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from probseg import checkpoint
+from probseg.agglomerate import agglomerate
 from probseg.callbacks import Callbacks, ensure
 from probseg.config import config_from_dict, config_to_dict
 from probseg.device import resolve_device
@@ -39,7 +40,7 @@ class Prediction:
 
     For a 3-D stack each array gains a Z axis after the leading one:
     segmentation ``(Z, Y, X)``, samples ``(n, Z, Y, X)``, embeddings
-    ``(Z, D, Y, X)``, uncertainty ``(Z, Y, X)``.
+    ``(Z, D, Y, X)``, uncertainty and probability ``(Z, Y, X)``.
     """
 
     segmentation: np.ndarray  # (Y, X) int32
@@ -47,6 +48,9 @@ class Prediction:
     embeddings: np.ndarray  # (D, Y, X) float32
     uncertainty: np.ndarray  # (Y, X) float32 in 0..1
     notice: str | None = None
+    # Agglomerated draws: the probability of the object each pixel belongs to
+    # (fraction of draws agreeing on it), (Y, X) float32; 0 on background.
+    probability: np.ndarray | None = None
 
 
 class SegmentationModel:
@@ -58,6 +62,11 @@ class SegmentationModel:
 
     method: ClassVar[str] = ""
     config_class: ClassVar[type] = object
+    #: How the uncertainty map is made from the samples: "disagreement"
+    #: (:func:`probseg.uncertainty.pixel_disagreement`) or "entropy" (the
+    #: Bernoulli entropy of the agglomerated per-instance probabilities, in
+    #: bits, clipped at 1).
+    uncertainty_kind: ClassVar[str] = "disagreement"
 
     def __init__(self, config, net: torch.nn.Module, in_channels: int, normalization: dict, device="auto", train_log: dict | None = None):
         self.config = config
@@ -125,10 +134,18 @@ class SegmentationModel:
         seg = np.stack([o.segmentation for o in outs])
         samples = np.stack([o.samples for o in outs], axis=1)
         emb = np.stack([o.embeddings for o in outs])
-        unc = np.stack([pixel_disagreement(samples[:, z]) for z in range(samples.shape[1])])
+        uncs, probs = [], []
+        for z in range(samples.shape[1]):
+            agg = agglomerate(samples[:, z])
+            probs.append(agg.probability)
+            if self.uncertainty_kind == "entropy":
+                uncs.append(np.clip(agg.entropy(), 0.0, 1.0).astype(np.float32))
+            else:
+                uncs.append(pixel_disagreement(samples[:, z]))
+        unc, prob = np.stack(uncs), np.stack(probs)
         if not planes.is_stack:
-            seg, samples, emb, unc = seg[0], samples[:, 0], emb[0], unc[0]
-        return Prediction(seg, samples, emb, unc, planes.notice)
+            seg, samples, emb, unc, prob = seg[0], samples[:, 0], emb[0], unc[0], prob[0]
+        return Prediction(seg, samples, emb, unc, planes.notice, prob)
 
     def segment(self, image, **kwargs) -> np.ndarray:
         """The model's single best segmentation of ``image`` (int32 labels)."""

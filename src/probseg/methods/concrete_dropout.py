@@ -624,6 +624,9 @@ class ConcreteDropoutModel(SegmentationModel):
 
     method = "concrete-dropout"
     config_class = Config
+    # The draws estimate each object's probability; their entropy is the
+    # uncertainty the proofreading queue ranks by.
+    uncertainty_kind = "entropy"
 
     @classmethod
     def build_network(cls, config: Config, in_channels: int) -> nn.Module:
