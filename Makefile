@@ -53,10 +53,12 @@ test: install system-deps
 benchmark: install
 	$(BIN)/python benchmarks/cellulus_nuclei.py
 	$(BIN)/python benchmarks/consensus.py
+	$(BIN)/python benchmarks/proofreading_simulation.py
 
 screenshots: install system-deps
 	xvfb-run -a -s "-screen 0 1920x1200x24" $(BIN)/python docs/screenshots.py
 	xvfb-run -a -s "-screen 0 1920x1200x24" $(BIN)/python docs/consensus_screenshots.py
+	xvfb-run -a -s "-screen 0 1920x1200x24" $(BIN)/python docs/proofread_screenshots.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache
