@@ -5,7 +5,7 @@ its labels) for a few hundred steps, predicts the whole image with 8 dropout
 draws through the Predict widget, opens the Proofread widget, goes to the most
 uncertain patch and merges two objects there. Needs a display; headless::
 
-    xvfb-run -a -s "-screen 0 1920x1200x24" python docs/proofread_screenshots.py [--steps 600]
+    xvfb-run -a -s "-screen 0 1920x1200x24" python docs/proofread_screenshots.py [--steps 1500]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _close_toasts() -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE / "images", help="folder for the PNG file")
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=1500)
     args = parser.parse_args(argv)
 
     import napari
@@ -78,8 +78,8 @@ def main(argv=None) -> int:
     entry = proof.queue[proof.position]
     if len(entry.labels) >= 2:
         proof.merge(entry.labels[0], entry.labels[1])
-    viewer.layers["nuclei uncertainty"].visible = True
-    viewer.layers["nuclei uncertainty"].opacity = 0.5
+    viewer.layers["nuclei segmentation"].visible = False  # the corrected copy lies on top of it
+    viewer.layers["nuclei corrected"].opacity = 0.55
     _close_toasts()
     _settle(1.0)
     path = args.out / "proofread_widget.png"

@@ -319,3 +319,31 @@ def test_plugin_contributions_in_napari(make_napari_viewer, npe2pm, qtbot, model
         assert viewer.layers["touching blobs consensus"].data.shape == (256, 256)
         consensus.slider.setValue(10)
         qtbot.waitUntil(lambda: consensus.region_updates > 0 and not consensus.updating, timeout=TIMEOUT_MS)
+
+
+def test_concrete_dropout_trains_from_a_labels_layer_and_predicts(viewer, qtbot, tmp_path, store, crop):
+    truth = datasets.nuclei()[1][:96, :96]
+    viewer.add_labels(truth, name="nuclei truth")
+    trainer = _dock(viewer, TrainWidget(viewer, store=store))
+    predictor = _dock(viewer, PredictWidget(viewer, store=store))
+    trainer.method = "concrete-dropout"
+    assert trainer.labels_combo.enabled
+    trainer.labels_layer = None
+    trainer.output_folder = tmp_path / "none"
+    trainer.form.set_values({"steps": 2, "crop_size": 48, "batch_size": 2, "num_fmaps": 4})
+    assert trainer.start() is None and "labels" in trainer.status  # it learns from labels
+    trainer.labels_layer = "nuclei truth"
+    trainer.form.set_values({"steps": 3, "crop_size": 48, "batch_size": 2, "num_fmaps": 4})
+    trainer.output_folder = tmp_path / "cd"
+    assert trainer.start() is not None, trainer.status
+    _wait(qtbot, trainer)
+    assert trainer.model_name in store and trainer.model.method == "concrete-dropout"
+    predictor.model_name = trainer.model_name
+    predictor.image_layer = "nuclei"
+    predictor.n_samples = 3
+    predictor.run()
+    _wait(qtbot, predictor)
+    layers = predictor.output_layers
+    assert layers["samples"].data.shape == (3, 96, 96)
+    assert {"probability", "uncertainty"} <= set(layers)
+    assert 0.0 <= layers["uncertainty"].data.min() and layers["uncertainty"].data.max() <= 1.0

@@ -364,10 +364,13 @@ class ProofreadWidget(EngineWidget):
         camera.center = tuple(center)
         size = getattr(getattr(self.viewer, "canvas", None), "size", None)
         if size is not None and min(size) > 0:
-            camera.zoom = 0.8 * min(size) / (max(y1 - y0, x1 - x0) * float(scale.max()))
-        patch = self.viewer.layers[f"{self.image_layer} patch"]
-        patch.data = [np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)]
-        patch.shape_type = ["rectangle"]
+            # The patch takes about 40 % of the view: its surroundings help to judge it.
+            camera.zoom = 0.4 * min(size) / (max(y1 - y0, x1 - x0) * float(scale.max()))
+        name = f"{self.image_layer} patch"
+        if name in self.viewer.layers:  # the user may have deleted the frame layer
+            patch = self.viewer.layers[name]
+            patch.data = [np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)]
+            patch.shape_type = ["rectangle"]
         layer = self.corrected_layer
         if layer is not None and entry.labels:
             layer.selected_label = int(entry.labels[0])
