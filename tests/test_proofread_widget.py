@@ -133,8 +133,8 @@ def test_paint_resplit_autosave_and_restore(make_napari_viewer, qtbot, data, tmp
     # Close everything and open the same image again: every edit comes back.
     viewer.close()
     viewer2 = _viewer(make_napari_viewer, data)
-    w2 = ProofreadWidget(viewer2)
-    assert w2.start()
+    w2 = ProofreadWidget(viewer2)  # finds the saved session and resumes it without a click
+    assert w2.session is not None and w2.corrected_layer is not None
     np.testing.assert_array_equal(w2.corrected_layer.data, saved)
     assert len(w2.session.history) == n_edits and "restored" in w2.session_label.text()
     assert w2.reviewed_label.text().startswith("reviewed 1 of")

@@ -31,7 +31,7 @@ from napari_probseg.train_widget import OUTPUT_META_KEY, EngineWidget
 from probseg.errors import InputError, ProbsegError
 from probseg.proofreading import edits
 from probseg.proofreading.queue import proofreading_queue
-from probseg.proofreading.session import Session
+from probseg.proofreading.session import Session, session_folder
 
 #: Where sessions of images that were not opened from a file are kept.
 SESSIONS_HOME = Path("~/probseg-sessions")
@@ -157,6 +157,8 @@ class ProofreadWidget(EngineWidget):
         layout.addStretch(1)
         self._select_defaults()
         self._update_buttons()
+        self.image_combo.changed.connect(self._resume_if_saved)
+        self._resume_if_saved()
 
     # -- inputs -----------------------------------------------------------------------
     def _image_choices(self, _w=None):
@@ -222,6 +224,17 @@ class ProofreadWidget(EngineWidget):
         self.samples_combo.value = name or _NONE
 
     # -- the session ------------------------------------------------------------------
+    def _resume_if_saved(self, *_) -> None:
+        """Reopen the saved session of the chosen image by itself, so work goes on where it stopped."""
+        if self.session is not None or self.image_layer not in self.viewer.layers:
+            return
+        if not session_folder(image_path_of(self.viewer.layers[self.image_layer])).is_dir():
+            return
+        if self.labels_layer is None or self.uncertainty_layer is None:
+            self._set_status("a saved session exists for this image; choose the labels and uncertainty, then Start / resume")
+            return
+        self.start()
+
     def _layer(self, name, what: str):
         if name is None or name not in self.viewer.layers:
             raise InputError(f"choose {what} first")
