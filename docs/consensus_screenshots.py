@@ -15,26 +15,9 @@ import argparse
 import time
 from pathlib import Path
 
+from _capture import close_toasts, settle  # docs/ is on sys.path when run as a script
+
 HERE = Path(__file__).resolve().parent
-
-
-def _settle(seconds: float = 0.5) -> None:
-    from qtpy.QtWidgets import QApplication
-
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        QApplication.instance().processEvents()
-        time.sleep(0.02)
-
-
-def _close_toasts() -> None:
-    """Close napari's notification pop-ups (e.g. its PyQt5 notice), which would cover the canvas."""
-    from napari._qt.dialogs.qt_notification import NapariQtNotification
-    from qtpy.QtWidgets import QApplication
-
-    for widget in QApplication.instance().allWidgets():
-        if isinstance(widget, NapariQtNotification):
-            widget.close()
 
 
 def _wait(widget, timeout: float = 120) -> None:
@@ -44,7 +27,7 @@ def _wait(widget, timeout: float = 120) -> None:
     while (widget.running or widget.updating) and time.monotonic() < deadline:
         QApplication.instance().processEvents()
         time.sleep(0.01)
-    _settle()
+    settle()
 
 
 def main(argv=None) -> int:
@@ -84,14 +67,14 @@ def main(argv=None) -> int:
         widget.resolution = value
         _wait(widget)
         viewer.layers.selection.active = viewer.layers["region"]
-        _close_toasts()
-        _settle()
+        close_toasts()
+        settle()
         viewer.screenshot(str(args.out / name), canvas_only=False, flash=False)
         print(f"wrote {args.out / name}: {widget.status}")
     widget.auto()
     _wait(widget)
-    _close_toasts()
-    _settle()
+    close_toasts()
+    settle()
     viewer.screenshot(str(args.out / "consensus_auto.png"), canvas_only=False, flash=False)
     print(f"wrote {args.out / 'consensus_auto.png'}: {widget.auto_info.text()}")
     viewer.close()

@@ -12,28 +12,11 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
+from _capture import close_toasts, settle  # docs/ is on sys.path when run as a script
+
 HERE = Path(__file__).resolve().parent
-
-
-def _settle(seconds: float = 0.5) -> None:
-    from qtpy.QtWidgets import QApplication
-
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        QApplication.instance().processEvents()
-        time.sleep(0.02)
-
-
-def _close_toasts() -> None:
-    from napari._qt.dialogs.qt_notification import NapariQtNotification
-    from qtpy.QtWidgets import QApplication
-
-    for widget in QApplication.instance().allWidgets():
-        if isinstance(widget, NapariQtNotification):
-            widget.close()
 
 
 def main(argv=None) -> int:
@@ -43,7 +26,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import napari
-    import numpy as np
 
     import probseg
     from napari_probseg import proofread_widget
@@ -69,7 +51,7 @@ def main(argv=None) -> int:
     predict.n_samples = 8
     predict.run()
     while predict.running:
-        _settle(0.1)
+        settle(0.1)
     proof = ProofreadWidget(viewer)
     viewer.window.add_dock_widget(proof, name="Proofread", area="right")
     proof.patch_spin.value = 48
@@ -80,8 +62,8 @@ def main(argv=None) -> int:
         proof.merge(entry.labels[0], entry.labels[1])
     viewer.layers["nuclei segmentation"].visible = False  # the corrected copy lies on top of it
     viewer.layers["nuclei corrected"].opacity = 0.55
-    _close_toasts()
-    _settle(1.0)
+    close_toasts()
+    settle(1.0)
     path = args.out / "proofread_widget.png"
     viewer.screenshot(str(path), canvas_only=False, flash=False)
     print(f"wrote {path}: {proof.status}; {proof.reviewed_label.text()}")

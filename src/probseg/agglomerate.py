@@ -26,6 +26,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from probseg.errors import InputError
+from probseg.inputs import check_label_stack
 from probseg.uncertainty import bernoulli_entropy
 
 __all__ = ["agglomerate", "Agglomeration", "InstanceMap", "DEFAULT_MIN_IOU"]
@@ -121,25 +122,9 @@ class Agglomeration:
 
 def _check_samples(samples) -> np.ndarray:
     arr = np.asarray(samples)
-    if arr.ndim == 2:
-        arr = arr[None]
-    if arr.ndim != 3:
-        raise InputError(f"samples must be (n, Y, X) label images, got shape {arr.shape}")
-    if arr.size == 0:
-        raise InputError(f"samples is empty (shape {arr.shape})")
     if arr.dtype == bool:
-        return arr.astype(np.uint8)  # masks: one object per draw
-    if not np.issubdtype(arr.dtype, np.integer):
-        # Label images often round-trip through float (napari, some readers).
-        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-            arr = arr.astype(np.int64)
-        else:
-            raise InputError(f"samples must hold integer instance labels, got dtype {arr.dtype}")
-    if arr.dtype == np.uint64 and arr.max() > np.iinfo(np.int64).max:
-        raise InputError(f"samples hold labels above {np.iinfo(np.int64).max}; relabel them sequentially")
-    if arr.min() < 0:
-        raise InputError(f"samples hold negative labels (min {arr.min()}); 0 is background and ids are positive")
-    return arr
+        arr = arr.astype(np.uint8)  # masks: one object per draw
+    return check_label_stack(arr, "samples")
 
 
 def _check_fraction(value, name: str) -> float:

@@ -140,3 +140,32 @@ def check_labels(labels: np.ndarray, shape: tuple, name: str = "labels") -> np.n
     if array.size and array.min() < 0:
         raise InputError(f"{name} contains negative ids; background is 0 and objects are 1, 2, ...")
     return array
+
+
+def check_label_stack(samples, name: str = "samples") -> np.ndarray:
+    """``samples`` as an ``(n, Y, X)`` int array of non-negative labels.
+
+    Raises
+    ------
+    InputError
+        On a wrong number of dimensions, a non-integer dtype, negative
+        labels or an empty array.
+    """
+    arr = np.asarray(samples)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise InputError(f"{name} must be (n, Y, X) label images, got shape {arr.shape}")
+    if arr.size == 0:
+        raise InputError(f"{name} is empty (shape {arr.shape})")
+    if not np.issubdtype(arr.dtype, np.integer):
+        # Label images often round-trip through float (napari, some readers).
+        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise InputError(f"{name} must hold integer instance labels, got dtype {arr.dtype}")
+    if arr.min() < 0:
+        raise InputError(f"{name} holds negative labels; 0 is background and ids are positive")
+    if arr.max() > np.iinfo(np.int32).max:
+        raise InputError(f"{name} holds labels above {np.iinfo(np.int32).max}")
+    return arr

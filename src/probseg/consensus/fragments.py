@@ -14,6 +14,7 @@ import numpy as np
 from skimage.measure import label as connected_components
 
 from probseg.errors import InputError
+from probseg.inputs import check_label_stack as check_labelings
 
 # Codes are products of label ranges; compact them before they could overflow.
 _CODE_LIMIT = 2**62
@@ -71,34 +72,6 @@ class Fragments:
         """Fraction of the covering layers that call each fragment foreground."""
         covered = (self.signatures >= 0).sum(axis=1)
         return (self.signatures > 0).sum(axis=1) / np.maximum(covered, 1)
-
-
-def check_labelings(samples, name: str = "samples") -> np.ndarray:
-    """``samples`` as an ``(n, Y, X)`` int array of non-negative labels.
-
-    Raises
-    ------
-    InputError
-        On a wrong number of dimensions, a non-integer dtype, negative
-        labels or an empty array.
-    """
-    arr = np.asarray(samples)
-    if arr.ndim == 2:
-        arr = arr[None]
-    if arr.ndim != 3:
-        raise InputError(f"{name} must be (n, Y, X) label images, got shape {arr.shape}")
-    if arr.size == 0:
-        raise InputError(f"{name} is empty (shape {arr.shape})")
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
-        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-            arr = arr.astype(np.int64)
-        else:
-            raise InputError(f"{name} must hold integer instance labels, got dtype {arr.dtype}")
-    if arr.min() < 0:
-        raise InputError(f"{name} holds negative labels; 0 is background and ids are positive")
-    if arr.max() > np.iinfo(np.int32).max:
-        raise InputError(f"{name} holds labels above {np.iinfo(np.int32).max}")
-    return arr
 
 
 def _refine(stack: list[np.ndarray]) -> np.ndarray:

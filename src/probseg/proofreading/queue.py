@@ -16,6 +16,7 @@ from scipy import ndimage as ndi
 from skimage.morphology import local_maxima
 
 from probseg.errors import InputError
+from probseg.inputs import check_label_stack
 
 __all__ = ["QueueEntry", "proofreading_queue", "MIN_PATCH"]
 
@@ -176,13 +177,7 @@ def proofreading_queue(uncertainty, labels, patch: int = 64, max_entries: int = 
     lab = np.asarray(labels)
     if lab.shape != u.shape:
         raise InputError(f"labels have shape {lab.shape} but uncertainty has shape {u.shape}; they must be equal")
-    if lab.dtype == bool or not np.issubdtype(lab.dtype, np.integer):
-        if np.issubdtype(lab.dtype, np.floating) and np.all(np.isfinite(lab)) and np.all(lab == np.round(lab)):
-            lab = lab.astype(np.int64)
-        else:
-            raise InputError(f"labels must hold integer instance ids, got dtype {lab.dtype}")
-    if lab.min() < 0:
-        raise InputError(f"labels hold negative ids (min {lab.min()}); 0 is background and ids are positive")
+    lab = check_label_stack(lab, "labels")[0]
     patch = _check_int(patch, "patch", MIN_PATCH)
     max_entries = _check_int(max_entries, "max_entries", 1)
     try:
