@@ -10,6 +10,8 @@ def main() -> None:
     viewer.open_sample("napari-probseg", "nuclei")
     viewer.window.add_plugin_dock_widget("napari-probseg", "Train")
     viewer.window.add_plugin_dock_widget("napari-probseg", "Predict")
+    viewer.window.add_plugin_dock_widget("napari-probseg", "Consensus", tabify=True)
+    viewer.window.add_plugin_dock_widget("napari-probseg", "Proofread", tabify=True)
     napari.run()
 
 
