@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     from napari_probseg.consensus_widget import ConsensusWidget
-    from napari_probseg.train_widget import OUTPUT_META_KEY
+    from napari_probseg.train_widget import OUTPUT_META_KEY, viewer_camera
     from probseg.datasets import nuclei
     from probseg.synthetic import perturbed_samples
 
@@ -59,8 +59,7 @@ def main(argv=None) -> int:
     viewer.window.add_dock_widget(widget, name="Consensus", area="right")
     viewer.dims.current_step = (0,) * viewer.dims.ndim
     _wait(widget)
-    scene = getattr(viewer, "scene", None)
-    camera = scene.camera if scene is not None else viewer.camera
+    camera = viewer_camera(viewer)
     camera.center = ((y0 + y1) / 2, (x0 + x1) / 2)
     camera.zoom = 2.6
     for name, value in (("consensus_low.png", 3e-5), ("consensus_high.png", 3e-2)):

@@ -22,7 +22,16 @@ from qtpy.QtGui import QDoubleValidator
 from qtpy.QtWidgets import QCheckBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSlider, QVBoxLayout, QWidget
 
 from napari_probseg._sweep_plot import SweepPlot
-from napari_probseg.train_widget import OUTPUT_META_KEY, EngineWidget, JobMonitor, Outcome, run_engine
+from napari_probseg.train_widget import (
+    OUTPUT_META_KEY,
+    EngineWidget,
+    JobMonitor,
+    Outcome,
+    canvas_size,
+    layer_role,
+    run_engine,
+    viewer_camera,
+)
 from probseg.consensus import DEFAULT_OBJECTIVE, OBJECTIVES, Consensus, check_rect, write_region
 from probseg.consensus.engine import CPM_RANGE
 from probseg.consensus.fragments import check_labelings
@@ -279,7 +288,7 @@ class ConsensusWidget(EngineWidget):
         return [
             layer.name for layer in self.viewer.layers
             if isinstance(layer, Labels) and layer.data.ndim == 3
-            and (layer.metadata.get(OUTPUT_META_KEY) or {}).get("role") not in ("segmentation", "consensus")
+            and layer_role(layer) not in ("segmentation", "consensus")
         ]
 
     def _region_choices(self, _widget=None) -> list[str]:
@@ -301,7 +310,7 @@ class ConsensusWidget(EngineWidget):
 
     def _select_default_samples(self) -> None:
         names = self._samples_choices()
-        preferred = [n for n in names if (self.viewer.layers[n].metadata.get(OUTPUT_META_KEY) or {}).get("role") == "samples"]
+        preferred = [n for n in names if layer_role(self.viewer.layers[n]) == "samples"]
         if preferred or names:
             self.samples_layer = (preferred or names)[-1]
 
@@ -329,12 +338,10 @@ class ConsensusWidget(EngineWidget):
         return check_rect((np.floor(lo[0]), np.floor(lo[1]), np.ceil(hi[0]), np.ceil(hi[1])), shape)
 
     def _field_of_view(self):
-        # viewer.canvas.size is (height, width) in napari >= 0.6; older: whole image.
-        size = getattr(getattr(self.viewer, "canvas", None), "size", None)
-        if size is None or min(size) <= 0:
-            return None
-        scene = getattr(self.viewer, "scene", None)
-        camera = scene.camera if scene is not None else self.viewer.camera  # napari < 0.9
+        size = canvas_size(self.viewer)
+        if size is None:
+            return None  # the caller then uses the whole image
+        camera = viewer_camera(self.viewer)
         center = np.asarray(camera.center[-2:], dtype=float)
         half = np.asarray(size[-2:], dtype=float) / (2.0 * float(camera.zoom))
         return center - half, center + half

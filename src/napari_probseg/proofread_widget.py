@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_probseg.train_widget import OUTPUT_META_KEY, EngineWidget
+from napari_probseg.train_widget import OUTPUT_META_KEY, EngineWidget, canvas_size, image_layer_names, layer_role, viewer_camera
 from probseg.errors import InputError, ProbsegError
 from probseg.proofreading import edits
 from probseg.proofreading.queue import proofreading_queue
@@ -162,11 +162,11 @@ class ProofreadWidget(EngineWidget):
 
     # -- inputs -----------------------------------------------------------------------
     def _image_choices(self, _w=None):
-        return [layer.name for layer in self.viewer.layers if isinstance(layer, Image) and not _role(layer)]
+        return image_layer_names(self.viewer)
 
     def _labels_choices(self, _w=None):
         return [layer.name for layer in self.viewer.layers if isinstance(layer, Labels) and layer.data.ndim == 2
-                and _role(layer) != "corrected"]
+                and layer_role(layer) != "corrected"]
 
     def _uncertainty_choices(self, _w=None):
         return [layer.name for layer in self.viewer.layers if isinstance(layer, Image) and layer.data.ndim == 2
@@ -183,7 +183,7 @@ class ProofreadWidget(EngineWidget):
     def _select_defaults(self) -> None:
         roles = {"segmentation": self.labels_combo, "uncertainty": self.uncertainty_combo, "samples": self.samples_combo}
         for layer in self.viewer.layers:
-            combo = roles.get(_role(layer))
+            combo = roles.get(layer_role(layer))
             if combo is not None and layer.name in combo.choices:
                 combo.value = layer.name
         images = self._image_choices()
@@ -274,7 +274,7 @@ class ProofreadWidget(EngineWidget):
     @property
     def corrected_layer(self) -> Labels | None:
         for layer in self.viewer.layers:
-            if isinstance(layer, Labels) and _role(layer) == "corrected" and layer.metadata[OUTPUT_META_KEY].get("source") == self.image_layer:
+            if isinstance(layer, Labels) and layer_role(layer) == "corrected" and layer.metadata[OUTPUT_META_KEY].get("source") == self.image_layer:
                 return layer
         return None
 
@@ -372,11 +372,10 @@ class ProofreadWidget(EngineWidget):
         scale = np.asarray(image.scale[-2:])
         translate = np.asarray(image.translate[-2:])
         center = (np.array([(y0 + y1) / 2, (x0 + x1) / 2]) * scale + translate)
-        scene = getattr(self.viewer, "scene", None)
-        camera = scene.camera if scene is not None else self.viewer.camera
+        camera = viewer_camera(self.viewer)
         camera.center = tuple(center)
-        size = getattr(getattr(self.viewer, "canvas", None), "size", None)
-        if size is not None and min(size) > 0:
+        size = canvas_size(self.viewer)
+        if size is not None:
             # The patch takes about 40 % of the view: its surroundings help to judge it.
             camera.zoom = 0.4 * min(size) / (max(y1 - y0, x1 - x0) * float(scale.max()))
         name = f"{self.image_layer} patch"
@@ -540,11 +539,6 @@ class ProofreadWidget(EngineWidget):
         if active:
             self.undo_button.setEnabled(self.session.can_undo)
             self.redo_button.setEnabled(self.session.can_redo)
-
-
-def _role(layer) -> str | None:
-    meta = layer.metadata.get(OUTPUT_META_KEY)
-    return meta.get("role") if isinstance(meta, dict) else None
 
 
 def _object_under_line(labels: np.ndarray, p0, p1) -> int:

@@ -170,6 +170,24 @@ def image_layer_names(viewer) -> list[str]:
     ]
 
 
+def layer_role(layer) -> str | None:
+    """The role our widgets gave a layer ("samples", "uncertainty", ...), or None for the user's own layers."""
+    meta = layer.metadata.get(OUTPUT_META_KEY)
+    return meta.get("role") if isinstance(meta, dict) else None
+
+
+def viewer_camera(viewer):
+    """The camera of the 2-D view (``viewer.scene.camera`` since napari 0.9)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
+
+
+def canvas_size(viewer) -> tuple | None:
+    """The canvas size (height, width) in screen pixels, or None where napari does not say (< 0.6)."""
+    size = getattr(getattr(viewer, "canvas", None), "size", None)
+    return tuple(size) if size is not None and min(size) > 0 else None
+
+
 def default_image(viewer) -> str | None:
     """The image layer a user most likely means: the active one, else the newest."""
     names = image_layer_names(viewer)

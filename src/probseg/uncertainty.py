@@ -20,8 +20,11 @@ from probseg.metrics import match_instances
 _DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))
 
 
-def _shifted_pair(a: np.ndarray, b_offset: tuple) -> tuple:
-    """Views of ``a[..., p]`` and ``a[..., p + offset]`` over valid pixels."""
+def shifted_pair(a, b_offset: tuple) -> tuple:
+    """Slices selecting ``a[..., p]`` and ``a[..., p + offset]`` over the pixels where both exist.
+
+    Works for anything sliceable with a ``shape`` (numpy arrays, torch tensors).
+    """
     dy, dx = b_offset
     h, w = a.shape[-2:]
     ys = slice(max(0, -dy), h - max(0, dy))
@@ -72,7 +75,7 @@ def pixel_disagreement(samples: np.ndarray, distance: int = 2) -> np.ndarray:
     pair_count = np.zeros((h, w), dtype=np.float32)
     for dy, dx in _DIRECTIONS:
         dy, dx = dy * distance, dx * distance
-        (ya, xa), (yb, xb) = _shifted_pair(s, (dy, dx))
+        (ya, xa), (yb, xb) = shifted_pair(s, (dy, dx))
         a = s[:, ya, xa]
         b = s[:, yb, xb]
         m = ((a == b) & (a > 0)).mean(axis=0, dtype=np.float32)

@@ -26,6 +26,7 @@ import torch
 from probseg.consensus.fragments import Fragments, check_labelings
 from probseg.device import resolve_device
 from probseg.errors import InputError
+from probseg.uncertainty import shifted_pair
 
 DEFAULT_RADIUS = 4
 DEFAULT_MIN_WEIGHT = 0.01
@@ -79,10 +80,8 @@ def half_disc(radius: float) -> list[tuple[int, int]]:
 
 def _pair_views(t: torch.Tensor, dy: int, dx: int):
     """``t[p]`` and ``t[p + (dy, dx)]`` over the pixels where both exist."""
-    h, w = t.shape[-2:]
-    if dx >= 0:
-        return t[..., : h - dy, : w - dx], t[..., dy:, dx:]
-    return t[..., : h - dy, -dx:], t[..., dy:, : w + dx]
+    (ya, xa), (yb, xb) = shifted_pair(t, (dy, dx))
+    return t[..., ya, xa], t[..., yb, xb]
 
 
 def count_pairs(frag_map: np.ndarray, n_fragments: int, radius: float, device="auto"):
@@ -169,14 +168,18 @@ def fragment_graph(frags: Fragments, radius: float = DEFAULT_RADIUS, min_weight:
     Graph
         ``nodes`` holds the fragment id of each node.
     """
-    fmap = frags.map if region is None else frags.map[region[0] : region[2], region[1] : region[3]]
-    present = np.unique(fmap)
-    present = present[present >= 0]
-    local = np.full(frags.count + 1, -1, dtype=np.int64)  # index -1 stays -1
-    local[present] = np.arange(present.size)
-    lmap = local[fmap]
+    if region is None:
+        # Every fragment has pixels and ids are already 0..F-1: nothing to renumber.
+        present, lmap, sizes = np.arange(frags.count), frags.map, frags.sizes
+    else:
+        fmap = frags.map[region[0] : region[2], region[1] : region[3]]
+        present = np.unique(fmap)
+        present = present[present >= 0]
+        local = np.full(frags.count + 1, -1, dtype=np.int64)  # index -1 stays -1
+        local[present] = np.arange(present.size)
+        lmap = local[fmap]
+        sizes = np.bincount(lmap[lmap >= 0].ravel(), minlength=present.size).astype(np.int64)
     internal, pairs, counts = count_pairs(lmap, present.size, radius, device)
-    sizes = np.bincount(lmap[lmap >= 0].ravel(), minlength=present.size).astype(np.int64)
     fg = frags.foreground[present]
     loop_w = np.where(fg >= min_weight, fg, 0.0)
     w = same_fraction(frags.signatures, present[pairs[:, 0]], present[pairs[:, 1]])
