@@ -1,5 +1,10 @@
 """``probseg consensus`` and the engine's window stitching."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
@@ -33,6 +38,25 @@ def test_auto_consensus_writes_labels_and_sweep(files, capsys):
     assert f1_score(labels, truth) > 0.9
     rows = (folder / "s.csv").read_text().splitlines()
     assert rows[0] == "resolution,mean_nmi,objects" and len(rows) == 22
+
+
+def test_consensus_in_a_real_process(files):
+    """What a user sees in a terminal: exit status, stdout lines, one-line errors, no traceback."""
+    folder, truth, _ = files
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    env.pop("PROBSEG_DEBUG", None)
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "probseg", "consensus", *args], cwd=folder, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    ok = run("samples.tif", "--out", "sub.tif", "--resolution", "0.003")
+    assert ok.returncode == 0, ok.stderr
+    assert "wrote" in ok.stdout and "Traceback" not in ok.stderr
+    assert f1_score(tifffile.imread(folder / "sub.tif"), truth) > 0.9
+    bad = run("missing.tif", "--out", "x.tif")
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines() == ["probseg: error: missing.tif does not exist"]
 
 
 def test_region_is_written_into_existing_labels(files, capsys):
