@@ -14,5 +14,6 @@ __version__ = "0.1.0"
 
 from probseg import datasets, errors, metrics  # noqa: F401
 from probseg.api import list_methods, load_model, train  # noqa: F401
+from probseg.tuning import tune  # noqa: F401
 
-__all__ = ["train", "load_model", "list_methods", "datasets", "errors", "__version__"]
+__all__ = ["train", "load_model", "tune", "list_methods", "datasets", "errors", "__version__"]

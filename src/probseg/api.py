@@ -87,6 +87,7 @@ def train(
     from probseg.callbacks import ensure
     from probseg.device import describe_device, gpu_warning, resolve_device
     from probseg.errors import InputError
+    from probseg.record import training_record
     from probseg.trainset import training_set
     from probseg.training import seed_everything, train_loop
 
@@ -110,7 +111,8 @@ def train(
     cb.message(f"training {info.title} on {describe_device(dev)}")
     rng = seed_everything(seed)
     net = info.model_class.build_network(cfg, ts.in_channels).to(dev)
-    model = info.model_class(cfg, net, ts.in_channels, ts.normalization, device=dev)
+    model = info.model_class(cfg, net, ts.in_channels, ts.normalization, device=dev,
+                             record=training_record(ts.planes, ts.labels, seed, dev))
     loss_fn = info.model_class.training_loss(cfg, ts, dev)
 
     def save(log):

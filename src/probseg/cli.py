@@ -157,32 +157,88 @@ def _field_metavar(spec) -> str:
     return spec.type.__name__.upper()
 
 
-def _add_method_parser(methods_sub, info, common) -> None:
+def _add_fields(parser, config_class, title: str, dest: str) -> list[str]:
+    """Add one flag per field of ``config_class``; return the flags."""
     from probseg.config import fields_of
 
-    parser = methods_sub.add_parser(
-        info.name,
-        parents=[common],
-        help=info.summary,
-        description=f"Train {info.title}: {info.summary}. Reference: {info.reference}.",
-    )
-    basic = parser.add_argument_group(f"{info.title} settings")
-    advanced = parser.add_argument_group(f"advanced {info.title} settings")
-    flags = [a for action in parser._actions for a in action.option_strings]
-    for spec in fields_of(info.config_class):
+    basic = parser.add_argument_group(title)
+    advanced = parser.add_argument_group(f"advanced {title}")
+    flags = []
+    for spec in fields_of(config_class):
         group = advanced if spec.advanced else basic
         # Values stay strings here and are converted by probseg.config.parse_value
         # after parsing, so type errors read the same as in the napari widget.
         group.add_argument(
             spec.flag,
-            dest=f"cfg_{spec.name}",
+            dest=f"{dest}{spec.name}",
             metavar=_field_metavar(spec),
             choices=[str(c) for c in spec.choices] if spec.choices else None,
             default=None,
             help=_field_help(spec),
         )
         flags.append(spec.flag)
+    return flags
+
+
+def _field_values(args, config_class, dest: str) -> dict:
+    """The fields of ``config_class`` given on the command line, converted to their types."""
+    from probseg.config import fields_of, parse_value
+
+    values = {}
+    for spec in fields_of(config_class):
+        text = getattr(args, f"{dest}{spec.name}", None)
+        if text is not None:
+            values[spec.name] = parse_value(spec, text)
+    return values
+
+
+def _add_method_parser(methods_sub, info, common) -> None:
+    parser = methods_sub.add_parser(
+        info.name,
+        parents=[common],
+        help=info.summary,
+        description=f"Train {info.title}: {info.summary}. Reference: {info.reference}.",
+    )
+    flags = [a for action in parser._actions for a in action.option_strings]
+    flags += _add_fields(parser, info.config_class, f"{info.title} settings", "cfg_")
     parser.set_defaults(handler=_cmd_train, _prog=parser.prog, _flags=flags)
+
+
+def _method_of_folder(argv: list[str], command: str) -> str | None:
+    """The method of the model folder or raw store named after ``command`` on the command line, if any."""
+    import json as _json
+
+    words = argv[argv.index(command) + 1 :] if command in argv else []
+    for word in words:
+        if word.startswith("-"):
+            continue
+        folder = Path(word)
+        try:
+            if (folder / "config.json").is_file():
+                return str(_json.loads((folder / "config.json").read_text()).get("method"))
+            if (folder / "zarr.json").is_file():
+                attrs = _json.loads((folder / "zarr.json").read_text()).get("attributes", {})
+                if attrs.get("format") == "probseg-raw":
+                    return str(attrs.get("method"))
+        except (OSError, ValueError, AttributeError):
+            return None
+    return None
+
+
+def _add_settings(parser, argv: list[str], command: str) -> None:
+    """Flags for the post-processing settings of the method named by the model or store on the command line."""
+    from probseg import methods
+
+    name = _method_of_folder(argv, command)
+    try:
+        info = methods.get(name) if name else None
+    except InputError:
+        info = None
+    if info is not None:
+        flags = _add_fields(parser, info.settings_class, f"{info.title} post-processing settings", "set_")
+        parser.set_defaults(_flags=flags, _settings_class=info.settings_class)
+    else:
+        parser.epilog = "The post-processing settings of the model's method become flags once MODEL_DIR names a model."
 
 
 def _train_common() -> argparse.ArgumentParser:
@@ -223,13 +279,13 @@ def _rect(text: str):
     return tuple(values)
 
 
-def _add_consensus_options(parser: argparse.ArgumentParser, title: str) -> None:
+def _add_consensus_options(parser: argparse.ArgumentParser, title: str, min_size_flag: str = "--min-size") -> None:
     group = parser.add_argument_group(title)
     group.add_argument("--resolution", type=_resolution, default="auto", metavar="R|auto",
                        help="Leiden resolution; higher splits more; 'auto' picks the one whose consensus agrees best (mean NMI) with the labelings (default: auto)")
     group.add_argument("--objective", choices=("cpm", "rb"), default="cpm",
                        help="cpm: constant Potts model, a resolution means the same on any image size; rb: modularity with resolution (default: cpm)")
-    group.add_argument("--min-size", type=int, default=0, metavar="PX", help="objects with fewer pixels become background (default: 0)")
+    group.add_argument(min_size_flag, dest="min_size", type=int, default=0, metavar="PX", help="objects with fewer pixels become background (default: 0)")
     group.add_argument("--radius", type=float, default=4.0, metavar="PX", help="pixels at most this far apart are linked in the graph (default: 4)")
     group.add_argument("--min-weight", type=float, default=0.01, metavar="W", help="links weaker than this fraction are dropped (default: 0.01)")
     group.add_argument("--min-foreground", type=float, default=0.5, metavar="F",
@@ -238,7 +294,7 @@ def _add_consensus_options(parser: argparse.ArgumentParser, title: str) -> None:
                        help="Leiden implementation: igraph's (fast) or leidenalg (reference) (default: igraph)")
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+def build_parser(command: str | None = None, argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The argument parser.
 
     Parameters
@@ -247,7 +303,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         The subcommand about to be run. Only for ``"train"`` are the methods
         imported to generate their flags; the other commands then start
         without importing torch.
+    argv : list of str, optional
+        The command line; for ``segment``, ``instances`` and ``tune`` the model
+        folder (or raw store) it names decides which post-processing flags exist.
     """
+    argv = list(argv or [])
     parser = _Parser(
         prog=PROG,
         description="Probabilistic instance segmentation of microscopy images.",
@@ -285,6 +345,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     segment.add_argument("--embeddings-out", metavar="EMB", help="write the per-pixel embeddings (float32, embedding axis first)")
     segment.add_argument("--uncertainty-out", metavar="UNC", help="write the per-pixel uncertainty of the samples (float32, 0 to 1)")
     segment.add_argument("--probability-out", metavar="PROB", help="write each pixel's object probability over the samples (float32, 0 to 1)")
+    segment.add_argument("--raw-out", metavar="RAW.zarr", help="also keep the network's raw output in a zarr store; 'probseg instances' turns it into labels with other settings later")
     segment.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE_HELP)
     segment.add_argument("--tile-size", type=int, metavar="PX", help="inference window side; lower it if memory runs out (default: the model's, 512)")
     segment.add_argument("--seed", type=int, default=0, metavar="S", help="random seed of the samples (default: 0)")
@@ -294,8 +355,41 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                          help="consensus: segment overlapping windows on their own and fuse them through the consensus graph (default: none)")
     segment.add_argument("--window", type=int, default=256, metavar="PX", help="window side for --stitch consensus (default: 256)")
     segment.add_argument("--window-overlap", type=int, metavar="PX", help="overlap of neighbouring windows for --stitch consensus (default: half a window)")
-    _add_consensus_options(segment, "consensus settings (with --stitch consensus)")
+    # --min-size is the method's own post-processing setting here.
+    _add_consensus_options(segment, "consensus settings (with --stitch consensus)", "--consensus-min-size")
     segment.set_defaults(handler=_cmd_segment, _prog=segment.prog)
+    if command == "segment":
+        _add_settings(segment, argv, "segment")
+
+    instances = sub.add_parser(
+        "instances",
+        help="labels from a stored raw output, without the network",
+        description="Turn the raw output kept by 'probseg segment --raw-out' into labels, with any post-processing "
+        "settings; the network does not run and the model's weights are not needed.",
+    )
+    instances.add_argument("raw", metavar="RAW.zarr", help="raw store written by 'probseg segment --raw-out'")
+    instances.add_argument("--out", required=True, metavar="LABELS", help="label image to write (.tif, .npy or .png)")
+    instances.add_argument("--samples-out", metavar="SAMPLES", help="write the sampled label images, stacked on a first axis")
+    instances.add_argument("--uncertainty-out", metavar="UNC", help="write the per-pixel uncertainty of the samples (float32, 0 to 1)")
+    instances.add_argument("--probability-out", metavar="PROB", help="write each pixel's object probability over the samples (float32, 0 to 1)")
+    instances.set_defaults(handler=_cmd_instances, _prog=instances.prog)
+    if command == "instances":
+        _add_settings(instances, argv, "instances")
+
+    tune = sub.add_parser(
+        "tune",
+        help="tune a model's post-processing on a labelled image",
+        description="Try the method's post-processing settings on a labelled image (the network runs once), print "
+        "F1 and AP_dsb for each, and store the best in the model folder so that the next prediction uses them.",
+    )
+    tune.add_argument("model", metavar="MODEL_DIR", help="model folder written by 'probseg train'")
+    tune.add_argument("image", metavar="IMAGE", help="an image the model did not train on, if you have one")
+    tune.add_argument("labels", metavar="LABELS", help="its instance labels")
+    tune.add_argument("--dry-run", action="store_true", help="only print the table; store nothing")
+    tune.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE_HELP)
+    tune.add_argument("--rgb", action="store_true", help="the last axis of the image holds RGB(A) colour channels")
+    tune.add_argument("--channel-axis", type=int, metavar="A", help="axis of the image that holds channels")
+    tune.set_defaults(handler=_cmd_tune, _prog=tune.prog)
 
     consensus = sub.add_parser(
         "consensus",
@@ -386,16 +480,11 @@ def _prepare_model_folder(folder: Path, reporter: _Reporter) -> Path:
 def _cmd_train(args) -> int:
     from probseg import api, methods
     from probseg.callbacks import Callbacks
-    from probseg.config import fields_of, parse_value
     from probseg.device import resolve_device
     from probseg.io import read_image
 
     info = methods.get(args.method)
-    values = {}
-    for spec in fields_of(info.config_class):
-        raw = getattr(args, f"cfg_{spec.name}", None)
-        if raw is not None:
-            values[spec.name] = parse_value(spec, raw)
+    values = _field_values(args, info.config_class, "cfg_")
     # Validate settings before reading images, so a typo fails in a second.
     config = api.make_config(info.name, values)
     if args.checkpoint_every < 0:
@@ -455,17 +544,57 @@ def _label_dtype(labels: np.ndarray):
     return np.uint16 if labels.size == 0 or labels.max() < 65536 else np.uint32
 
 
+def _settings_of(args) -> dict:
+    cls = getattr(args, "_settings_class", None)
+    return _field_values(args, cls, "set_") if cls is not None else {}
+
+
+def _write_results(args, prediction, seconds: float, source: dict) -> None:
+    """Write the labels (with their JSON sidecar) and whichever of samples, embeddings, uncertainty and
+    probability were asked for."""
+    from probseg.atomic import write_json
+    from probseg.config import config_to_dict
+    from probseg.io import write_image
+    from probseg.record import labels_sidecar
+
+    segmentation = prediction.segmentation
+    n_objects = int(np.count_nonzero(np.unique(segmentation)))
+    write_image(args.out, segmentation.astype(_label_dtype(segmentation)))
+    write_json(labels_sidecar(args.out), {
+        **source, "settings": config_to_dict(prediction.settings), "n_samples": int(prediction.samples.shape[0]),
+        "objects": n_objects, "probseg": probseg.__version__,
+    })
+    print(f"wrote {n_objects} objects to {args.out} ({seconds:.1f} s)")
+    if getattr(args, "samples_out", None):
+        samples = prediction.samples
+        write_image(args.samples_out, samples.astype(_label_dtype(samples)))
+        print(f"wrote {samples.shape[0]} samples to {args.samples_out}")
+    if getattr(args, "embeddings_out", None):
+        if prediction.embeddings is None:
+            raise InputError("this method has no embeddings to write; drop --embeddings-out")
+        write_image(args.embeddings_out, prediction.embeddings.astype(np.float32))
+        print(f"wrote embeddings {prediction.embeddings.shape} to {args.embeddings_out}")
+    if getattr(args, "uncertainty_out", None):
+        write_image(args.uncertainty_out, prediction.uncertainty.astype(np.float32))
+        print(f"wrote uncertainty to {args.uncertainty_out}")
+    if getattr(args, "probability_out", None):
+        write_image(args.probability_out, prediction.probability.astype(np.float32))
+        print(f"wrote object probabilities to {args.probability_out}")
+
+
 def _cmd_segment(args) -> int:
     from probseg.api import load_model
     from probseg.callbacks import Callbacks
     from probseg.device import describe_device
-    from probseg.io import check_output_path, write_image
+    from probseg.io import check_output_path
 
     outputs = {"out": args.out, "samples_out": args.samples_out, "embeddings_out": args.embeddings_out,
                "uncertainty_out": args.uncertainty_out, "probability_out": args.probability_out}
     for value in outputs.values():
         if value is not None:
             check_output_path(value)
+    if args.raw_out is not None and Path(args.raw_out).exists():
+        raise InputError(f"--raw-out {args.raw_out} exists; choose another name or remove it first")
     if args.samples < 1:
         raise InputError(f"--samples must be at least 1, got {args.samples}")
     if args.tile_size is not None and args.tile_size < 64:
@@ -473,11 +602,15 @@ def _cmd_segment(args) -> int:
     stitch = args.stitch == "consensus"
     if stitch:
         extra = [f"--{k.replace('_', '-')}" for k in ("samples_out", "embeddings_out", "uncertainty_out", "probability_out") if outputs[k]]
+        if args.raw_out:
+            extra.append("--raw-out")
         if extra:
             raise InputError(f"--stitch consensus writes the labels only; drop {', '.join(extra)}")
         _check_consensus_options(args)
+    settings = _settings_of(args)
     image = _read_checked(args.image, args.channel_axis, args.rgb)
     model = load_model(args.model, device=args.device)
+    model.settings = model.make_settings(settings)  # a bad value fails before the network runs
     if args.tile_size is not None:
         model.tile_size = args.tile_size
     if stitch:
@@ -487,29 +620,72 @@ def _cmd_segment(args) -> int:
     callbacks = Callbacks(on_progress=reporter.progress, on_message=reporter.message)
     start = time.perf_counter()
     try:
-        prediction = model.predict(
+        raw = model.predict_raw(
             image, n_samples=args.samples, seed=args.seed, channel_axis=args.channel_axis, rgb=args.rgb, callbacks=callbacks
         )
     finally:
         reporter.close()
-    seconds = time.perf_counter() - start
-    segmentation = prediction.segmentation
-    n_objects = int(np.count_nonzero(np.unique(segmentation)))
-    write_image(args.out, segmentation.astype(_label_dtype(segmentation)))
-    print(f"wrote {n_objects} objects to {args.out} ({seconds:.1f} s)")
-    if args.samples_out:
-        samples = prediction.samples
-        write_image(args.samples_out, samples.astype(_label_dtype(samples)))
-        print(f"wrote {samples.shape[0]} samples to {args.samples_out}")
-    if args.embeddings_out:
-        write_image(args.embeddings_out, prediction.embeddings.astype(np.float32))
-        print(f"wrote embeddings {prediction.embeddings.shape} to {args.embeddings_out}")
-    if args.uncertainty_out:
-        write_image(args.uncertainty_out, prediction.uncertainty.astype(np.float32))
-        print(f"wrote uncertainty to {args.uncertainty_out}")
-    if args.probability_out:
-        write_image(args.probability_out, prediction.probability.astype(np.float32))
-        print(f"wrote object probabilities to {args.probability_out}")
+    if args.raw_out:
+        from probseg.rawstore import save_raw
+
+        save_raw(args.raw_out, raw, model.meta())
+        print(f"wrote the raw output to {args.raw_out}")
+    prediction = model.postprocess(raw)
+    source = {"model": str(Path(args.model).resolve()), "method": model.method,
+              "weights_sha256": model.record.get("weights_sha256"), "image": str(Path(args.image).resolve()),
+              "seed": args.seed}
+    _write_results(args, prediction, time.perf_counter() - start, source)
+    return 0
+
+
+def _cmd_instances(args) -> int:
+    from probseg import methods
+    from probseg.io import check_output_path
+    from probseg.rawstore import load_raw
+
+    for value in (args.out, args.samples_out, args.uncertainty_out, args.probability_out):
+        if value is not None:
+            check_output_path(value)
+    start = time.perf_counter()
+    raw, meta = load_raw(args.raw)
+    info = methods.get(meta["method"])
+    model = info.model_class.for_postprocessing(meta, _settings_of(args))
+    prediction = model.postprocess(raw)
+    source = {"raw": str(Path(args.raw).resolve()), "method": info.name, "model": raw.attrs.get("model"),
+              "weights_sha256": raw.attrs.get("weights_sha256"), "seed": raw.attrs.get("seed")}
+    _write_results(args, prediction, time.perf_counter() - start, source)
+    return 0
+
+
+def _cmd_tune(args) -> int:
+    from probseg.api import load_model
+    from probseg.callbacks import Callbacks
+    from probseg.io import read_image
+    from probseg.tuning import tune
+
+    image = _read_checked(args.image, args.channel_axis, args.rgb)
+    labels = read_image(args.labels)
+    model = load_model(args.model, device=args.device)
+    reporter = _Reporter("tuning", "setting")
+    try:
+        result = tune(model, image, labels, save=not args.dry_run, channel_axis=args.channel_axis, rgb=args.rgb,
+                      callbacks=Callbacks(on_progress=reporter.progress, on_message=reporter.message))
+    finally:
+        reporter.close()
+    names = [k for k in result.table[0] if k not in ("f1", "ap_dsb")]
+    best = result.best_row
+    header = names + ["f1", "ap_dsb"]
+    rows = [[_number(row[n]) for n in names] + [f"{row['f1']:.3f}", f"{row['ap_dsb']:.3f}"] for row in result.table]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    for row, cells in zip(result.table, rows):
+        mark = "  <- best" if row is best else ""
+        print("  ".join(c.ljust(w) for c, w in zip(cells, widths)) + mark)
+    chosen = ", ".join(f"{n}={_number(best[n])}" for n in names)
+    if result.saved:
+        print(f"stored {chosen} in {result.saved}; the next prediction with this model uses them")
+    else:
+        print(f"best: {chosen} (dry run: nothing stored)")
     return 0
 
 
@@ -643,6 +819,22 @@ def _describe_settings(method: str, config: dict) -> tuple[list[str], list[str]]
     return main, changed
 
 
+def _describe_post_settings(folder) -> list[tuple[str, str]]:
+    """The post-processing line of ``probseg info``: tuned settings if the folder has them."""
+    import json as _json
+
+    from probseg.model import SETTINGS_NAME
+
+    path = Path(folder) / SETTINGS_NAME
+    if not path.is_file():
+        return [("post-processing", "the method's defaults (run 'probseg tune' to fit them to labelled data)")]
+    try:
+        values = _json.loads(path.read_text())["settings"]
+        return [("post-processing", ", ".join(f"{k}={_number(v)}" for k, v in values.items()) + f" ({SETTINGS_NAME})")]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return [("post-processing", f"{SETTINGS_NAME} is unreadable")]
+
+
 def _per_channel(values) -> str:
     """``12.5`` for one channel, ``[12.5, 3.1]`` for several."""
     if isinstance(values, list) and len(values) == 1:
@@ -689,6 +881,18 @@ def _cmd_info(args) -> int:
     lines.append(("settings", ", ".join(main) or "none"))
     if changed:
         lines.append(("advanced", ", ".join(changed)))
+    lines += _describe_post_settings(args.model)
+    record = meta.get("record") if isinstance(meta.get("record"), dict) else {}
+    if record:
+        data = record.get("training_data") or {}
+        shapes = ", ".join("x".join(map(str, s)) for s in data.get("shapes", []))
+        lines.append(("trained on", f"{shapes or '?'} (sha256 {str(data.get('sha256', '?'))[:12]})"
+                      + (f", labels sha256 {data['labels_sha256'][:12]}" if data.get("labels_sha256") else "")))
+        versions = record.get("versions") or {}
+        lines.append(("made with", ", ".join(f"{k} {v}" for k, v in versions.items()) + f" on {record.get('device', '?')}"
+                      + (f", seed {record['seed']}" if "seed" in record else "")))
+        if record.get("weights_sha256"):
+            lines.append(("weights sha256", record["weights_sha256"]))
     lines.append(("input channels", str(meta.get("in_channels", "?"))))
     norm = meta.get("normalization") if isinstance(meta.get("normalization"), dict) else {}
     if norm:
@@ -743,10 +947,10 @@ def main(argv=None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        parser = build_parser(_command_of(argv))
+        parser = build_parser(_command_of(argv), argv)
         args, extra = parser.parse_known_args(argv)
         if getattr(args, "handler", None) is None:
-            raise _UsageError("choose a command: train, segment, consensus, evaluate, info or methods (see 'probseg --help')")
+            raise _UsageError("choose a command: train, segment, instances, tune, consensus, evaluate, info or methods (see 'probseg --help')")
         if extra:
             raise _unrecognized(args, extra)
         return args.handler(args)

@@ -1,13 +1,46 @@
-"""The protocol every trained model follows, and the work they all share.
+"""The method contract, and the work every trained model shares.
 
-A method implements one thing, :meth:`SegmentationModel._predict_plane`, on a
-normalised ``(C, Y, X)`` plane. Input checking, 3-D stacks, normalisation,
-saving and loading live here, written once.
+A method is one module that defines a model class deriving from
+:class:`SegmentationModel` and a :class:`probseg.methods.MethodInfo` named
+``METHOD``. The class supplies:
+
+``config_class``
+    Training hyperparameters, a dataclass of :func:`probseg.config.param`
+    fields deriving from :class:`probseg.config.TrainingConfig`. The Train
+    widget's form and ``probseg train METHOD`` flags are generated from it.
+``settings_class``
+    Post-processing settings (foreground threshold, bandwidth, minimum size,
+    ...), declared the same way. The Predict widget's form and ``probseg
+    segment`` / ``probseg instances`` flags are generated from it, and
+    :func:`probseg.tune` searches it.
+``build_network(config, in_channels)``
+    The ``torch.nn.Module``.
+``training_loss(config, training_set, device)``
+    A ``loss_fn(net, rng)`` for :func:`probseg.training.train_loop`.
+``raw(plane, n_samples, rng, callbacks)``
+    The only place the network runs. Takes one normalised ``(C, Y, X)``
+    plane and returns named float32 maps, whatever the method has:
+    ``"embeddings"`` ``(draws, D, Y, X)``, ``"foreground"`` ``(Y, X)``,
+    ``"classes"`` ``(draws, K, Y, X)``, affinities, soft masks. Nothing is
+    mandatory, but ``"embeddings"``, when present, is shown as a layer. One
+    sample should cost one network pass where the method allows it.
+``instances(raw, settings, n_samples)``
+    Post-processing, no network: the raw maps of one plane become the
+    segmentation ``(Y, X)`` and ``n_samples`` samples ``(n, Y, X)``.
+``uncertainty(samples, agglomeration)``
+    Optional: the default is the samples' pixel disagreement.
+``tune_grid()``
+    Optional: the settings :func:`probseg.tune` tries by default.
+
+Input checking, stacks, normalisation, agglomeration, saving and loading
+live here, written once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -15,9 +48,9 @@ import numpy as np
 import torch
 
 from probseg import checkpoint
-from probseg.agglomerate import agglomerate
+from probseg.agglomerate import Agglomeration, agglomerate
 from probseg.callbacks import Callbacks, ensure
-from probseg.config import config_from_dict, config_to_dict
+from probseg.config import config_from_dict, config_to_dict, validate_config
 from probseg.device import resolve_device
 from probseg.errors import CheckpointError, InputError
 from probseg.inputs import Planes, to_planes
@@ -26,12 +59,40 @@ from probseg.uncertainty import pixel_disagreement
 
 
 @dataclass
-class PlanePrediction:
-    """A method's output for one ``(Y, X)`` plane."""
+class Raw:
+    """A model's network output for a whole image, ready for post-processing.
 
-    embeddings: np.ndarray  # (D, Y, X) float32
-    samples: np.ndarray  # (n, Y, X) int32
-    segmentation: np.ndarray  # (Y, X) int32
+    Attributes
+    ----------
+    planes : list of dict of str to ndarray
+        One dict of named float32 maps per ``(Y, X)`` plane (one for a 2-D
+        image), as returned by :meth:`SegmentationModel.raw`.
+    n_samples : int
+        Samples the maps were drawn for.
+    is_stack : bool
+        The image was a ``(Z, Y, X)`` stack; results keep the Z axis.
+    notice : str or None
+        Something the user was told while reading the image.
+    attrs : dict
+        JSON-serialisable facts about the run (method, model, seed, ...).
+    """
+
+    planes: list
+    n_samples: int
+    is_stack: bool = False
+    notice: str | None = None
+    attrs: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple:
+        """Spatial shape ``(Y, X)`` or ``(Z, Y, X)``."""
+        first = next(iter(self.planes[0].values()))
+        yx = tuple(first.shape[-2:])
+        return (len(self.planes),) + yx if self.is_stack else yx
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for plane in self.planes for a in plane.values())
 
 
 @dataclass
@@ -45,37 +106,45 @@ class Prediction:
 
     segmentation: np.ndarray  # (Y, X) int32
     samples: np.ndarray  # (n, Y, X) int32
-    embeddings: np.ndarray  # (D, Y, X) float32
     uncertainty: np.ndarray  # (Y, X) float32 in 0..1
+    # The probability of the object each pixel belongs to over the
+    # agglomerated samples, (Y, X) float32; 0 on background.
+    probability: np.ndarray
+    raw: Raw
+    settings: object = None
     notice: str | None = None
-    # Agglomerated draws: the probability of the object each pixel belongs to
-    # (fraction of draws agreeing on it), (Y, X) float32; 0 on background.
-    probability: np.ndarray | None = None
+
+    @property
+    def embeddings(self) -> np.ndarray | None:
+        """The first draw's ``"embeddings"`` map ``(D, Y, X)``, or None if the method has none."""
+        if "embeddings" not in self.raw.planes[0]:
+            return None
+        emb = np.stack([plane["embeddings"][0] for plane in self.raw.planes])
+        return emb if self.raw.is_stack else emb[0]
 
 
 class SegmentationModel:
-    """Base class of trained models.
-
-    Subclasses set ``method`` and ``config_class``, build their network in
-    ``build_network(config, in_channels)`` and implement ``_predict_plane``.
-    """
+    """Base class of trained models; see the module docstring for the contract."""
 
     method: ClassVar[str] = ""
     config_class: ClassVar[type] = object
-    #: How the uncertainty map is made from the samples: "disagreement"
-    #: (:func:`probseg.uncertainty.pixel_disagreement`) or "entropy" (the
-    #: Bernoulli entropy of the agglomerated per-instance probabilities, in
-    #: bits, clipped at 1).
-    uncertainty_kind: ClassVar[str] = "disagreement"
+    settings_class: ClassVar[type] = object
 
-    def __init__(self, config, net: torch.nn.Module, in_channels: int, normalization: dict, device="auto", train_log: dict | None = None):
+    def __init__(self, config, net: torch.nn.Module | None, in_channels: int, normalization: dict, device="auto",
+                 train_log: dict | None = None, settings=None, record: dict | None = None):
         self.config = config
         self.net = net
         self.in_channels = in_channels
         self.normalization = dict(normalization)
         self.device = resolve_device(device)
-        self.net.to(self.device).eval()
+        if self.net is not None:
+            self.net.to(self.device).eval()
         self.train_log = train_log or {}
+        self.settings = self.make_settings(settings)
+        #: Facts about how the model was made (see :mod:`probseg.record`).
+        self.record = dict(record or {})
+        #: The folder it was loaded from or saved to, where tuned settings go.
+        self.folder: Path | None = None
         # Inference window; the widgets and CLI expose it so large images fit in memory.
         self.tile_size = 512
 
@@ -84,8 +153,43 @@ class SegmentationModel:
     def build_network(cls, config, in_channels: int) -> torch.nn.Module:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _predict_plane(self, plane: np.ndarray, n_samples: int, rng: np.random.Generator, cb: Callbacks) -> PlanePrediction:  # pragma: no cover - abstract
+    @classmethod
+    def training_loss(cls, config, training_set, device: torch.device):  # pragma: no cover - abstract
+        """``loss_fn(net, rng) -> Tensor`` for :func:`probseg.training.train_loop`."""
         raise NotImplementedError
+
+    def raw(self, plane: np.ndarray, n_samples: int, rng: np.random.Generator, callbacks: Callbacks) -> dict:  # pragma: no cover - abstract
+        """Named float32 maps of one normalised ``(C, Y, X)`` plane; the only network call."""
+        raise NotImplementedError
+
+    def instances(self, raw: dict, settings, n_samples: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract
+        """``(segmentation (Y, X), samples (n, Y, X))`` int32 from one plane's raw maps; no network."""
+        raise NotImplementedError
+
+    def uncertainty(self, samples: np.ndarray, agglomeration: Agglomeration) -> np.ndarray:
+        """Per-pixel uncertainty ``(Y, X)`` float32 in 0..1 of one plane's samples.
+
+        The default is :func:`probseg.uncertainty.pixel_disagreement`.
+        """
+        return pixel_disagreement(samples)
+
+    def tune_grid(self) -> dict:
+        """Settings :func:`probseg.tune` tries by default: ``{name: [values]}``."""
+        return {}
+
+    # -- settings -----------------------------------------------------------------------
+    def make_settings(self, settings=None):
+        """A validated settings object from None (the model's), a dict of changes or an instance."""
+        cls = self.settings_class
+        base = getattr(self, "settings", None)
+        if settings is None:
+            return base if base is not None else validate_config(cls())
+        if isinstance(settings, cls):
+            return validate_config(dataclasses.replace(settings))
+        if isinstance(settings, dict):
+            start = config_to_dict(base) if base is not None else {}
+            return config_from_dict(cls, {**start, **settings})
+        raise TypeError(f"settings must be a {cls.__qualname__}, a dict or None")
 
     # -- shared -------------------------------------------------------------------------
     def prepare(self, image, channel_axis=None, rgb=False) -> Planes:
@@ -102,7 +206,54 @@ class SegmentationModel:
             planes.data[z] = normalize_percentile(plane, low[:, None, None], high[:, None, None])
         return planes
 
-    def predict(self, image, n_samples: int = 8, *, seed: int = 0, channel_axis=None, rgb=False, callbacks: Callbacks | None = None) -> Prediction:
+    def predict_raw(self, image, n_samples: int = 8, *, seed: int = 0, channel_axis=None, rgb=False,
+                    callbacks: Callbacks | None = None) -> Raw:
+        """Run the network on ``image``; turn the result into labels with :meth:`postprocess`.
+
+        Parameters as :meth:`predict`.
+        """
+        n_samples = _check_samples(n_samples)
+        if self.net is None:
+            raise InputError("this model has no network weights; load it from its model folder to segment images")
+        cb = ensure(callbacks)
+        planes = self.prepare(image, channel_axis, rgb)
+        if planes.notice:
+            cb.message(planes.notice)
+        rng = np.random.default_rng(seed)
+        maps = [self.raw(planes.data[z], n_samples, rng, cb) for z in range(planes.data.shape[0])]
+        attrs = {"method": self.method, "seed": int(seed), "model": str(self.folder) if self.folder else None,
+                 "weights_sha256": self.record.get("weights_sha256")}
+        return Raw(maps, n_samples, planes.is_stack, planes.notice, attrs)
+
+    def postprocess(self, raw: Raw, settings=None, callbacks: Callbacks | None = None) -> Prediction:
+        """Labels, samples, uncertainty and probability from raw maps; the network does not run.
+
+        Parameters
+        ----------
+        raw : Raw
+            From :meth:`predict_raw` or :func:`probseg.rawstore.load_raw`.
+        settings : settings object or dict, optional
+            Post-processing settings; None uses the model's (tuned ones when
+            :func:`probseg.tune` stored some).
+        """
+        settings = self.make_settings(settings)
+        cb = ensure(callbacks)
+        segs, samples, uncs, probs = [], [], [], []
+        for plane in raw.planes:
+            cb.raise_if_stopped()
+            seg, smp = self.instances(plane, settings, raw.n_samples)
+            agg = agglomerate(smp)
+            segs.append(seg.astype(np.int32))
+            samples.append(smp.astype(np.int32))
+            uncs.append(np.asarray(self.uncertainty(smp, agg), dtype=np.float32))
+            probs.append(agg.probability)
+        seg, smp, unc, prob = np.stack(segs), np.stack(samples, axis=1), np.stack(uncs), np.stack(probs)
+        if not raw.is_stack:
+            seg, smp, unc, prob = seg[0], smp[:, 0], unc[0], prob[0]
+        return Prediction(seg, smp, unc, prob, raw, settings, raw.notice)
+
+    def predict(self, image, n_samples: int = 8, *, seed: int = 0, settings=None, channel_axis=None, rgb=False,
+                callbacks: Callbacks | None = None) -> Prediction:
         """Segment ``image`` and draw ``n_samples`` segmentations from the model.
 
         Parameters
@@ -111,41 +262,28 @@ class SegmentationModel:
             ``(Y, X)``, a ``(Z, Y, X)`` stack (plane by plane), or channels via
             ``channel_axis`` / ``rgb``.
         n_samples : int
-            Number of samples, at least 1.
+            Number of samples, at least 1; one sample costs one network pass
+            where the method allows it.
         seed : int
             Same seed, same samples.
+        settings : settings object or dict, optional
+            Post-processing settings; None uses the model's.
         callbacks : Callbacks, optional
             Progress, cancel and notices.
 
         Returns
         -------
         Prediction
+            Its ``raw`` can be post-processed again with other settings
+            (:meth:`postprocess`) without running the network.
         """
-        if int(n_samples) < 1:
-            raise InputError(f"n_samples must be at least 1, got {n_samples}")
-        cb = ensure(callbacks)
-        planes = self.prepare(image, channel_axis, rgb)
-        if planes.notice:
-            cb.message(planes.notice)
-        rng = np.random.default_rng(seed)
-        outs = []
-        for z in range(planes.data.shape[0]):
-            outs.append(self._predict_plane(planes.data[z], int(n_samples), rng, cb))
-        seg = np.stack([o.segmentation for o in outs])
-        samples = np.stack([o.samples for o in outs], axis=1)
-        emb = np.stack([o.embeddings for o in outs])
-        uncs, probs = [], []
-        for z in range(samples.shape[1]):
-            agg = agglomerate(samples[:, z])
-            probs.append(agg.probability)
-            if self.uncertainty_kind == "entropy":
-                uncs.append(np.clip(agg.entropy(), 0.0, 1.0).astype(np.float32))
-            else:
-                uncs.append(pixel_disagreement(samples[:, z]))
-        unc, prob = np.stack(uncs), np.stack(probs)
-        if not planes.is_stack:
-            seg, samples, emb, unc, prob = seg[0], samples[:, 0], emb[0], unc[0], prob[0]
-        return Prediction(seg, samples, emb, unc, planes.notice, prob)
+        raw = self.predict_raw(image, n_samples, seed=seed, channel_axis=channel_axis, rgb=rgb, callbacks=callbacks)
+        return self.postprocess(raw, settings, callbacks)
+
+    def predict_plane(self, plane: np.ndarray, n_samples: int, rng: np.random.Generator, callbacks: Callbacks,
+                      settings=None) -> tuple[np.ndarray, np.ndarray]:
+        """``(segmentation, samples)`` of one normalised ``(C, Y, X)`` plane (used by window stitching)."""
+        return self.instances(self.raw(plane, n_samples, rng, callbacks), self.make_settings(settings), n_samples)
 
     def segment(self, image, **kwargs) -> np.ndarray:
         """The model's single best segmentation of ``image`` (int32 labels)."""
@@ -155,19 +293,36 @@ class SegmentationModel:
         """``n`` instance segmentations of ``image``, shape ``(n, Y, X)``."""
         return self.predict(image, n_samples=n, **kwargs).samples
 
-    def embed(self, image, **kwargs) -> np.ndarray:
-        """Per-pixel embeddings, shape ``(D, Y, X)``."""
-        return self.predict(image, n_samples=1, **kwargs).embeddings
-
     # -- persistence --------------------------------------------------------------------
     def save(self, folder) -> Path:
-        """Write ``config.json`` and ``weights.safetensors`` into ``folder``."""
+        """Write ``config.json``, ``weights.safetensors`` and ``settings.json`` into ``folder``."""
+        from probseg.record import weights_digest
+
+        if self.net is None:
+            raise InputError("this model has no network weights to save")
+        state = self.net.state_dict()
+        self.record["weights_sha256"] = weights_digest(state)
         extra = {
             "in_channels": self.in_channels,
             "normalization": self.normalization,
             "training": self.train_log,
+            "record": self.record,
         }
-        return checkpoint.save_checkpoint(folder, self.method, config_to_dict(self.config), self.net.state_dict(), extra)
+        folder = checkpoint.save_checkpoint(folder, self.method, config_to_dict(self.config), state, extra)
+        self.folder = Path(folder)
+        self.save_settings()
+        return self.folder
+
+    def save_settings(self, folder=None) -> Path:
+        """Write the post-processing settings to ``settings.json`` (the next prediction uses them)."""
+        from probseg.atomic import write_json
+
+        folder = Path(folder) if folder is not None else self.folder
+        if folder is None:
+            raise InputError("the model has no folder yet; save it first")
+        path = folder / SETTINGS_NAME
+        write_json(path, {"method": self.method, "settings": config_to_dict(self.settings)})
+        return path
 
     @classmethod
     def load(cls, folder, device="auto") -> "SegmentationModel":
@@ -182,9 +337,60 @@ class SegmentationModel:
             raise CheckpointError(f"{path} has invalid settings: {exc}") from None
         net = cls.build_network(config, in_channels)
         checkpoint.load_weights_into(net, state, Path(folder) / checkpoint.WEIGHTS_NAME)
-        return cls(config, net, in_channels, normalization, device=device, train_log=meta.get("training"))
+        settings = read_settings(folder, cls)
+        record = meta.get("record") if isinstance(meta.get("record"), dict) else {}
+        model = cls(config, net, in_channels, normalization, device=device, train_log=meta.get("training"),
+                    settings=settings, record=record)
+        model.folder = Path(folder)
+        return model
+
+    def meta(self) -> dict:
+        """What ``config.json`` holds about the model (method, config, channels, normalisation)."""
+        return {"method": self.method, "config": config_to_dict(self.config), "in_channels": self.in_channels,
+                "normalization": self.normalization, "settings": config_to_dict(self.settings)}
+
+    @classmethod
+    def for_postprocessing(cls, meta: dict, settings=None) -> "SegmentationModel":
+        """A model without weights, from :meth:`meta`, that can only post-process raw maps.
+
+        ``settings`` (a dict of changes) applies on top of the settings in ``meta``.
+        """
+        config = config_from_dict(cls.config_class, meta["config"])
+        model = cls(config, None, int(meta.get("in_channels", 1)), meta.get("normalization", {}), device="cpu",
+                    settings=meta.get("settings"))
+        model.settings = model.make_settings(settings)
+        return model
 
     def describe(self) -> str:
         """A short human summary: method, device, key settings, training."""
         steps = self.train_log.get("steps_done", "?")
         return f"{self.method} model, {self.in_channels} channel(s), trained {steps} steps, on {self.device}"
+
+
+SETTINGS_NAME = "settings.json"
+
+
+def read_settings(folder, cls) -> object | None:
+    """The settings stored in ``folder/settings.json`` for model class ``cls``, or None if there are none.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is not valid JSON or holds settings the method does not know.
+    """
+    path = Path(folder) / SETTINGS_NAME
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return config_from_dict(cls.settings_class, data["settings"])
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path} is not a valid settings file ({exc}); delete it to use the defaults") from None
+    except InputError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+
+
+def _check_samples(n_samples) -> int:
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or int(n_samples) < 1:
+        raise InputError(f"n_samples must be a whole number of at least 1, got {n_samples!r}")
+    return int(n_samples)

@@ -76,8 +76,8 @@ def segment_windows(model, image, *, window: int = DEFAULT_WINDOW, overlap: int 
     for i, (y0, x0) in enumerate(origins):
         cb.raise_if_stopped()
         crop = np.ascontiguousarray(plane[:, y0 : y0 + window, x0 : x0 + window])
-        pred = model._predict_plane(crop, int(n_samples), rng, quiet)
-        windows.append(((y0, x0), pred.samples))
+        _, samples = model.predict_plane(crop, int(n_samples), rng, quiet)
+        windows.append(((y0, x0), samples))
         cb.progress(i + 1, len(origins))
     return windows, shape
 

@@ -1,16 +1,17 @@
 """The method registry: one module per published method.
 
-A method module defines a ``Config`` dataclass (see :mod:`probseg.config`), a
-model class deriving from :class:`probseg.model.SegmentationModel`, a
-``train`` function, and registers them as ``METHOD``. Modules are imported on
-first use so that listing methods costs nothing.
+A method module defines a model class deriving from
+:class:`probseg.model.SegmentationModel` (the contract is written down in
+:mod:`probseg.model`) and a :class:`MethodInfo` named ``METHOD``. Adding a
+method is that module plus one line in ``_MODULES`` (or one call to
+:func:`register` for a method that lives outside probseg). Modules are
+imported on first use so that listing methods costs nothing.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Callable
 
 from probseg.errors import InputError
 
@@ -30,9 +31,22 @@ class MethodInfo:
     summary: str  # one line for menus and --help
     reference: str  # the paper
     labels: str  # "none", "optional" or "required"
-    config_class: type
     model_class: type
-    train: Callable
+
+    @property
+    def config_class(self) -> type:
+        """Training hyperparameters (generates the Train form and ``probseg train`` flags)."""
+        return self.model_class.config_class
+
+    @property
+    def settings_class(self) -> type:
+        """Post-processing settings (generates the Predict form and ``probseg segment`` flags)."""
+        return self.model_class.settings_class
+
+
+def register(name: str, module: str) -> None:
+    """Make the method in ``module`` (which defines ``METHOD``) available as ``name``."""
+    _MODULES[name.strip().lower()] = module
 
 
 def available() -> list[str]:

@@ -12,11 +12,12 @@ only sees a local window and is translation equivariant, the only way to agree
 within an object is to point at a common place inside it, while pixels of
 different objects (seen in different local contexts) cannot collapse.
 
-Inference: several salt-and-pepper noise draws of the input, each giving
-embeddings; their spread (std) is high on background (nothing to anchor on)
-and low inside objects, so Otsu on it gives the foreground; mean-shift on the
-foreground embeddings gives instances. Each draw clustered alone is one
-sample, so consensus and uncertainty can use the draws.
+Inference (:meth:`CellulusModel.raw`): one clean pass gives the offsets of
+the segmentation; every further sample is a pass on a salt-and-pepper noise
+draw of the input. Post-processing (:meth:`CellulusModel.instances`, no
+network) finds the foreground and groups the foreground pixels whose
+embeddings point at one place (see :class:`Settings`). Each draw partitioned
+alone is one sample, so consensus and uncertainty can use the draws.
 
 Objects are rescaled internally to :data:`INTERNAL_OBJECT_SIZE` pixels, the
 size the field of view and ``kappa`` are made for, so the user's one number is
@@ -30,21 +31,20 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from skimage.filters import gaussian, threshold_li, threshold_otsu
 from skimage.transform import resize
 from torch import nn
 
 from probseg.callbacks import Callbacks
-from probseg.clustering import meanshift_instances
+from probseg.partition import meanshift_instances, shrink
 from probseg.config import TrainingConfig, param
-from probseg.model import PlanePrediction, SegmentationModel
-from probseg.postprocess import shrink
+from probseg.losses import oce_loss
+from probseg.model import SegmentationModel
+from probseg.networks import UNet
 from probseg.tiling import tiled_apply
 from probseg.trainset import TrainingSet, random_crops
 
 INTERNAL_OBJECT_SIZE = 24.0  # px after rescaling; matches the 17 px field of view and kappa = 10
-CONTEXT = 8  # px the valid-convolution network loses on each side
 
 
 @dataclass
@@ -62,116 +62,17 @@ class Config(TrainingConfig):
     density: float = param(0.2, "fraction of crop pixels used as anchors per step", minimum=0.001, maximum=1.0, advanced=True)
     num_fmaps: int = param(16, "feature maps of the U-Net's first level", minimum=4, maximum=256, advanced=True)
     fmap_inc_factor: int = param(3, "feature map growth at the lower level", minimum=1, maximum=8, advanced=True)
-    noise_draws: int = param(8, "salt-and-pepper noise draws at inference (more if more samples are asked)", minimum=2, maximum=256)
-    noise_probability: float = param(0.01, "fraction of pixels set to black or white in each noise draw", minimum=0.0, maximum=0.5, advanced=True)
-    foreground: str = param("intensity", "how background is found: Li threshold on the smoothed image (bright objects), or Otsu on the noise spread of the embeddings as in the paper", choices=("intensity", "spread"))
-    bandwidth: float = param(0.0, "mean-shift bandwidth; 0 derives it from the object size", unit="px", minimum=0.0, maximum=1000.0)
+    noise_probability: float = param(0.01, "fraction of pixels set to black or white in each noise draw (the samples)", minimum=0.0, maximum=0.5, advanced=True)
+
+
+@dataclass
+class Settings:
+    """How Cellulus' offsets become objects; changing them never reruns the network."""
+
+    foreground: str = param("intensity", "how background is found: Li threshold on the smoothed image (bright objects), or Otsu on the spread of the embeddings over the samples as in the paper (needs 2 samples or more)", choices=("intensity", "spread"))
+    bandwidth: float = param(0.0, "mean-shift bandwidth; 0 derives it from the object size (0.3 of it)", unit="px", minimum=0.0, maximum=1000.0)
     min_size: int = param(0, "smallest object kept; 0 means a tenth of the expected object area", unit="px", minimum=0)
-    halo_shrink: int = param(0, "pixels removed from every object's border after clustering", unit="px", minimum=0, maximum=50, advanced=True)
-
-
-def _block(cin: int, cout: int) -> nn.Sequential:
-    # [3x3, 1x1, 1x1, 3x3] valid convolutions, as in the paper's mini U-Net
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 1), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 1), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3), nn.ReLU(inplace=True),
-    )
-
-
-class MiniUNet(nn.Module):
-    """Depth-1 U-Net of valid convolutions; output is the input minus 8 px per side."""
-
-    def __init__(self, in_channels: int, num_fmaps: int = 24, fmap_inc_factor: int = 3, out_channels: int = 2):
-        super().__init__()
-        lower = num_fmaps * fmap_inc_factor
-        self.down = _block(in_channels, num_fmaps)
-        self.bottom = _block(num_fmaps, lower)
-        self.up = nn.ConvTranspose2d(lower, lower, 2, stride=2)
-        self.out_block = _block(num_fmaps + lower, num_fmaps)
-        self.head = nn.Conv2d(num_fmaps, out_channels, 1)
-        # He initialisation, as the reference implementation does: with
-        # PyTorch's default the signal shrinks through the 17 layers, the
-        # offsets start out constant, and constant offsets are a stationary
-        # point of the OCE loss that training escapes only very slowly.
-        for layer in self.modules():
-            if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-                nn.init.zeros_(layer.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` with H, W even -> ``(B, 2, H - 16, W - 16)`` offsets in px."""
-        skip = self.down(x)
-        low = self.up(self.bottom(F.max_pool2d(skip, 2)))
-        crop = (skip.shape[-1] - low.shape[-1]) // 2
-        crop_y = (skip.shape[-2] - low.shape[-2]) // 2
-        skip = skip[..., crop_y : crop_y + low.shape[-2], crop : crop + low.shape[-1]]
-        return self.head(self.out_block(torch.cat([skip, low], dim=1)))
-
-    def forward_same(self, x: torch.Tensor) -> torch.Tensor:
-        """Offsets for every input pixel (reflect padding supplies the context)."""
-        h, w = x.shape[-2:]
-        # Pooling needs even sizes: make the image even first (as tiling does),
-        # then add the context, so whole-image and tiled results agree.
-        if h % 2 or w % 2:
-            x = F.pad(x, (0, w % 2, 0, h % 2), mode="reflect")
-        x = F.pad(x, (CONTEXT, CONTEXT, CONTEXT, CONTEXT), mode="reflect")
-        return self(x)[..., :h, :w]
-
-
-def oce_loss(offsets: torch.Tensor, config: Config, rng: np.random.Generator) -> torch.Tensor:
-    """The object-centric embedding loss on a batch of offset maps.
-
-    Parameters
-    ----------
-    offsets : Tensor, shape (B, 2, H, W)
-        Predicted offsets ``r`` in pixels; embeddings are ``e = x + r``.
-    config : Config
-        Uses ``kappa``, ``temperature``, ``density``, ``regularizer_weight``.
-    rng : numpy.random.Generator
-        Draws anchors and partners, so a seed reproduces the loss.
-
-    Returns
-    -------
-    Tensor
-        Sum over pairs of ``1 - exp(-|e_a - e_b|^2 / tau)`` plus
-        ``regularizer_weight`` times the sum of ``|r_a|``, divided by the
-        batch size (a per-crop sum, as the reference implementation sums).
-        Partners ``b`` lie within ``kappa`` of anchor ``a`` and their
-        embedding is held fixed (no gradient), as in the reference.
-        Summing rather than averaging matters: per-pair gradients are tiny,
-        and averaged over ~10^5 pairs they fall to the size of Adam's epsilon.
-    """
-    b, _, h, w = offsets.shape
-    kappa = int(math.floor(config.kappa))
-    if h <= 2 * kappa or w <= 2 * kappa:
-        raise ValueError(f"crop output {h}x{w} is too small for kappa={config.kappa}")
-    n_anchor = max(1, int(config.density * h * w))
-    n_ref = max(1, int(round(config.density * math.pi * config.kappa**2)))
-    ay = rng.integers(kappa, h - kappa, size=(b, n_anchor))
-    ax = rng.integers(kappa, w - kappa, size=(b, n_anchor))
-    # Partners uniformly in the disc of radius kappa, never the anchor itself.
-    cand = np.stack(np.meshgrid(np.arange(-kappa, kappa + 1), np.arange(-kappa, kappa + 1), indexing="ij"), -1).reshape(-1, 2)
-    dist2 = (cand**2).sum(1)
-    cand = cand[(dist2 > 0) & (dist2 <= config.kappa**2)]
-    pick = cand[rng.integers(len(cand), size=(b, n_anchor, n_ref))]
-    ry = ay[..., None] + pick[..., 0]
-    rx = ax[..., None] + pick[..., 1]
-    device = offsets.device
-    flat = offsets.float().reshape(b, 2, h * w)
-    a_idx = torch.from_numpy(ay * w + ax).to(device)
-    r_idx = torch.from_numpy((ry * w + rx).reshape(b, -1)).to(device)
-    r_a = torch.gather(flat, 2, a_idx[:, None, :].expand(b, 2, n_anchor))  # (B, 2, A)
-    r_b = torch.gather(flat, 2, r_idx[:, None, :].expand(b, 2, r_idx.shape[1])).detach()
-    pos_a = torch.from_numpy(np.stack([ay, ax], 1)).to(device, torch.float32)  # (B, 2, A)
-    pos_b = torch.from_numpy(np.stack([ry.reshape(b, -1), rx.reshape(b, -1)], 1)).to(device, torch.float32)
-    e_a = (r_a + pos_a).repeat_interleave(n_ref, dim=2)
-    e_b = r_b + pos_b
-    d2 = ((e_a - e_b) ** 2).sum(1)
-    attraction = (1.0 - torch.exp(-d2 / config.temperature)).sum()
-    regular = r_a.norm(dim=1).sum()
-    return (attraction + config.regularizer_weight * regular) / b
+    halo_shrink: int = param(0, "pixels removed from every object's border after clustering", unit="px", minimum=0, maximum=50)
 
 
 def _scale(config: Config) -> float:
@@ -187,108 +88,123 @@ def _rescale(plane: np.ndarray, scale: float) -> np.ndarray:
 
 
 class CellulusModel(SegmentationModel):
-    """A trained Cellulus network plus its inference settings."""
+    """A trained Cellulus network plus its post-processing settings."""
 
     method = "cellulus"
     config_class = Config
+    settings_class = Settings
 
     @classmethod
     def build_network(cls, config: Config, in_channels: int) -> nn.Module:
-        return MiniUNet(in_channels, config.num_fmaps, config.fmap_inc_factor)
+        # The paper's mini U-Net: depth 1, blocks of [3x3, 1x1, 1x1, 3x3]
+        # valid convolutions, a 17 px field of view, 2 offsets out.
+        return UNet(in_channels, 2, config.num_fmaps, config.fmap_inc_factor, depth=1, kernels=(3, 1, 1, 3),
+                    up_keeps_channels=True)
 
-    @staticmethod
-    def training_loss(config: Config, ts: TrainingSet, device: torch.device):
-        """``loss_fn(net, rng)`` for :func:`probseg.training.train_loop`."""
+    @classmethod
+    def training_loss(cls, config: Config, ts: TrainingSet, device: torch.device):
         scale = _scale(config)
         planes = [_rescale(p, scale) for p in ts.planes]
         scaled = TrainingSet(planes, [None] * len(planes), ts.in_channels, ts.normalization, ts.notices)
         size = config.crop_size + (config.crop_size % 2)
+        terms = dict(kappa=config.kappa, temperature=config.temperature, density=config.density,
+                     regularizer_weight=config.regularizer_weight)
 
         def loss_fn(net: nn.Module, rng: np.random.Generator) -> torch.Tensor:
             images, _ = random_crops(scaled, size, config.batch_size, rng)
-            return oce_loss(net(images.to(device)), config, rng)
+            return oce_loss(net(images.to(device)), rng, **terms)
 
         return loss_fn
 
-    def bandwidth(self) -> float:
-        """Mean-shift bandwidth in image pixels."""
-        return self.config.bandwidth or 0.3 * self.config.object_size
+    # -- network ------------------------------------------------------------------------
+    def _offsets(self, small: np.ndarray, shape: tuple, scale: float, callbacks: Callbacks) -> np.ndarray:
+        context = self.net.context
+        r = tiled_apply(
+            self.net.forward_same, small, 2, tile=self.tile_size, overlap=4 * context, margin=context,
+            align=self.net.align, device=self.device, callbacks=callbacks,
+        )
+        if scale != 1.0:
+            r = resize(r, (2,) + shape, order=1, preserve_range=True).astype(np.float32) / scale
+        return r
 
-    def min_size(self) -> int:
-        """Smallest object kept, in pixels."""
-        return self.config.min_size or int(0.1 * math.pi * (self.config.object_size / 2) ** 2)
+    def raw(self, plane: np.ndarray, n_samples: int, rng: np.random.Generator, callbacks: Callbacks) -> dict:
+        """Offsets ``"embeddings"`` ``(draws, 2, Y, X)`` in image px, and the ``"intensity"`` ``(Y, X)``.
 
-    def offsets(self, plane: np.ndarray, n_draws: int, rng: np.random.Generator, cb: Callbacks) -> np.ndarray:
-        """Offsets ``(n_draws, 2, Y, X)`` in image pixels under salt-and-pepper noise."""
+        Draw 0 is the clean image; with more than one sample, draws 1..n are
+        salt-and-pepper noise draws, one per sample. For a 2-D image the
+        first draws come out of ``rng`` the same whatever ``n_samples`` is.
+        """
         scale = _scale(self.config)
         small = _rescale(plane, scale)
+        n_draws = 1 if n_samples == 1 else 1 + n_samples
         draws = []
         for k in range(n_draws):
-            noisy = small.copy()
-            hit = rng.random(small.shape[1:]) < self.config.noise_probability
-            salt = rng.random(small.shape[1:]) < 0.5
-            noisy[:, hit & salt] = 1.0
-            noisy[:, hit & ~salt] = 0.0
+            noisy = small
+            if k > 0:
+                noisy = small.copy()
+                hit = rng.random(small.shape[1:]) < self.config.noise_probability
+                salt = rng.random(small.shape[1:]) < 0.5
+                noisy[:, hit & salt] = 1.0
+                noisy[:, hit & ~salt] = 0.0
             sub = Callbacks(
-                on_progress=lambda done, total, _l, k=k: cb.progress(k * total + done, n_draws * total),
-                should_stop=cb.should_stop,
-                on_message=cb.on_message,
+                on_progress=lambda done, total, _l, k=k: callbacks.progress(k * total + done, n_draws * total),
+                should_stop=callbacks.should_stop,
+                on_message=callbacks.on_message,
             )
-            r = tiled_apply(
-                self.net.forward_same, noisy, 2, tile=self.tile_size, overlap=4 * CONTEXT, margin=CONTEXT,
-                align=2, device=self.device, callbacks=sub,
-            )
-            if scale != 1.0:
-                r = resize(r, (2,) + plane.shape[1:], order=1, preserve_range=True).astype(np.float32) / scale
-            draws.append(r)
-        return np.stack(draws)
+            draws.append(self._offsets(noisy, plane.shape[1:], scale, sub))
+        return {"embeddings": np.stack(draws), "intensity": plane.mean(axis=0).astype(np.float32)}
 
-    def foreground(self, plane: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        """Foreground mask ``(Y, X)`` of a normalised plane.
+    # -- post-processing ----------------------------------------------------------------
+    def bandwidth(self, settings: Settings) -> float:
+        """Mean-shift bandwidth in image pixels."""
+        return settings.bandwidth or 0.3 * self.config.object_size
+
+    def min_size(self, settings: Settings) -> int:
+        """Smallest object kept, in pixels."""
+        return settings.min_size or int(0.1 * math.pi * (self.config.object_size / 2) ** 2)
+
+    def foreground(self, raw: dict, settings: Settings) -> np.ndarray:
+        """Foreground mask ``(Y, X)``.
 
         ``"spread"`` is the paper's rule: background pixels have nothing to
         anchor on, so their embeddings scatter under input noise; Otsu splits
-        the spread. After a few thousand CPU steps that spread still fails to
-        separate many nuclei from the background in our trials, so the
-        default is Li's threshold on the lightly smoothed image, which suits
+        the spread over the noise draws. ``"intensity"``, the default, is
+        Li's threshold on the lightly smoothed image, which suits
         fluorescence (see docs/benchmarks.md).
         """
-        if self.config.foreground == "spread":
-            spread = np.sqrt(offsets.var(axis=0).sum(axis=0))
+        if settings.foreground == "spread":
+            draws = raw["embeddings"][1:]
+            if len(draws) < 2:
+                from probseg.errors import InputError
+
+                raise InputError("the 'spread' foreground needs at least 2 samples; draw more or use 'intensity'")
+            spread = np.sqrt(draws.var(axis=0).sum(axis=0))
             return spread < threshold_otsu(spread)
-        smooth = gaussian(plane.mean(axis=0), sigma=1.0)
+        smooth = gaussian(raw["intensity"], sigma=1.0)
         return smooth > threshold_li(smooth)
 
-    def _predict_plane(self, plane: np.ndarray, n_samples: int, rng: np.random.Generator, cb: Callbacks) -> PlanePrediction:
-        n_draws = max(n_samples, self.config.noise_draws)
-        # For a 2-D image the first noise_draws come out of the rng the same
-        # whatever n_samples is, and so does the segmentation built from them.
-        offsets = self.offsets(plane, n_draws, rng, cb)
-        h, w = plane.shape[1:]
+    def instances(self, raw: dict, settings: Settings, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
+        offsets = raw["embeddings"]
+        foreground = self.foreground(raw, settings)
+        h, w = foreground.shape
         grid = np.stack(np.meshgrid(np.arange(h), np.arange(w), indexing="ij")).astype(np.float32)
-        base = offsets[: self.config.noise_draws]
-        mean = base.mean(axis=0)
-        foreground = self.foreground(plane, base)
-        cluster = dict(bandwidth=self.bandwidth(), min_size=self.min_size())
+        cluster = dict(bandwidth=self.bandwidth(settings), min_size=self.min_size(settings))
 
         def finish(embedding: np.ndarray) -> np.ndarray:
             labels = meanshift_instances(grid + embedding, foreground, **cluster)
-            return shrink(labels, self.config.halo_shrink)
+            return shrink(labels, settings.halo_shrink)
 
-        segmentation = finish(mean)
-        samples = np.stack([finish(offsets[k]) for k in range(n_samples)])
-        return PlanePrediction(embeddings=mean.astype(np.float32), samples=samples, segmentation=segmentation)
+        segmentation = finish(offsets[0])
+        samples = segmentation[None] if len(offsets) == 1 else np.stack([finish(o) for o in offsets[1 : 1 + n_samples]])
+        return segmentation, samples
 
-
-def train(images, labels=None, config: Config | dict | None = None, callbacks: Callbacks | None = None, **kwargs) -> CellulusModel:
-    """Train Cellulus on the images to segment (labels are not used).
-
-    Parameters and return value as :func:`probseg.api.train` with
-    ``method="cellulus"``.
-    """
-    from probseg.api import train as _train
-
-    return _train("cellulus", images, labels, config, callbacks=callbacks, **kwargs)
+    def tune_grid(self) -> dict:
+        size = self.config.object_size
+        area = math.pi * (size / 2) ** 2
+        return {
+            "bandwidth": [round(f * size, 2) for f in (0.2, 0.3, 0.4, 0.5)],
+            "min_size": [int(f * area) for f in (0.05, 0.1, 0.2, 0.3)],
+        }
 
 
 def _register():
@@ -300,9 +216,7 @@ def _register():
         summary="self-supervised object-centric embeddings; no labels needed",
         reference="Wolf, Lalit, McDole, Funke. Unsupervised Learning of Object-Centric Embeddings for Cell Instance Segmentation in Microscopy Images. ICCV 2023",
         labels="none",
-        config_class=Config,
         model_class=CellulusModel,
-        train=train,
     )
 
 
