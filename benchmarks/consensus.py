@@ -34,7 +34,7 @@ from sklearn.metrics import adjusted_rand_score
 from probseg.consensus import Consensus, leiden, pixel_graph
 from probseg.consensus.engine import CPM_RANGE
 from probseg.metrics import f1_score
-from probseg.postprocess import split_and_filter
+from probseg.partition import split_and_filter
 from probseg.synthetic import perturbed_samples, touching_blobs
 
 OBJECT_SIZE = 24

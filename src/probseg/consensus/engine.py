@@ -17,7 +17,7 @@ from probseg.consensus.graph import DEFAULT_MIN_WEIGHT, DEFAULT_RADIUS, Graph, f
 from probseg.consensus.leiden import DEFAULT_BACKEND, check_backend, check_objective, leiden, to_igraph
 from probseg.consensus.nmi import Reference
 from probseg.errors import InputError
-from probseg.postprocess import split_and_filter
+from probseg.partition import split_and_filter
 
 DEFAULT_OBJECTIVE = "cpm"
 # CPM's resolution is a weight per pixel pair: above 1 nothing holds together,

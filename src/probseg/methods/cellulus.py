@@ -36,7 +36,14 @@ from skimage.transform import resize
 from torch import nn
 
 from probseg.callbacks import Callbacks
-from probseg.partition import meanshift_instances, shrink
+from probseg.partition import (
+    embedding_affinities,
+    meanshift_instances,
+    mutex_watershed,
+    offsets_for_object_size,
+    shrink,
+    split_and_filter,
+)
 from probseg.config import TrainingConfig, param
 from probseg.losses import oce_loss
 from probseg.model import SegmentationModel
@@ -70,7 +77,9 @@ class Settings:
     """How Cellulus' offsets become objects; changing them never reruns the network."""
 
     foreground: str = param("intensity", "how background is found: Li threshold on the smoothed image (bright objects), or Otsu on the spread of the embeddings over the samples as in the paper (needs 2 samples or more)", choices=("intensity", "spread"))
-    bandwidth: float = param(0.0, "mean-shift bandwidth; 0 derives it from the object size (0.3 of it)", unit="px", minimum=0.0, maximum=1000.0)
+    partition: str = param("meanshift", "meanshift: pixels whose embeddings climb to one mode form an object; mutex: mutex watershed on affinities from the embeddings", choices=("meanshift", "mutex"))
+    bandwidth: float = param(0.0, "mean-shift bandwidth, and the embedding distance at which the mutex affinity is 0.5; 0 derives it from the object size (0.3 of it)", unit="px", minimum=0.0, maximum=1000.0)
+    bias: float = param(0.5, "mutex: affinity below which two pixels repel; higher splits more", minimum=0.0, maximum=1.0)
     min_size: int = param(0, "smallest object kept; 0 means a tenth of the expected object area", unit="px", minimum=0)
     halo_shrink: int = param(0, "pixels removed from every object's border after clustering", unit="px", minimum=0, maximum=50)
 
@@ -190,8 +199,15 @@ class CellulusModel(SegmentationModel):
         grid = np.stack(np.meshgrid(np.arange(h), np.arange(w), indexing="ij")).astype(np.float32)
         cluster = dict(bandwidth=self.bandwidth(settings), min_size=self.min_size(settings))
 
+        offsets_mw = offsets_for_object_size(self.config.object_size)
+
         def finish(embedding: np.ndarray) -> np.ndarray:
-            labels = meanshift_instances(grid + embedding, foreground, **cluster)
+            if settings.partition == "mutex":
+                affinities = embedding_affinities(grid + embedding, offsets_mw, cluster["bandwidth"])
+                labels = split_and_filter(mutex_watershed(affinities, offsets_mw, bias=settings.bias, mask=foreground),
+                                          cluster["min_size"])
+            else:
+                labels = meanshift_instances(grid + embedding, foreground, **cluster)
             return shrink(labels, settings.halo_shrink)
 
         segmentation = finish(offsets[0])

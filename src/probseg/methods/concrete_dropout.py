@@ -52,7 +52,14 @@ from probseg.layers import ConcreteDropout, dropout_regularization, dropout_samp
 from probseg.losses import discriminative_loss
 from probseg.model import SegmentationModel
 from probseg.networks import UNet
-from probseg.partition import meanshift_instances, seeded_watershed, split_and_filter
+from probseg.partition import (
+    DEFAULT_OFFSETS,
+    embedding_affinities,
+    meanshift_instances,
+    mutex_watershed,
+    seeded_watershed,
+    split_and_filter,
+)
 from probseg.tiling import tiled_apply
 from probseg.trainset import TrainingSet, random_crops
 
@@ -95,10 +102,11 @@ class Config(TrainingConfig):
 class Settings:
     """How the network's output becomes objects; changing them never reruns the network."""
 
-    partition: str = param("watershed", "watershed: flood from the foreground-class cores over the object pixels; meanshift: cluster the embeddings (Rumberger et al.)", choices=("watershed", "meanshift"))
+    partition: str = param("watershed", "watershed: flood from the foreground-class cores over the object pixels; meanshift: cluster the embeddings (Rumberger et al.); mutex: mutex watershed on affinities from the embeddings", choices=("watershed", "meanshift", "mutex"))
     seed_threshold: float = param(0.5, "watershed: probability of the foreground (core) class that makes a seed", minimum=0.01, maximum=0.99)
     mask_threshold: float = param(0.5, "watershed: probability of background below which a pixel belongs to an object", minimum=0.01, maximum=0.99)
-    bandwidth: float = param(0.0, "meanshift: bandwidth in embedding units (the loss keeps objects delta_d apart); 0: half of delta_d", minimum=0.0, maximum=100.0)
+    bandwidth: float = param(0.0, "meanshift and mutex: distance scale in embedding units (the loss keeps objects delta_d apart); 0: half of delta_d", minimum=0.0, maximum=100.0)
+    bias: float = param(0.5, "mutex: affinity below which two pixels repel; higher splits more", minimum=0.0, maximum=1.0)
     min_size: int = param(20, "smallest object kept", unit="px", minimum=0)
 
 
@@ -303,6 +311,32 @@ def meanshift_partition(embeddings: np.ndarray, classes: np.ndarray, bandwidth: 
     return split_and_filter(grow_into_overlap(labels, kind == 2, embeddings), min_size)
 
 
+def mutex_partition(embeddings: np.ndarray, classes: np.ndarray, delta: float, bias: float, mask_threshold: float,
+                    min_size: int) -> np.ndarray:
+    """Mutex watershed of one pass on affinities from the embeddings, over the pixels not likely background.
+
+    Parameters
+    ----------
+    embeddings : ndarray, shape (D, Y, X)
+    classes : ndarray, shape (3, Y, X)
+        Probabilities of background, foreground and overlap.
+    delta : float
+        Embedding distance at which the affinity is 0.5.
+    bias : float
+        See :func:`probseg.partition.mutex_watershed`.
+    mask_threshold : float
+        Pixels whose background probability is below this are partitioned.
+    min_size : int
+
+    Returns
+    -------
+    ndarray of int32, shape (Y, X)
+    """
+    affinities = embedding_affinities(embeddings, DEFAULT_OFFSETS, delta)
+    labels = mutex_watershed(affinities, DEFAULT_OFFSETS, bias=bias, mask=classes[0] < mask_threshold)
+    return split_and_filter(labels, min_size)
+
+
 def watershed_partition(classes: np.ndarray, seed_threshold: float, mask_threshold: float, min_size: int) -> np.ndarray:
     """Seeded watershed of one pass: cores of the foreground class flooded over the object pixels.
 
@@ -440,6 +474,9 @@ class ConcreteDropoutModel(SegmentationModel):
         """Labels ``(Y, X)`` int32 of one pass: ``(D, Y, X)`` embeddings and ``(3, Y, X)`` class probabilities."""
         if settings.partition == "meanshift":
             return meanshift_partition(embeddings, classes, self.bandwidth(settings), settings.min_size)
+        if settings.partition == "mutex":
+            return mutex_partition(embeddings, classes, self.bandwidth(settings), settings.bias, settings.mask_threshold,
+                                   settings.min_size)
         return watershed_partition(classes, settings.seed_threshold, settings.mask_threshold, settings.min_size)
 
     def instances(self, raw: dict, settings: Settings, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
