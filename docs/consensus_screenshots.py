@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     from napari_probseg.consensus_widget import ConsensusWidget
-    from napari_probseg.train_widget import OUTPUT_META_KEY, viewer_camera
+    from napari_probseg._layers import OUTPUT_META_KEY, viewer_camera
     from probseg.datasets import nuclei
     from probseg.synthetic import perturbed_samples
 

@@ -13,8 +13,8 @@ pytest.importorskip("pytestqt")
 if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
     pytest.skip("needs a display: install Xvfb (apt-get install xvfb) for pytest-xvfb", allow_module_level=True)
 
+from napari_probseg._layers import OUTPUT_META_KEY  # noqa: E402
 from napari_probseg.consensus_widget import FIELD_OF_VIEW, ConsensusWidget  # noqa: E402
-from napari_probseg.train_widget import OUTPUT_META_KEY  # noqa: E402
 from probseg.metrics import f1_score  # noqa: E402
 from probseg.synthetic import perturbed_samples, touching_blobs  # noqa: E402
 

@@ -14,8 +14,8 @@ if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.env
     pytest.skip("needs a display: install Xvfb (apt-get install xvfb) for pytest-xvfb", allow_module_level=True)
 
 from napari_probseg import proofread_widget  # noqa: E402
+from napari_probseg._layers import OUTPUT_META_KEY  # noqa: E402
 from napari_probseg.proofread_widget import ProofreadWidget  # noqa: E402
-from napari_probseg.train_widget import OUTPUT_META_KEY  # noqa: E402
 from probseg.agglomerate import agglomerate  # noqa: E402
 from probseg.synthetic import perturbed_samples, touching_blobs  # noqa: E402
 

@@ -58,7 +58,7 @@ def store() -> _models.ModelStore:
 def models_home(tmp_path, monkeypatch) -> Path:
     """Default output folders go to tmp_path, never the real ~/probseg-models."""
     home = tmp_path / "probseg-models"
-    monkeypatch.setattr(train_widget, "MODELS_HOME", home)
+    monkeypatch.setattr(_models, "MODELS_HOME", home)
     return home
 
 

@@ -12,6 +12,9 @@ from pathlib import Path
 
 from psygnal import Signal
 
+#: Where new model folders go when the user names none (and where Load model… starts looking).
+MODELS_HOME = Path("~/probseg-models")
+
 
 @dataclass
 class StoredModel:

@@ -21,17 +21,9 @@ from qtpy.QtCore import Qt
 from qtpy.QtGui import QDoubleValidator
 from qtpy.QtWidgets import QCheckBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSlider, QVBoxLayout, QWidget
 
+from napari_probseg._engine_widget import EngineWidget, JobMonitor, Outcome, run_engine
+from napari_probseg._layers import OUTPUT_META_KEY, canvas_size, layer_role, viewer_camera
 from napari_probseg._sweep_plot import SweepPlot
-from napari_probseg.train_widget import (
-    OUTPUT_META_KEY,
-    EngineWidget,
-    JobMonitor,
-    Outcome,
-    canvas_size,
-    layer_role,
-    run_engine,
-    viewer_camera,
-)
 from probseg.consensus import DEFAULT_OBJECTIVE, OBJECTIVES, Consensus, check_rect, write_region
 from probseg.consensus.engine import CPM_RANGE
 from probseg.consensus.fragments import check_labelings
@@ -401,7 +393,7 @@ class ConsensusWidget(EngineWidget):
             self._fail(str(exc))
             return None
         self._set_status(f"building the consensus graph of {layer.name}…")
-        return self._launch(_build, job, on_result=self._on_built)
+        return self.start_job(_build, job, on_result=self._on_built)
 
     def _on_built(self, outcome: Outcome) -> None:
         if outcome.error:
@@ -562,7 +554,7 @@ class ConsensusWidget(EngineWidget):
             self._fail(str(exc))
             return None
         self._set_status("sweeping resolutions on the region…")
-        return self._launch(_sweep, self.consensus, self.objective, self.seed, rect, on_result=self._on_swept)
+        return self.start_job(_sweep, self.consensus, self.objective, self.seed, rect, on_result=self._on_swept)
 
     def _on_swept(self, outcome: Outcome) -> None:
         if outcome.error:
@@ -593,8 +585,8 @@ class ConsensusWidget(EngineWidget):
                 return self.worker
             return None
         self._set_status(f"consensus of the whole image at resolution {self.resolution:.4g}…")
-        return self._launch(_whole, self.consensus, self.resolution, self.objective, self.seed, self.min_size,
-                            on_result=self._on_whole)
+        return self.start_job(_whole, self.consensus, self.resolution, self.objective, self.seed, self.min_size,
+                              on_result=self._on_whole)
 
     def _on_whole(self, outcome: Outcome) -> None:
         if outcome.error:

@@ -16,16 +16,8 @@ from napari.layers import Image, Labels
 from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QPushButton, QToolButton, QVBoxLayout, QWidget
 
 from napari_probseg import _models
-from napari_probseg.train_widget import (
-    OUTPUT_META_KEY,
-    EngineWidget,
-    JobMonitor,
-    Outcome,
-    default_image,
-    image_arrays,
-    image_layer_names,
-    run_engine,
-)
+from napari_probseg._engine_widget import EngineWidget, JobMonitor, Outcome, run_engine
+from napari_probseg._layers import OUTPUT_META_KEY, default_image, image_arrays, image_layer_names
 from probseg import api
 from probseg.device import resolve_device
 from probseg.errors import Cancelled, InputError, ProbsegError
@@ -259,7 +251,7 @@ class PredictWidget(EngineWidget):
             return None
         self._job = job
         self._set_status(f"segmenting {job.image_name} with {job.n_samples} sample(s)…")
-        return self._launch(_predict_job, job, on_result=self._on_predicted)
+        return self.start_job(_predict_job, job, on_result=self._on_predicted)
 
     def _gather(self) -> PredictJob:
         name = self.model_name

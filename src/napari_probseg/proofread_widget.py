@@ -27,7 +27,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_probseg.train_widget import OUTPUT_META_KEY, EngineWidget, canvas_size, image_layer_names, layer_role, viewer_camera
+from napari_probseg._engine_widget import EngineWidget
+from napari_probseg._layers import OUTPUT_META_KEY, canvas_size, image_layer_names, layer_role, viewer_camera
 from probseg.errors import InputError, ProbsegError
 from probseg.proofreading import edits
 from probseg.proofreading.queue import proofreading_queue

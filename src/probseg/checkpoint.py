@@ -2,39 +2,27 @@
 
 A model folder is what a user saves and sends to a colleague, so loading it
 must be safe (safetensors holds tensors only) and every failure must name the
-file and the problem. Writes are atomic (temporary file, then rename) so an
-interrupted save never leaves a half-written model behind.
+file and the problem. Writes are atomic (temporary file, fsync, then rename;
+see :mod:`probseg.atomic`) so an interrupted save never leaves a half-written
+model behind.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from probseg.atomic import atomic_write, write_bytes
 from probseg.errors import CheckpointError
 
 FORMAT = "probseg-model"
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "weights.safetensors"
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(folder, method: str, config: dict, state_dict: dict, extra: dict | None = None) -> Path:
@@ -63,8 +51,9 @@ def save_checkpoint(folder, method: str, config: dict, state_dict: dict, extra: 
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "method": method, "config": config}
     meta.update(extra or {})
     text = json.dumps(meta, indent=2, sort_keys=True)
-    _atomic_write(folder / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": FORMAT}))
-    _atomic_write(folder / CONFIG_NAME, lambda p: Path(p).write_text(text))
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}), by_name=True)
+    write_bytes(folder / CONFIG_NAME, text.encode())
     return folder
 
 

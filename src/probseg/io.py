@@ -19,8 +19,9 @@ Reading:
 
 Writing: TIFF (labels and other integer images zlib-compressed), ``.npy`` and
 PNG (2-D ``uint8``/``uint16`` only). Every write goes to a temporary file in
-the target folder that is renamed over the target at the end, so an
-interrupted or failed write never leaves a half-written image behind.
+the target folder that is fsynced and renamed over the target at the end
+(:func:`probseg.atomic.atomic_write`), so an interrupted or failed write
+never leaves a half-written image behind.
 
 Every problem with a file to read raises :class:`probseg.errors.InputError`
 with one line naming the file and what is wrong.
@@ -29,12 +30,11 @@ with one line naming the file and what is wrong.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 from pathlib import Path
 
 import numpy as np
 
+from probseg.atomic import atomic_write
 from probseg.errors import InputError
 
 __all__ = ["read_image", "write_image", "check_output_path", "READ_SUFFIXES", "WRITE_SUFFIXES"]
@@ -211,22 +211,6 @@ def check_output_path(path) -> Path:
     return path
 
 
-def _create_temporary(path: Path) -> tuple[int, Path]:
-    """Create a new hidden file next to ``path``; return its descriptor and name.
-
-    Unlike :func:`tempfile.mkstemp` (owner-only permissions) the file gets the
-    permissions the umask gives any new file, so the renamed image is as
-    readable as if it had been written directly.
-    """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-        try:
-            return os.open(tmp, flags, 0o666), tmp
-        except FileExistsError:
-            continue
-
-
 def write_image(path, array) -> Path:
     """Write ``array`` to ``path`` atomically, creating missing folders.
 
@@ -261,29 +245,22 @@ def write_image(path, array) -> Path:
     if suffix != ".npy" and (array.dtype.fields is not None or array.dtype == object or np.iscomplexobj(array)):
         raise InputError(f"cannot write {path}: {array.dtype} data is not an image; use .npy")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _create_temporary(path)
-    try:
-        os.close(fd)
-        # Writers get an open file, not the name, so none of them appends or
-        # guesses an extension from the temporary name.
-        with open(tmp, "wb") as handle:
-            if suffix in TIFF_SUFFIXES:
-                import tifffile
+    # Writers get an open file, not the name, so none of them appends or
+    # guesses an extension from the temporary name.
+    def write(handle) -> None:
+        if suffix in TIFF_SUFFIXES:
+            import tifffile
 
-                integer = np.issubdtype(array.dtype, np.integer) or array.dtype == bool
-                # minisblack: a (3, Y, X) stack of samples or embeddings must
-                # not be stored (and shown by Fiji) as one RGB image.
-                tifffile.imwrite(
-                    handle, array, photometric="minisblack", compression="zlib" if integer else None
-                )
-            elif suffix == ".npy":
-                np.save(handle, array, allow_pickle=False)
-            else:
-                import imageio.v3 as iio
+            integer = np.issubdtype(array.dtype, np.integer) or array.dtype == bool
+            # minisblack: a (3, Y, X) stack of samples or embeddings must
+            # not be stored (and shown by Fiji) as one RGB image.
+            tifffile.imwrite(handle, array, photometric="minisblack", compression="zlib" if integer else None)
+        elif suffix == ".npy":
+            np.save(handle, array, allow_pickle=False)
+        else:
+            import imageio.v3 as iio
 
-                iio.imwrite(handle, array, extension=".png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            iio.imwrite(handle, array, extension=".png")
+
+    atomic_write(path, write)
     return path

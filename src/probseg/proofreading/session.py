@@ -17,18 +17,19 @@ A session lives in a folder beside the image, named after it: for
 Crash safety
 ------------
 Every file is written to a temporary file in the same folder, flushed,
-fsynced and renamed over the old one (``os.replace``), so no file is ever
-seen half-written. An operation touches several files, so their order makes
-the whole operation atomic: (1) the new edit's ``.npz``; (2) ``edits.json``;
-(3) ``session.json``, the commit point; (4) ``labels.npy``. ``session.json``
-is authoritative: before (3) lands the session is in its old state (an
-``edits.json`` or ``.npz`` already written ahead is ignored and overwritten),
-after it the new one. Only ``labels.npy`` can lag, by exactly the last
-operation, which ``session.json`` names (``last_op``) together with the
-checksum the labels must have; :meth:`Session.open` replays that one edit
-and checks the result. A process killed at any moment therefore reopens as
-the state before or after the operation it was doing, and an edit whose
-:meth:`Session.apply` returned is always there.
+fsynced and renamed over the old one (``os.replace``; see
+:mod:`probseg.atomic`), so no file is ever seen half-written. An operation
+touches several files, so their order makes the whole operation atomic: (1)
+the new edit's ``.npz``; (2) ``edits.json``; (3) ``session.json``, the commit
+point; (4) ``labels.npy``. ``session.json`` is authoritative: before (3)
+lands the session is in its old state (an ``edits.json`` or ``.npz`` already
+written ahead is ignored and overwritten), after it the new one. Only
+``labels.npy`` can lag, by exactly the last operation, which ``session.json``
+names (``last_op``) together with the checksum the labels must have;
+:meth:`Session.open` replays that one edit and checks the result. A process
+killed at any moment therefore reopens as the state before or after the
+operation it was doing, and an edit whose :meth:`Session.apply` returned is
+always there.
 
 A folder that is unreadable, truncated, tampered with, or made for other
 image data is never repaired or overwritten: :meth:`Session.open` raises
@@ -54,9 +55,10 @@ from pathlib import Path
 
 import numpy as np
 
+from probseg.atomic import atomic_write, fsync_folder, write_json, write_npy
 from probseg.errors import InputError, ProbsegError
 from probseg.inputs import check_labels
-from probseg.io import _create_temporary, write_image
+from probseg.io import write_image
 from probseg.proofreading.edits import KINDS, Edit, check_rect, diff
 
 __all__ = ["Session", "SessionError", "session_folder", "image_checksum", "FOLDER_SUFFIX"]
@@ -104,56 +106,14 @@ def _edit_name(edit_id: int) -> str:
     return f"{EDITS_DIR}/{edit_id:06d}.npz"
 
 
-# -- atomic files ------------------------------------------------------------------------
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable; a no-op where folders cannot be opened (Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems refuse fsync on folders; the rename itself is still atomic
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write ``path`` through ``write(handle)`` so that it is either old or new, never torn."""
-    fd, tmp = _create_temporary(path)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)
-
-
-def _json_bytes(data) -> bytes:
-    return (json.dumps(data, indent=1, allow_nan=False) + "\n").encode()
-
-
-def _write_json(path: Path, data) -> None:
-    text = _json_bytes(data)
-    _atomic_write(path, lambda handle: handle.write(text))
-
-
-def _write_npy(path: Path, array: np.ndarray) -> None:
-    _atomic_write(path, lambda handle: np.save(handle, array, allow_pickle=False))
+# -- edit files --------------------------------------------------------------------------
 
 
 def _write_edit(path: Path, edit: Edit, entry: dict) -> None:
     header = json.dumps({"id": entry["id"], "kind": edit.kind, "params": edit.params, "time": entry["time"],
                          "shape": list(edit.shape)})
     arrays = {"index": edit.index, "before": edit.before, "after": edit.after, "header": np.array(header)}
-    _atomic_write(path, lambda handle: np.savez_compressed(handle, **arrays))
+    atomic_write(path, lambda handle: np.savez_compressed(handle, **arrays))
 
 
 # -- patch ids ---------------------------------------------------------------------------
@@ -461,9 +421,9 @@ class Session:
         staging = _make_staging(folder)
         try:
             (staging / EDITS_DIR).mkdir()
-            _write_npy(staging / LABELS_NAME, labels)
-            _write_json(staging / LOG_NAME, [])
-            _write_json(staging / SESSION_NAME, _record_json(record))
+            write_npy(staging / LABELS_NAME, labels)
+            write_json(staging / LOG_NAME, [])
+            write_json(staging / SESSION_NAME, _record_json(record))
             os.rename(staging, folder)
         except PermissionError:
             shutil.rmtree(staging, ignore_errors=True)
@@ -471,7 +431,7 @@ class Session:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        _fsync_folder(folder.parent)
+        fsync_folder(folder.parent)
         return cls(folder, image_path, record, [], labels)
 
     @classmethod
@@ -501,9 +461,9 @@ class Session:
     def _finish_interrupted(self, labels_lag: bool, log_ahead: bool) -> None:
         """Complete what a killed process left: lagging labels, a log written ahead, temporary files."""
         if labels_lag:
-            _write_npy(self.folder / LABELS_NAME, self._labels)
+            write_npy(self.folder / LABELS_NAME, self._labels)
         if log_ahead:
-            _write_json(self.folder / LOG_NAME, self._entries)
+            write_json(self.folder / LOG_NAME, self._entries)
         for sub in (self.folder, self.folder / EDITS_DIR):
             for path in sub.glob(".*.tmp"):
                 if _TMP_PATTERN.match(path.name) and path.is_file():
@@ -731,12 +691,12 @@ class Session:
         self._record["modified"] = _now()
         if labels_changed:
             self._record["labels"]["checksum"] = _digest(self._labels)
-        _write_json(self.folder / LOG_NAME, self._entries)
-        _write_json(self.folder / SESSION_NAME, _record_json(self._record))
+        write_json(self.folder / LOG_NAME, self._entries)
+        write_json(self.folder / SESSION_NAME, _record_json(self._record))
 
     def _write_labels(self) -> None:
         self._labels_lag = True
-        _write_npy(self.folder / LABELS_NAME, self._labels)
+        write_npy(self.folder / LABELS_NAME, self._labels)
         self._labels_lag = False
 
     def _write_lagging_labels(self) -> None:
@@ -867,5 +827,5 @@ def _move_aside(folder: Path) -> Path:
         number += 1
         target = folder.with_name(f"{folder.name}.old-{stamp}-{number}")
     os.rename(folder, target)
-    _fsync_folder(folder.parent)
+    fsync_folder(folder.parent)
     return target

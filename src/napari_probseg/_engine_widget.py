@@ -1,0 +1,385 @@
+"""The machinery the widgets share: running an engine job on a worker thread.
+
+:class:`JobMonitor` is how an engine job on a worker thread reports to the
+GUI, :func:`run_engine` turns expected failures into an :class:`Outcome`,
+:class:`DeviceChooser` picks the device, and :class:`EngineWidget` is the base
+of the widgets: status line, progress bar, cancel, model loading and
+:meth:`EngineWidget.start_job`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from magicgui.widgets import ComboBox
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import QFileDialog, QLabel, QProgressBar, QPushButton, QSizePolicy, QVBoxLayout, QWidget
+
+from napari_probseg import _models
+from probseg import api
+from probseg.callbacks import Callbacks
+from probseg.device import DEVICE_CHOICES, describe_device, gpu_warning, resolve_device
+from probseg.errors import InputError, ProbsegError
+
+POLL_MS = 100  # GUI refresh while a job runs: ~10 updates a second, however fast the steps
+
+
+@dataclass
+class Snapshot:
+    """What a job reported since the last look."""
+
+    step: int
+    total: int
+    loss: float | None
+    elapsed: float
+    new_losses: list = field(default_factory=list)
+    messages: list = field(default_factory=list)
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the average pace so far, ``None`` before the first step."""
+        if self.step <= 0 or self.total <= 0:
+            return None
+        return self.elapsed / self.step * max(0, self.total - self.step)
+
+
+def format_seconds(seconds: float | None) -> str:
+    """``3.24`` -> ``3.2 s``, ``75`` -> ``1:15``, ``3725`` -> ``1:02:05``; ``?`` when unknown."""
+    if seconds is None:
+        return "?"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class JobMonitor:
+    """Mailbox between an engine job on a worker thread and a widget on the GUI thread.
+
+    The engine calls the hooks of :meth:`callbacks` from the worker thread;
+    they only record under a lock. The widget reads a :class:`Snapshot` on a
+    timer, so Qt is touched only from the GUI thread and the GUI is updated
+    at the timer's pace however fast the steps come.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._started = time.monotonic()
+        self._step = 0
+        self._total = 0
+        self._loss: float | None = None
+        self._new_losses: list[float] = []
+        self._messages: list[str] = []
+
+    def callbacks(self) -> Callbacks:
+        """Hooks to pass to the engine call."""
+        return Callbacks(on_progress=self._on_progress, should_stop=self._stop.is_set, on_message=self._on_message)
+
+    def request_stop(self, *_) -> None:
+        """Ask the job to stop; the engine polls this before every step."""
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def _on_progress(self, step: int, total: int, loss: float | None) -> None:
+        with self._lock:
+            self._step, self._total = int(step), int(total)
+            if loss is not None:
+                self._loss = float(loss)
+                self._new_losses.append(float(loss))
+
+    def _on_message(self, text: str) -> None:
+        with self._lock:
+            self._messages.append(str(text))
+
+    def drain(self) -> Snapshot:
+        """The current state plus the losses and messages that arrived since the last call."""
+        with self._lock:
+            snap = Snapshot(
+                self._step, self._total, self._loss, time.monotonic() - self._started,
+                self._new_losses, self._messages,
+            )
+            self._new_losses, self._messages = [], []
+        return snap
+
+
+@dataclass
+class Outcome:
+    """What a job hands back: a result, or the user-facing message of a ProbsegError.
+
+    Engine errors are returned rather than raised so they reach the user as
+    one clear line instead of a traceback; real bugs still raise.
+    """
+
+    value: object = None
+    error: str | None = None
+
+
+
+class DeviceChooser(QWidget):
+    """Device combo plus a line that always says which device will be used and why."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.combo = ComboBox(choices=list(DEVICE_CHOICES), value="auto")
+        self.combo.tooltip = "auto prefers a CUDA GPU, then Apple's MPS, then the CPU"
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        self._warning = gpu_warning()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.combo.native)
+        layout.addWidget(self.label)
+        self.combo.changed.connect(self._update)
+        self._update()
+
+    @property
+    def value(self) -> str:
+        return self.combo.value
+
+    @value.setter
+    def value(self, name: str) -> None:
+        self.combo.value = name
+
+    def check(self) -> str:
+        """The chosen name after checking this machine has it (InputError if not)."""
+        resolve_device(self.value)
+        return self.value
+
+    def _update(self, *_) -> None:
+        try:
+            text = f"uses {describe_device(resolve_device(self.value))}"
+            style = ""
+        except InputError as exc:
+            text, style = str(exc), "color: #ff6b6b"
+        if self._warning:
+            text += f"\n{self._warning}"
+            style = style or "color: #f0b64f"
+        self.label.setText(text)
+        self.label.setStyleSheet(style)
+
+
+def _load_job(folder: str, device: str) -> Outcome:
+    return run_engine(lambda: (api.load_model(folder, device=device), folder))
+
+
+class EngineWidget(QWidget):
+    """Base of the widgets: viewer, model store, device, status line, progress, cancel, Load.
+
+    Subclasses build their own inputs and layout (placing the widgets made
+    here), call :meth:`start_job` with an engine job, and may override
+    :meth:`_show_progress` and :meth:`_set_running`.
+    """
+
+    #: Name of the job for status texts, e.g. "training".
+    job_name = "job"
+
+    def __init__(self, napari_viewer, store: _models.ModelStore | None = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.store = store if store is not None else _models.store
+        self.worker = None
+        self.load_worker = None
+        self._monitor: JobMonitor | None = None
+        self._on_result = None
+        self._running = False
+
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setTextVisible(True)
+        self.progress_label = QLabel("")
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status_label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+        self.device = DeviceChooser()
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+
+        self._timer = QTimer(self)
+        self._timer.setInterval(POLL_MS)
+        self._timer.timeout.connect(self._poll)
+
+        events = self.viewer.layers.events
+        for name in ("inserted", "removed", "reordered", "renamed"):
+            getattr(events, name).connect(self.reset_choices)
+
+    # -- status -----------------------------------------------------------------------
+    @property
+    def status(self) -> str:
+        """The text of the status line."""
+        return self.status_label.text()
+
+    def _set_status(self, text: str, kind: str = "info") -> None:
+        colors = {"info": "", "warning": "color: #f0b64f", "error": "color: #ff6b6b"}
+        self.status_label.setText(text)
+        self.status_label.setStyleSheet(colors[kind])
+
+    def _fail(self, message: str) -> None:
+        """Show a one-line error in the status line and as a napari notification."""
+        self._set_status(message, "error")
+        show_error(message)
+
+    def _warn(self, message: str) -> None:
+        self._set_status(message, "warning")
+        show_warning(message)
+
+    # -- jobs -------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """True from start until the worker has finished (result handled)."""
+        return self._running
+
+    def reset_choices(self, *_) -> None:
+        """Refresh layer lists; napari calls this when layers change."""
+
+    def start_job(self, job, *args, on_result):
+        """Start a background job: ``job(*args, monitor)`` on a worker thread.
+
+        ``job`` gets a fresh :class:`JobMonitor` as its last argument and
+        returns an :class:`Outcome` (usually through :func:`run_engine`);
+        ``on_result(outcome)`` is then called on the GUI thread. While it
+        runs the widget is :attr:`running`, shows progress and offers Cancel.
+        Returns the worker.
+        """
+        self._monitor = monitor = JobMonitor()
+        self._on_result = on_result
+        worker = thread_worker(job, start_thread=False)(*args, monitor)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        # Closing the widget (or napari) stops the job like Cancel does, so no
+        # thread keeps computing for a window that is gone.
+        self.destroyed.connect(monitor.request_stop)
+        self.worker = worker
+        self._running = True
+        self.progress_bar.setRange(0, 0)  # busy until the first step is reported
+        self.progress_label.setText("starting…")
+        self._set_running(True)
+        self._timer.start()
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        """Ask the running job to stop; it ends within one step and keeps what it has."""
+        if self._running and self._monitor is not None and not self._monitor.stop_requested:
+            self._monitor.request_stop()
+            self.cancel_button.setEnabled(False)
+            self._set_status(f"cancelling {self.job_name}…")
+
+    def _poll(self) -> None:
+        if self._monitor is None:
+            return
+        snap = self._monitor.drain()
+        self._show_progress(snap)
+        for message in snap.messages:
+            self._set_status(message)
+            show_info(message)
+
+    def _show_progress(self, snap: Snapshot) -> None:
+        if snap.total > 0:
+            self.progress_bar.setRange(0, snap.total)
+            self.progress_bar.setValue(min(snap.step, snap.total))
+            self.progress_label.setText(
+                f"{snap.step}/{snap.total} · {format_seconds(snap.elapsed)} elapsed · ETA {format_seconds(snap.eta)}"
+            )
+
+    def _on_returned(self, outcome: Outcome) -> None:
+        # Show the job's last notices first, so the result's summary is what
+        # stays in the status line.
+        self._poll()
+        self._on_result(outcome)
+
+    def _on_error(self, exc: BaseException) -> None:
+        # Not a ProbsegError (those come back as Outcome.error): napari also
+        # logs the traceback, this line tells the user in plain words.
+        self._poll()
+        self._fail(f"{self.job_name} failed: {_plain_reason(exc)}")
+
+    def _on_load_error(self, exc: BaseException) -> None:
+        self._fail(f"loading the model failed: {_plain_reason(exc)}")
+
+    def _on_finished(self) -> None:
+        self._timer.stop()
+        self._poll()
+        self._running = False
+        self._monitor = None
+        self.cancel_button.setEnabled(False)
+        self._set_running(False)
+
+    def _set_running(self, running: bool) -> None:
+        self.cancel_button.setEnabled(running)
+
+    # -- loading ----------------------------------------------------------------------
+    def load_model(self, folder=None):
+        """Load a model folder into the shared store (a folder dialog when ``folder`` is None).
+
+        Returns the worker doing the loading, or ``None`` if nothing was chosen.
+        Problems with the folder (missing files, corrupt weights) are shown in
+        the status line.
+        """
+        if folder is None:
+            start = _models.MODELS_HOME.expanduser()
+            folder = QFileDialog.getExistingDirectory(
+                self, "Load a probseg model folder", str(start if start.is_dir() else Path.home())
+            )
+            if not folder:
+                return None
+        folder = str(Path(folder).expanduser())
+        self._set_status(f"loading {folder}…")
+        worker = thread_worker(_load_job, start_thread=False)(folder, self.device.value)
+        worker.returned.connect(self._on_loaded)
+        worker.errored.connect(self._on_load_error)
+        self.load_worker = worker
+        worker.start()
+        return worker
+
+    def _on_loaded(self, outcome: Outcome) -> None:
+        if outcome.error:
+            self._fail(outcome.error)
+            return
+        model, folder = outcome.value
+        name = self.store.add(_models.default_model_name(model.method, folder), model, folder)
+        self._set_status(f"loaded '{name}': {model.describe()}")
+
+
+_OOM_MESSAGE = "out of memory; try a smaller tile size, crop size or batch size, or the cpu device"
+
+
+def _is_oom(exc: BaseException) -> bool:
+    # torch reports GPU memory exhaustion as a RuntimeError subclass whose
+    # message is the only stable marker across versions and backends.
+    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+def _plain_reason(exc: BaseException) -> str:
+    return _OOM_MESSAGE if _is_oom(exc) else f"{type(exc).__name__}: {exc}"
+
+
+def run_engine(call, *args, **kwargs) -> Outcome:
+    """Call the engine on a worker thread; expected failures become ``Outcome.error``.
+
+    ProbsegErrors carry a message written for the user and running out of
+    memory has a known remedy, so both come back as one line. Anything else
+    is a bug and raises, so napari shows its traceback.
+    """
+    try:
+        return Outcome(value=call(*args, **kwargs))
+    except ProbsegError as exc:
+        return Outcome(error=str(exc))
+    except (MemoryError, RuntimeError) as exc:
+        if _is_oom(exc):
+            return Outcome(error=_OOM_MESSAGE)
+        raise
