@@ -32,7 +32,7 @@ from probseg import api, datasets  # noqa: E402
 pytestmark = pytest.mark.widget
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(steps=5, crop_size=48, batch_size=2, num_fmaps=8, noise_draws=2)
+TINY = dict(steps=5, crop_size=48, batch_size=2, num_fmaps=8)
 TIMEOUT_MS = 90_000  # two shared CPU cores; a tiny run takes a few seconds
 
 
@@ -347,3 +347,46 @@ def test_concrete_dropout_trains_from_a_labels_layer_and_predicts(viewer, qtbot,
     assert layers["samples"].data.shape == (3, 96, 96)
     assert {"probability", "uncertainty"} <= set(layers)
     assert 0.0 <= layers["uncertainty"].data.min() and layers["uncertainty"].data.max() <= 1.0
+
+
+def test_retune_recomputes_without_the_network_and_tune_on_labels(viewer, qtbot, store, model_folder, crop, monkeypatch):
+    predictor = _dock(viewer, PredictWidget(viewer, store=store))
+    _load(qtbot, predictor, model_folder)
+    predictor.n_samples = 3
+    assert predictor.run() is not None
+    _wait(qtbot, predictor)
+    first = predictor.prediction
+    assert first is not None and "min_size" in predictor.settings_form.fields
+    before = predictor.output_layers["segmentation"].data.copy()
+    # From here on the network must not run: re-tuning works on the kept raw output.
+    model = store.entry(predictor.model_name).model
+
+    def no_network(*_args, **_kwargs):
+        raise AssertionError("the network ran during a re-tune")
+
+    monkeypatch.setattr(model.net, "forward", no_network)
+    predictor.settings_form.set_values({"min_size": 400})
+    qtbot.waitUntil(lambda: predictor.prediction is not first and not predictor.running, timeout=TIMEOUT_MS)
+    after = predictor.output_layers["segmentation"].data
+    assert predictor.prediction.raw is first.raw
+    assert predictor.prediction.settings.min_size == 400
+    assert np.bincount(after.ravel())[1:].min(initial=400) >= 400
+    assert after.max() < before.max()
+    assert predictor.output_layers["samples"].data.shape == first.samples.shape
+    monkeypatch.undo()
+
+    # Tune on labels: only labels layers of the image's shape are offered.
+    truth = datasets.nuclei()[1][:96, :96]
+    viewer.add_labels(truth, name="truth")
+    viewer.add_labels(truth[:50], name="other shape")
+    predictor.reset_choices()
+    assert predictor.labels_combo.choices == (None, "truth")
+    predictor.labels_layer = "truth"
+    assert predictor.tune() is not None
+    qtbot.waitUntil(lambda: predictor.tune_result is not None and not predictor.running, timeout=TIMEOUT_MS)
+    best = predictor.tune_result.best_row
+    # The shown result is re-computed with the tuned settings.
+    qtbot.waitUntil(lambda: predictor.prediction.settings.min_size == best["min_size"] and not predictor.running, timeout=TIMEOUT_MS)
+    assert best["f1"] == max(row["f1"] for row in predictor.tune_result.table)
+    assert predictor.settings["bandwidth"] == best["bandwidth"] and predictor.settings["min_size"] == best["min_size"]
+    assert (model_folder / "settings.json").is_file() and "F1" in predictor.status

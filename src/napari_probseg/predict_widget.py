@@ -1,9 +1,14 @@
 """The Predict widget: segment an image layer with a trained model and show the samples.
 
-Results go to five layers named after the image ("<image> segmentation",
-"... samples", "... embeddings", "... uncertainty", "... probability"). Running again updates
-those layers in place, so the layer list does not fill up and any display
-settings the user chose on them stay.
+Results go to layers named after the image ("<image> segmentation",
+"... samples", "... embeddings" (for methods that have them), "... uncertainty",
+"... probability"). Running again updates those layers in place, so the layer
+list does not fill up and any display settings the user chose on them stay.
+
+The widget keeps the network's raw output of the last run: editing a
+post-processing setting re-computes every layer from it without running the
+network again, and "Tune on labels" searches the settings against a labels
+layer of the image (:func:`probseg.tune`).
 """
 
 from __future__ import annotations
@@ -13,9 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 from magicgui.widgets import ComboBox, SpinBox
 from napari.layers import Image, Labels
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QPushButton, QToolButton, QVBoxLayout, QWidget
 
+import probseg
 from napari_probseg import _models
+from napari_probseg._form import ConfigForm
 from napari_probseg._engine_widget import EngineWidget, JobMonitor, Outcome, run_engine
 from napari_probseg._layers import OUTPUT_META_KEY, default_image, image_arrays, image_layer_names
 from probseg import api
@@ -40,6 +48,7 @@ class PredictJob:
     seed: int
     device: str
     tile_size: int
+    settings: dict | None = None
 
 
 @dataclass
@@ -47,12 +56,52 @@ class PredictResult:
     """The engine's prediction plus the embeddings as colours, ready for layers."""
 
     prediction: object
-    embeddings_rgb: np.ndarray
+    embeddings_rgb: np.ndarray | None
     cancelled: bool = False
+    model: object = None  # the model that post-processes it (maybe a copy on another device)
+
+
+def _embeddings_rgb(pred) -> np.ndarray | None:
+    emb = pred.embeddings
+    if emb is None:
+        return None
+    return np.stack([embeddings_to_rgb(e) for e in emb]) if emb.ndim == 4 else embeddings_to_rgb(emb)
 
 
 def _predict_job(job: PredictJob, monitor: JobMonitor) -> Outcome:
     return run_engine(_predict, job, monitor)
+
+
+@dataclass
+class RetuneJob:
+    """Post-processing of a kept raw output with new settings; the network does not run."""
+
+    model: object
+    raw: object
+    settings: dict
+
+
+def _retune_job(job: RetuneJob, monitor: JobMonitor) -> Outcome:
+    def retune() -> PredictResult:
+        try:
+            pred = job.model.postprocess(job.raw, job.settings, callbacks=monitor.callbacks())
+        except Cancelled:
+            return PredictResult(None, None, cancelled=True)
+        return PredictResult(pred, _embeddings_rgb(pred), model=job.model)
+
+    return run_engine(retune)
+
+
+@dataclass
+class TuneJob:
+    model: object
+    image: object
+    rgb: bool
+    labels: np.ndarray
+
+
+def _tune_job(job: TuneJob, monitor: JobMonitor) -> Outcome:
+    return run_engine(probseg.tune, job.model, np.asarray(job.image), job.labels, rgb=job.rgb, callbacks=monitor.callbacks())
 
 
 def _predict(job: PredictJob, monitor: JobMonitor) -> PredictResult:
@@ -66,12 +115,10 @@ def _predict(job: PredictJob, monitor: JobMonitor) -> PredictResult:
             model = api.load_model(job.folder, device=job.device)
         model.tile_size = job.tile_size
         pred = model.predict(
-            np.asarray(job.image), n_samples=job.n_samples, seed=job.seed, rgb=job.rgb,
+            np.asarray(job.image), n_samples=job.n_samples, seed=job.seed, settings=job.settings, rgb=job.rgb,
             callbacks=monitor.callbacks(),
         )
-        emb = pred.embeddings
-        rgb = np.stack([embeddings_to_rgb(e) for e in emb]) if emb.ndim == 4 else embeddings_to_rgb(emb)
-        return PredictResult(pred, rgb)
+        return PredictResult(pred, _embeddings_rgb(pred), model=model)
     except Cancelled:
         return PredictResult(None, None, cancelled=True)
 
@@ -88,6 +135,8 @@ class PredictWidget(EngineWidget):
         w.run()            # returns the worker; w.running until it is done
         w.output_layers    # {"segmentation": Labels, "samples": Labels, ...}
         w.prediction       # the engine's Prediction
+        w.settings_form.set_values({"min_size": 40})   # re-computes the layers from the kept raw output
+        w.labels_layer = "nuclei truth"; w.tune()       # search the settings against labels
 
     Parameters
     ----------
@@ -102,6 +151,11 @@ class PredictWidget(EngineWidget):
         super().__init__(napari_viewer, store, parent)
         self.prediction = None
         self._job: PredictJob | None = None
+        self._model = None  # the model that made self.prediction
+        self._retune_pending = False
+        self.settings_form: ConfigForm | None = None
+        self.tune_result = None
+        self._tune_message = ""
 
         self.model_combo = ComboBox(choices=self._model_choices)
         self.model_combo.tooltip = "models trained in the Train widget or loaded from a folder"
@@ -130,6 +184,24 @@ class PredictWidget(EngineWidget):
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
 
+        # Post-processing: the form is generated from the model's settings
+        # class; edits re-compute the layers from the kept raw output.
+        self.settings_box = QVBoxLayout()
+        self.settings_note = QLabel("post-processing settings; changing one re-computes the result without the network")
+        self.settings_note.setWordWrap(True)
+        self._retune_timer = QTimer(self)
+        self._retune_timer.setSingleShot(True)
+        self._retune_timer.setInterval(150)  # one re-computation per burst of edits
+        self._retune_timer.timeout.connect(self.retune)
+        self.labels_combo = ComboBox(choices=self._labels_choices, nullable=True)
+        self.labels_combo.tooltip = "a labels layer of this image (e.g. corrected objects) to tune the settings on"
+        self.tune_button = QPushButton("Tune on labels")
+        self.tune_button.setToolTip("try the method's settings against the labels (the network runs once) and keep the best")
+        self.tune_button.clicked.connect(self.tune)
+        tune_row = QHBoxLayout()
+        tune_row.addWidget(self.labels_combo.native, 1)
+        tune_row.addWidget(self.tune_button)
+
         form = QFormLayout()
         form.addRow("model", model_row)
         form.addRow("", self.model_info)
@@ -141,6 +213,11 @@ class PredictWidget(EngineWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
+        layout.addWidget(self.settings_note)
+        layout.addLayout(self.settings_box)
+        tune_form = QFormLayout()
+        tune_form.addRow("labels", tune_row)
+        layout.addLayout(tune_form)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.progress_label)
         layout.addWidget(self.status_label)
@@ -195,6 +272,30 @@ class PredictWidget(EngineWidget):
     def seed(self, value: int) -> None:
         self.seed_spin.value = int(value)
 
+    @property
+    def labels_layer(self) -> str | None:
+        """Name of the labels layer to tune on, or None."""
+        return self.labels_combo.value
+
+    @labels_layer.setter
+    def labels_layer(self, name: str | None) -> None:
+        self.labels_combo.value = name
+
+    @property
+    def settings(self) -> dict:
+        """The post-processing settings in the form."""
+        return self.settings_form.values() if self.settings_form is not None else {}
+
+    def _labels_choices(self, _widget=None) -> list[str]:
+        # Only labels of the image's own shape can be compared with its
+        # segmentation; our own output layers are not ground truth.
+        name = self.image_layer
+        if name is None or name not in self.viewer.layers:
+            return []
+        shape = tuple(self.viewer.layers[name].data.shape[:2] if self.viewer.layers[name].rgb else self.viewer.layers[name].data.shape)
+        return [layer.name for layer in self.viewer.layers
+                if isinstance(layer, Labels) and OUTPUT_META_KEY not in layer.metadata and tuple(layer.data.shape) == shape]
+
     def _model_choices(self, _widget=None) -> list[str]:
         return self.store.names()
 
@@ -205,6 +306,7 @@ class PredictWidget(EngineWidget):
         """Refresh the image list, keeping the selection where possible."""
         had_image = self.image_layer is not None
         self.image_combo.reset_choices()
+        self.labels_combo.reset_choices()
         if not had_image and (pick := default_image(self.viewer)) is not None:
             self.image_layer = pick
 
@@ -227,6 +329,28 @@ class PredictWidget(EngineWidget):
         entry = self.store.entry(name)
         self.model_info.setText(entry.describe())
         self.tile_size = entry.model.tile_size
+        self._show_settings(entry.model)
+
+    def _show_settings(self, model) -> None:
+        """A form for ``model``'s post-processing settings, holding its current (maybe tuned) values."""
+        from probseg.config import config_to_dict
+
+        if self.settings_form is None or self.settings_form.config_class is not model.settings_class:
+            if self.settings_form is not None:
+                self.settings_box.removeWidget(self.settings_form)
+                self.settings_form.deleteLater()
+            self.settings_form = ConfigForm(model.settings_class, self)
+            self.settings_form.changed.connect(self._settings_edited)
+            self.settings_box.addWidget(self.settings_form)
+        self.settings_form.blockSignals(True)
+        try:
+            self.settings_form.set_values(config_to_dict(model.settings))
+        finally:
+            self.settings_form.blockSignals(False)
+
+    def _settings_edited(self) -> None:
+        if self.prediction is not None:
+            self._retune_timer.start()
 
     def _load_clicked(self) -> None:
         self.load_model()
@@ -234,6 +358,13 @@ class PredictWidget(EngineWidget):
     def _set_running(self, running: bool) -> None:
         super()._set_running(running)
         self.run_button.setEnabled(not running)
+        self.tune_button.setEnabled(not running)
+
+    def _on_finished(self) -> None:
+        super()._on_finished()
+        if self._retune_pending:
+            self._retune_pending = False
+            self.retune()
 
     # -- running ----------------------------------------------------------------------
     def run(self):
@@ -266,8 +397,65 @@ class PredictWidget(EngineWidget):
         entry = self.store.entry(name)
         device = self.device.check()
         return PredictJob(
-            entry.model, name, entry.folder, data, rgb, image_name, self.n_samples, self.seed, device, self.tile_size
+            entry.model, name, entry.folder, data, rgb, image_name, self.n_samples, self.seed, device, self.tile_size,
+            self.settings,
         )
+
+    def retune(self):
+        """Re-compute the layers from the last run's raw output with the form's settings (no network).
+
+        Returns the worker, or None when there is nothing to re-compute or
+        the settings are invalid (said in the status line).
+        """
+        if self.prediction is None or self._model is None:
+            self._warn("nothing to re-compute yet: press Run first")
+            return None
+        if self.running:
+            self._retune_pending = True  # the newest settings run once this job is done
+            return None
+        try:
+            settings = self._model.make_settings(self.settings)
+        except ProbsegError as exc:
+            self._fail(str(exc))
+            return None
+        from probseg.config import config_to_dict
+
+        self._set_status("re-computing from the kept network output…")
+        return self.start_job(_retune_job, RetuneJob(self._model, self.prediction.raw, config_to_dict(settings)),
+                              on_result=self._on_predicted)
+
+    def tune(self):
+        """Search the post-processing settings against the chosen labels layer; returns the worker or None."""
+        if self.running:
+            self._warn("a job is running; wait for it or cancel it first")
+            return None
+        try:
+            job = self._gather()
+            labels_name = self.labels_layer
+            if labels_name is None or labels_name not in self.viewer.layers:
+                raise InputError("choose a labels layer of this image to tune on (same shape as the image)")
+            labels = np.asarray(self.viewer.layers[labels_name].data)
+        except ProbsegError as exc:
+            self._fail(str(exc))
+            return None
+        self._job = job
+        self._set_status(f"tuning the post-processing on {labels_name}…")
+        return self.start_job(_tune_job, TuneJob(job.model, job.image, job.rgb, labels), on_result=self._on_tuned)
+
+    def _on_tuned(self, outcome: Outcome) -> None:
+        if outcome.error:
+            self._fail(outcome.error)
+            return
+        result = outcome.value
+        self.tune_result = result
+        best = result.best_row
+        varied = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in best.items() if k not in ("f1", "ap_dsb"))
+        where = f"; stored in {result.saved.parent}" if result.saved else " (the model has no folder: save it to keep them)"
+        self._show_settings(self._job.model)
+        self._tune_message = f"best of {len(result.table)} settings: {varied} (F1 {best['f1']:.3f}, AP_dsb {best['ap_dsb']:.3f}){where}"
+        self._set_status(self._tune_message)
+        if self.prediction is not None:
+            self._retune_pending = True  # show the tuned result once this job has finished
 
     def _on_predicted(self, outcome: Outcome) -> None:
         if outcome.error:
@@ -282,12 +470,16 @@ class PredictWidget(EngineWidget):
             self._fail(f"layer {job.image_name!r} was removed while it was being segmented")
             return
         self.prediction = result.prediction
+        self._model = result.model
         self._show_layers(self.viewer.layers[job.image_name], result)
         n_objects = int(result.prediction.segmentation.max())
         notice = f" ({result.prediction.notice})" if result.prediction.notice else ""
+        extras = "samples, embeddings, uncertainty and probability" if result.embeddings_rgb is not None else "samples, uncertainty and probability"
+        tuned, self._tune_message = self._tune_message, ""
         self._set_status(
-            f"{n_objects} objects in {job.image_name}{notice}; samples, embeddings, uncertainty and probability "
-            "are in hidden layers (eye icons in the layer list)"
+            (f"{tuned}. " if tuned else "")
+            + f"{n_objects} objects in {job.image_name}{notice}; {extras} are in hidden layers (eye icons in the layer list); "
+            "edit a setting below to re-compute without the network"
         )
 
     # -- output layers ----------------------------------------------------------------
@@ -317,6 +509,8 @@ class PredictWidget(EngineWidget):
             "samples": (Labels, pred.samples, dict(visible=False, opacity=0.6)),
             "segmentation": (Labels, pred.segmentation, dict(opacity=0.6)),
         }
+        if result.embeddings_rgb is None:
+            del specs["embeddings"]
         for role, (kind, data, style) in specs.items():
             lead = data.ndim - len(scale) - (1 if role == "embeddings" else 0)
             layer_scale = (1.0,) * lead + scale
