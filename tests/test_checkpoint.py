@@ -11,10 +11,10 @@ import torch
 from probseg import api, checkpoint
 from probseg.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint, save_checkpoint
 from probseg.errors import CheckpointError
+from probseg.config import config_to_dict
+from probseg.model import SETTINGS_NAME
 
-TINY = dict(num_fmaps=8, fmap_inc_factor=2, crop_size=48, batch_size=2, noise_draws=2, density=0.05)
-
-
+TINY = dict(num_fmaps=8, fmap_inc_factor=2, crop_size=48, batch_size=2, density=0.05)
 
 
 @pytest.fixture(scope="module")
@@ -113,10 +113,14 @@ def test_failed_save_keeps_old_model_and_leaves_no_temporary_files(tmp_path, mon
 
 
 def test_trained_model_round_trip_gives_identical_predictions(trained, saved, image):
+    # Untuned models keep the method's defaults implicit: no settings.json.
     assert sorted(os.listdir(saved)) == sorted([CONFIG_NAME, WEIGHTS_NAME])
     loaded = api.load_model(saved, device="cpu")
     assert type(loaded) is type(trained)
     assert loaded.config == trained.config
+    assert loaded.settings == trained.settings
+    assert loaded.record["weights_sha256"] == trained.record["weights_sha256"]
+    assert loaded.folder == saved
     assert loaded.in_channels == trained.in_channels
     assert loaded.normalization == trained.normalization
     assert loaded.train_log["steps_done"] == 2
@@ -288,4 +292,47 @@ def test_model_of_another_method_is_refused_by_the_model_class(tmp_path):
 def test_invalid_settings_in_config(saved, changes):
     _edit_config(saved, **changes)
     with pytest.raises(CheckpointError, match=CONFIG_NAME):
+        api.load_model(saved)
+
+
+# -- settings.json ----------------------------------------------------------------------------
+
+
+def test_settings_json_round_trip(trained, saved, image):
+    model = api.load_model(saved, device="cpu")
+    model.settings = model.make_settings({"min_size": 7, "halo_shrink": 1})
+    assert model.save_settings() == saved / SETTINGS_NAME
+    stored = json.loads((saved / SETTINGS_NAME).read_text())
+    assert stored["method"] == "cellulus" and stored["settings"]["min_size"] == 7
+    again = api.load_model(saved, device="cpu")
+    assert again.settings.min_size == 7 and again.settings.halo_shrink == 1
+    assert again.predict(image.copy(), n_samples=1).settings == again.settings
+
+
+def test_missing_settings_json_means_defaults(trained, saved):
+    model = api.load_model(saved, device="cpu")
+    model.settings = model.make_settings({"min_size": 7})
+    model.save_settings()
+    (saved / SETTINGS_NAME).unlink()
+    model = api.load_model(saved, device="cpu")
+    assert model.settings == type(trained).settings_class()
+
+
+def test_saving_default_settings_removes_a_stale_settings_json(trained, saved, tmp_path):
+    model = api.load_model(saved, device="cpu")
+    model.settings = model.make_settings({"min_size": 7})
+    folder = model.save(tmp_path / "copy")
+    assert (folder / SETTINGS_NAME).is_file()
+    model.settings = model.make_settings(config_to_dict(type(trained).settings_class()))
+    model.save(folder)
+    assert not (folder / SETTINGS_NAME).exists()
+
+
+@pytest.mark.parametrize(
+    "text", ["{not json", '{"method": "cellulus"}', '{"method": "cellulus", "settings": {"no_such": 1}}',
+             '{"method": "cellulus", "settings": {"min_size": -4}}'],
+)
+def test_broken_settings_json_is_a_checkpoint_error(saved, text):
+    (saved / SETTINGS_NAME).write_text(text)
+    with pytest.raises(CheckpointError, match=SETTINGS_NAME):
         api.load_model(saved)

@@ -23,7 +23,7 @@ from probseg import cli
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 # Small enough that three training steps and inference take a second or two.
-FAST = ["--steps", "3", "--crop-size", "48", "--batch-size", "2", "--num-fmaps", "8", "--noise-draws", "2", "--object-size", "14"]
+FAST = ["--steps", "3", "--crop-size", "48", "--batch-size", "2", "--num-fmaps", "8", "--object-size", "14"]
 
 
 def run_cli(*args, cwd):
@@ -103,6 +103,15 @@ def test_segment_writes_every_output(work):
     assert probability.shape == (64, 64) and 0.0 <= probability.min() and probability.max() <= 1.0
     assert f"wrote {np.count_nonzero(np.unique(labels))} objects" in result.stdout
     assert not any(p.name.endswith(".tmp") for p in (folder / "out").iterdir())
+    sidecar = json.loads((folder / "out" / "labels.tif.json").read_text())
+    assert sidecar["method"] == "cellulus" and sidecar["n_samples"] == 3 and sidecar["seed"] == 0
+    assert sidecar["objects"] == np.count_nonzero(np.unique(labels))
+    meta = json.loads((folder / "model" / "config.json").read_text())
+    assert sidecar["weights_sha256"] == meta["record"]["weights_sha256"]
+    from probseg.config import fields_of
+    from probseg.methods.cellulus import Settings
+
+    assert set(sidecar["settings"]) == {f.name for f in fields_of(Settings)}
 
 
 def test_evaluate_prints_one_json_object(work):
@@ -125,12 +134,14 @@ def test_evaluate_prints_one_json_object(work):
 def test_info(work, capsys):
     folder, _ = work
     assert cli.main(["info", str(folder / "model")]) == 0
-    text = capsys.readouterr().out
+    text = "\n".join(" ".join(line.split()) for line in capsys.readouterr().out.splitlines())  # columns vary
     assert "cellulus (Cellulus)" in text
     assert "probseg-model version 1" in text
     assert "3 of 3 steps" in text and "on cpu" in text
     assert "object_size=14 px" in text and "num_fmaps=8" in text
     assert "input channels: 1" in text and "percentiles 1 to 99.8" in text
+    assert "post-processing:" in text
+    assert "made with" in text and "seed 0" in text
 
     assert cli.main(["info", str(folder / "model"), "--json"]) == 0
     meta = json.loads(capsys.readouterr().out)
@@ -201,6 +212,13 @@ def bad_files(tmp_path, work):
         (["info", "{w}/image.tif"], 1, "is a file"),
         ([], 2, "choose a command"),
         (["segment", "{w}/model"], 2, "required"),
+        (["segment", "{w}/model", "{w}/image.tif", "--out", "{t}/x.tif", "--min-size", "-3"], 1, "min_size"),
+        (["segment", "{w}/model", "{w}/image.tif", "--out", "{t}/x.tif", "--foreground", "dark"], 2, "invalid choice: 'dark'"),
+        (["segment", "{w}/model", "{w}/image.tif", "--out", "{t}/x.tif", "--min_size", "3"], 2, "did you mean --min-size?"),
+        (["instances", "{t}/missing.zarr", "--out", "{t}/x.tif"], 1, "missing.zarr does not exist"),
+        (["instances", "{w}/model", "--out", "{t}/x.tif"], 1, "model is not a"),
+        (["tune", "{w}/model", "{w}/image.tif", "{t}/four_d.npy"], 1, "labels"),
+        (["tune", "{w}/model", "{t}/four_d.npy", "{w}/gt.tif"], 1, "four_d.npy has 4 dimensions"),
     ],
 )
 def test_bad_input_is_one_line(bad_files, capsys, args, code, message):
@@ -217,7 +235,9 @@ def test_help_lists_generated_flags(capsys):
     assert cli.main(["train", "cellulus", "--help"]) == 0
     text = capsys.readouterr().out
     assert "--object-size FLOAT" in text and "typical object diameter in the image" in text and "default 24" in text
-    assert "--steps INT" in text and "--noise-draws" in text and "advanced Cellulus settings" in text
+    assert "--steps INT" in text and "--noise-probability" in text and "advanced Cellulus settings" in text
+    # post-processing settings are not training flags
+    assert "--min-size" not in text and "--bandwidth" not in text
     assert "--checkpoint-every" in text and "--channel-axis" in text
     assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"probseg {probseg.__version__}"
@@ -292,3 +312,143 @@ def test_concrete_dropout_from_labels_end_to_end(work):
     assert unc.shape == (64, 64) and 0.0 <= unc.min() and unc.max() <= 1.0
     missing = run_cli("train", "concrete-dropout", "image.tif", "--out", "cd2", *FAST[:2], cwd=folder)
     assert missing.returncode == 1 and "labels" in assert_one_line_error(missing)
+
+
+def test_consensus_min_size_error_names_its_flag(work, tmp_path, capsys):
+    # segment's consensus minimum size is --consensus-min-size (--min-size is the method's setting)
+    folder, _ = work
+    argv = ["segment", str(folder / "model"), str(folder / "image.tif"), "--out", str(tmp_path / "x.tif"),
+            "--stitch", "consensus", "--consensus-min-size", "-1"]
+    assert cli.main(argv) == 1
+    line = assert_one_line_error(capsys.readouterr().err)
+    assert "--consensus-min-size must be at least 0" in line
+
+
+# -- raw output, instances, tune, run records -----------------------------------------------
+
+
+def cli_model(folder):
+    from probseg.api import load_model
+
+    return load_model(folder, device="cpu")
+
+
+def _copy_model(folder, dest):
+    import shutil
+
+    shutil.copytree(folder / "model", dest)
+    return dest
+
+
+def test_segment_help_lists_the_methods_settings(work, capsys):
+    folder, _ = work
+    assert cli.main(["segment", str(folder / "model"), "x.tif", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "Cellulus post-processing settings" in text
+    assert "--min-size INT" in text and "--bandwidth FLOAT" in text and "--foreground {intensity,spread}" in text
+    assert "--consensus-min-size" in text and "--raw-out" in text
+
+
+def test_segment_settings_flags_reach_the_labels(work, tmp_path, capsys):
+    folder, _ = work
+    base = ["segment", str(folder / "model"), str(folder / "image.tif"), "--samples", "1", "--device", "cpu"]
+    assert cli.main(base + ["--out", str(tmp_path / "a.tif")]) == 0
+    assert cli.main(base + ["--out", str(tmp_path / "b.tif"), "--min-size", "100000"]) == 0
+    capsys.readouterr()
+    assert tifffile.imread(tmp_path / "a.tif").max() > 0
+    assert tifffile.imread(tmp_path / "b.tif").max() == 0, "no object is that large"
+    sidecar = json.loads((tmp_path / "b.tif.json").read_text())
+    assert sidecar["settings"]["min_size"] == 100000
+
+
+def test_raw_out_then_instances_with_other_settings(work, tmp_path, capsys):
+    from probseg.rawstore import load_raw
+
+    folder, _ = work
+    raw = tmp_path / "raw.zarr"
+    assert cli.main(["segment", str(folder / "model"), str(folder / "image.tif"), "--out", str(tmp_path / "seg.tif"),
+                     "--samples", "3", "--raw-out", str(raw), "--device", "cpu"]) == 0
+    assert f"wrote the raw output to {raw}" in capsys.readouterr().out
+    stored, meta = load_raw(raw)
+    assert stored.n_samples == 3 and meta["method"] == "cellulus"
+    assert stored.planes[0]["embeddings"].shape == (4, 2, 64, 64)
+
+    # same settings: the same labels as segment wrote, without the model folder's weights
+    assert cli.main(["instances", str(raw), "--out", str(tmp_path / "same.tif"), "--samples-out", str(tmp_path / "s.tif")]) == 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "same.tif"), tifffile.imread(tmp_path / "seg.tif"))
+    assert tifffile.imread(tmp_path / "s.tif").shape == (3, 64, 64)
+
+    # other settings: the method's flags, read from the store
+    assert cli.main(["instances", str(raw), "--out", str(tmp_path / "big.tif"), "--min-size", "100000"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 0 objects" in out
+    assert tifffile.imread(tmp_path / "big.tif").max() == 0
+    sidecar = json.loads((tmp_path / "big.tif.json").read_text())
+    model_meta = json.loads((folder / "model" / "config.json").read_text())
+    assert sidecar["weights_sha256"] == model_meta["record"]["weights_sha256"]
+    assert len(sidecar["weights_sha256"]) == 64
+    assert sidecar["settings"]["min_size"] == 100000 and sidecar["method"] == "cellulus"
+    assert sidecar["raw"] == str(raw.resolve())
+
+    # segment refuses to overwrite a store
+    assert cli.main(["segment", str(folder / "model"), str(folder / "image.tif"), "--out", str(tmp_path / "x.tif"),
+                     "--raw-out", str(raw), "--device", "cpu"]) == 1
+    assert "exists" in assert_one_line_error(capsys.readouterr().err)
+    assert not (tmp_path / "x.tif").exists()
+
+
+def test_tune_dry_run_stores_nothing_and_tune_stores_settings(work, tmp_path, capsys):
+    folder, _ = work
+    model = _copy_model(folder, tmp_path / "model")
+    before = (model / "settings.json").read_bytes()
+    assert cli.main(["tune", str(model), str(folder / "image.tif"), str(folder / "gt.tif"), "--dry-run", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "<- best" in out and "dry run: nothing stored" in out
+    grid = cli_model(model).tune_grid()
+    assert out.splitlines()[0].split() == list(grid) + ["f1", "ap_dsb"]
+    assert len(out.splitlines()) == 2 + int(np.prod([len(v) for v in grid.values()]))  # header, rows, verdict
+    assert (model / "settings.json").read_bytes() == before
+
+    assert cli.main(["tune", str(model), str(folder / "image.tif"), str(folder / "gt.tif"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert f"in {model / 'settings.json'}" in out
+    best = next(line for line in out.splitlines() if line.endswith("<- best")).split()
+    stored = json.loads((model / "settings.json").read_text())
+    assert stored["method"] == "cellulus"
+    for name, cell in zip(grid, best):
+        assert str(stored["settings"][name]) == cell or stored["settings"][name] == pytest.approx(float(cell))
+
+    assert cli.main(["info", str(model)]) == 0
+    text = capsys.readouterr().out
+    line = next(line for line in text.splitlines() if line.startswith("post-processing:"))
+    assert f"min_size={stored['settings']['min_size']}" in line and "settings.json" in line
+
+    # the next segment uses them: its sidecar says so
+    assert cli.main(["segment", str(model), str(folder / "image.tif"), "--out", str(tmp_path / "t.tif"), "--samples", "1",
+                     "--device", "cpu"]) == 0
+    assert json.loads((tmp_path / "t.tif.json").read_text())["settings"] == stored["settings"]
+
+
+def test_info_shows_the_run_record(work, capsys):
+    from safetensors.torch import load_file
+
+    from probseg.record import array_digest, weights_digest
+
+    folder, _ = work
+    meta = json.loads((folder / "model" / "config.json").read_text())
+    record = meta["record"]
+    digest = weights_digest(load_file(str(folder / "model" / "weights.safetensors")))
+    assert record["weights_sha256"] == digest
+    image = tifffile.imread(folder / "image.tif")
+    assert record["training_data"]["shapes"] == [[1, 64, 64]]
+    assert record["seed"] == 0 and record["versions"]["probseg"] == probseg.__version__
+    # the hash is of the planes the network learnt from (normalised), reproducible from the image
+    from probseg.trainset import training_set
+
+    assert record["training_data"]["sha256"] == array_digest(list(training_set(image).planes))
+
+    assert cli.main(["info", str(folder / "model")]) == 0
+    text = capsys.readouterr().out
+    assert f"weights sha256: {digest}" in " ".join(text.split())
+    assert f"sha256 {record['training_data']['sha256'][:12]}" in text
+    assert "1x64x64" in text

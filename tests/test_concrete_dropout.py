@@ -1,6 +1,8 @@
-"""The concrete-dropout method: dropout layers, loss, draws, clustering, training, persistence."""
+"""The concrete-dropout method: dropout layers, loss, draws, clustering, training, persistence, tuning."""
 
+import copy
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -11,19 +13,11 @@ from probseg import cli, methods
 from probseg.config import fields_of
 from probseg.errors import InputError
 from probseg.methods import concrete_dropout as cd
-from probseg.methods.concrete_dropout import (
-    CONTEXT,
-    Config,
-    ConcreteDropout,
-    DropoutUNet,
-    class_targets,
-    discriminative_loss,
-    dropout_sampling,
-    grid_search,
-    grow_into_overlap,
-    mean_shift,
-    segmentation_loss,
-)
+from probseg.layers import ConcreteDropout, dropout_layers, dropout_rates, dropout_sampling
+from probseg.losses import discriminative_loss
+from probseg.methods.concrete_dropout import Config, Settings, class_targets, grow_into_overlap, segmentation_loss
+from probseg.model import SETTINGS_NAME
+from probseg.partition import mean_shift
 from probseg.synthetic import touching_blobs
 from probseg.training import seed_everything, train_loop
 
@@ -43,8 +37,21 @@ def model(data):
     return probseg.train("concrete-dropout", image, labels, config=TINY, steps=STEPS, device="cpu", seed=0)
 
 
+@pytest.fixture
+def fresh(model):
+    """The trained model, with settings and config of its own (tuning changes them)."""
+    other = copy.copy(model)
+    other.folder = None
+    return other
+
+
 def _config(**values):
     return probseg.api.make_config("concrete-dropout", dict(TINY, **values))
+
+
+def _network(**values):
+    torch.manual_seed(0)
+    return cd.ConcreteDropoutModel.build_network(_config(**values), 1)
 
 
 # =============================================================================================
@@ -57,6 +64,7 @@ def test_registered_as_a_labelled_method():
     info = methods.get("concrete-dropout")
     assert info.labels == "required" and info.title == "Concrete-Dropout embeddings"
     assert "Concrete Dropout" in info.reference and info.config_class is Config
+    assert info.settings_class is Settings and info.model_class is cd.ConcreteDropoutModel
 
 
 def test_config_fields_are_documented_and_in_range():
@@ -73,11 +81,28 @@ def test_config_fields_are_documented_and_in_range():
     assert defaults.ignore_id == -1 and defaults.temperature == 0.1 and defaults.dropout_rate == 0.1
 
 
-def test_cli_help_lists_the_generated_flags(capsys):
+def test_cli_help_lists_the_generated_flags(capsys, model, tmp_path):
     assert cli.main(["train", "concrete-dropout", "--help"]) == 0
     text = capsys.readouterr().out
-    assert "--ignore-id INT" in text and "--bandwidth FLOAT" in text and "--min-size INT" in text
-    assert "--dropout-regularizer" in text and "advanced Concrete-Dropout embeddings settings" in text
+    assert "--ignore-id INT" in text and "--dropout-regularizer" in text
+    assert "advanced Concrete-Dropout embeddings settings" in text
+    assert "--bandwidth" not in text and "--min-size" not in text  # post-processing, not training
+    folder = copy.copy(model).save(tmp_path / "cd")
+    assert cli.main(["segment", str(folder), "image.tif", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--bandwidth FLOAT" in text and "--min-size INT" in text and "--seed-threshold FLOAT" in text
+    assert "--partition {watershed,meanshift" in text
+
+
+def test_settings_fields_are_documented_and_in_range():
+    for s in fields_of(Settings):
+        assert s.doc.strip() and s.type in (int, float, bool, str), s.name
+        if s.minimum is not None:
+            assert s.default >= s.minimum, s.name
+        if s.maximum is not None:
+            assert s.default <= s.maximum, s.name
+    assert Settings().partition == "watershed"
+    assert not {s.name for s in fields_of(Settings)} & {s.name for s in fields_of(Config)}
 
 
 # =============================================================================================
@@ -98,8 +123,8 @@ def test_dropout_layer_regularizer_matches_the_formula():
 
 
 def test_draws_differ_with_dropout_on_and_coincide_with_it_off():
-    torch.manual_seed(0)
-    net = DropoutUNet(1, 7, num_fmaps=4).eval()
+    net = _network(embedding_dims=4).eval()
+    assert len(dropout_layers(net)) == 10 and all(isinstance(m, ConcreteDropout) for m in dropout_layers(net))
     x = torch.rand(1, 1, 64, 64)
     with torch.no_grad():
         assert torch.equal(net(x), net(x))  # eval mode: off
@@ -113,12 +138,13 @@ def test_draws_differ_with_dropout_on_and_coincide_with_it_off():
         net.train()
         with dropout_sampling(net, False):
             assert torch.equal(net(x), net(x))  # forced off even in training mode
-    assert all(m.sample is None and m.generator is None for m in net.dropout_layers())  # settings restored
-    assert net(x).shape == (1, 7, 64 - 2 * CONTEXT, 64 - 2 * CONTEXT)
+    assert all(m.sample is None and m.generator is None for m in dropout_layers(net))  # settings restored
+    assert net.context == 20 and net.align == 4
+    assert net(x).shape == (1, 7, 64 - 2 * net.context, 64 - 2 * net.context)
 
 
 def test_learned_dropout_rates_move_and_stay_inside_0_1(model):
-    rates = np.array(model.net.dropout_rates())
+    rates = np.array(dropout_rates(model.net))
     assert len(rates) == 10
     assert np.all((rates > 0) & (rates < 1))
     assert np.abs(rates - model.config.dropout_rate).max() > 1e-3
@@ -181,7 +207,8 @@ def test_ignored_pixels_do_not_contribute(data):
     _, labels = data
     config = _config(ignore_id=65535)
     rng = np.random.default_rng(0)
-    h, w = labels.shape[0] - 2 * CONTEXT, labels.shape[1] - 2 * CONTEXT
+    context = _network().context
+    h, w = labels.shape[0] - 2 * context, labels.shape[1] - 2 * context
     output = torch.from_numpy(rng.normal(size=(1, config.embedding_dims + 3, h, w)).astype(np.float32))
     partial = labels.copy()
     partial[:, 32:] = 65535  # the right half is not annotated
@@ -189,7 +216,7 @@ def test_ignored_pixels_do_not_contribute(data):
     loss = segmentation_loss(output, partial[None], config)
     loss.backward()
     inner = np.zeros((h, w), bool)
-    inner[:, 32 - CONTEXT :] = True
+    inner[:, 32 - context :] = True
     assert torch.isfinite(loss) and float(output.grad.abs()[0][:, inner].max()) == 0.0
     assert float(output.grad.abs()[0][:, ~inner].max()) > 0.0
     # Whatever the network says there, the loss stays the same.
@@ -295,7 +322,8 @@ def test_save_load_round_trip(model, data, tmp_path):
     model.save(tmp_path)
     loaded = probseg.load_model(tmp_path, device="cpu")
     assert isinstance(loaded, cd.ConcreteDropoutModel) and loaded.config == model.config
-    assert loaded.net.dropout_rates() == model.net.dropout_rates()
+    assert dropout_rates(loaded.net) == dropout_rates(model.net)
+    assert loaded.settings == model.settings
     a, b = model.predict(image, n_samples=2, seed=4), loaded.predict(image, n_samples=2, seed=4)
     assert np.array_equal(a.segmentation, b.segmentation) and np.array_equal(a.embeddings, b.embeddings)
     assert np.array_equal(a.samples, b.samples)
@@ -315,40 +343,111 @@ def test_bad_training_inputs_raise_input_error(data):
         probseg.train("concrete-dropout", image, labels, config=dict(TINY, ignore_id=-2), steps=1, device="cpu")
 
 
-def test_grid_search_returns_the_best_of_its_table(model, data):
+# =============================================================================================
+# tuning the post-processing (probseg.tune)
+# =============================================================================================
+
+GRID = {"partition": ["meanshift"], "bandwidth": [0.5, 1.5], "min_size": [0, 30]}
+
+
+def test_tune_returns_the_best_of_its_table(fresh, data):
     image, labels = data
-    best, table = grid_search(model, image, labels, bandwidths=(0.5, 1.5), min_sizes=(0, 30))
-    assert len(table) == 4
-    assert [(r["bandwidth"], r["min_size"]) for r in table] == [(0.5, 0), (0.5, 30), (1.5, 0), (1.5, 30)]
+    result = probseg.tune(fresh, image, labels, GRID, save=False)
+    table = result.table
+    assert [(r["partition"], r["bandwidth"], r["min_size"]) for r in table] == [
+        ("meanshift", 0.5, 0), ("meanshift", 0.5, 30), ("meanshift", 1.5, 0), ("meanshift", 1.5, 30)]
+    assert all(0.0 <= r["f1"] <= 1.0 and 0.0 <= r["ap_dsb"] <= 1.0 for r in table)
+    best = result.best_row
     assert best in table and best["f1"] == max(r["f1"] for r in table)
-    assert all(0.0 <= r["f1"] <= 1.0 for r in table)
-    # Applying the best setting reproduces its score.
-    tuned = dataclasses.replace(model.config, bandwidth=best["bandwidth"], min_size=best["min_size"])
-    plane = model.prepare(image).data[0]
-    old = model.config
-    try:
-        model.config = tuned
-        seg = model.instances(model.maps(plane))
-    finally:
-        model.config = old
+    assert (best["f1"], best["ap_dsb"]) == max((r["f1"], r["ap_dsb"]) for r in table)
+    assert result.saved is None
+    # The complete best settings are the model's now; the rest kept their values.
+    assert set(result.best) == {f.name for f in fields_of(Settings)}
+    assert {k: result.best[k] for k in GRID} == {k: best[k] for k in GRID}
+    assert result.best["seed_threshold"] == Settings().seed_threshold
+    assert dataclasses.asdict(fresh.settings) == result.best
+    # Applying the best settings reproduces its score.
+    seg = fresh.predict(image, n_samples=1).segmentation
     assert probseg.metrics.f1_score(seg, labels) == pytest.approx(best["f1"])
 
 
-def test_grid_search_ignores_unannotated_pixels_and_checks_inputs(model, data):
+def test_tune_default_grid_is_the_methods(fresh, data):
     image, labels = data
-    with pytest.raises(InputError, match="bandwidths is empty"):
-        grid_search(model, image, labels, bandwidths=())
-    with pytest.raises(InputError, match="min_sizes must hold"):
-        grid_search(model, image, labels, min_sizes=(-1,))
-    with pytest.raises(InputError, match="labels has shape"):
-        grid_search(model, image, labels[:32])
+    result = probseg.tune(fresh, image, labels, save=False)
+    grid = fresh.tune_grid()
+    assert len(result.table) == int(np.prod([len(v) for v in grid.values()]))
+    assert [k for k in result.table[0] if k not in ("f1", "ap_dsb")] == list(grid)
+
+
+@pytest.mark.parametrize(
+    "grid, words",
+    [
+        ({}, "empty"),
+        ({"bandwidth": []}, "no values"),
+        ({"min_size": [-1]}, "min_size"),
+        ({"partition": ["kmeans"]}, "partition"),
+        ({"no_such_setting": [1]}, "no_such_setting"),
+        ({"steps": [10]}, "steps"),  # a training setting is not a post-processing one
+    ],
+)
+def test_tune_rejects_a_bad_grid(fresh, data, grid, words):
+    image, labels = data
+    with pytest.raises(InputError, match=words):
+        probseg.tune(fresh, image, labels, grid, save=False)
+
+
+def test_tune_checks_image_and_labels(fresh, data):
+    image, labels = data
+    with pytest.raises(InputError, match="labels"):
+        probseg.tune(fresh, image, labels[:32], GRID, save=False)
     with pytest.raises(InputError, match="3-D stack"):
-        grid_search(model, np.stack([image, image]), labels)
-    # Everything unannotated: no object anywhere, so every setting scores 1.
-    old = model.config
-    try:
-        model.config = dataclasses.replace(old, ignore_id=65535)
-        best, table = grid_search(model, image, np.full_like(labels, 65535), bandwidths=(1.0,), min_sizes=(0,))
-    finally:
-        model.config = old
-    assert table == [best] and best["f1"] == 1.0
+        probseg.tune(fresh, np.stack([image, image]), labels, GRID, save=False)
+    with pytest.raises(InputError, match="no object"):
+        probseg.tune(fresh, image, np.zeros_like(labels), GRID, save=False)
+    # Everything unannotated: nothing to tune on.
+    fresh.config = dataclasses.replace(fresh.config, ignore_id=65535)
+    with pytest.raises(InputError, match="no object"):
+        probseg.tune(fresh, image, np.full_like(labels, 65535), GRID, save=False)
+
+
+def test_tune_leaves_unannotated_pixels_out(fresh, data):
+    image, labels = data
+    partial = labels.copy()
+    partial[:, 32:] = 65535  # the right half is not annotated
+    fresh.config = dataclasses.replace(fresh.config, ignore_id=65535)
+    result = probseg.tune(fresh, image, partial, GRID, save=False)
+    raw = fresh.predict_raw(image, 1)
+    ignored = partial == 65535
+    truth = np.where(ignored, 0, partial)
+    for row in result.table:
+        seg, _ = fresh.instances(raw.planes[0], fresh.make_settings({k: row[k] for k in GRID}), 1)
+        # objects lying mostly on unannotated pixels are not scored
+        kept = [i for i in np.unique(seg[seg > 0]) if ignored[seg == i].mean() <= 0.5]
+        scored = np.where(np.isin(seg, kept), seg, 0)
+        assert row["f1"] == pytest.approx(probseg.metrics.f1_score(scored, truth))
+        # ... whereas calling the right half background would count them as false positives
+        if len(kept) < len(np.unique(seg[seg > 0])):
+            assert row["f1"] >= probseg.metrics.f1_score(seg, truth)
+
+
+def test_tuned_settings_are_stored_and_used_by_the_next_prediction(model, data, tmp_path):
+    image, labels = data
+    folder = copy.copy(model).save(tmp_path / "cd")
+    loaded = probseg.load_model(folder, device="cpu")
+    assert loaded.settings == Settings()
+    grid = {"partition": ["watershed", "meanshift"], "min_size": [0, 60]}
+    result = probseg.tune(loaded, image, labels, grid)
+    assert result.saved == folder / SETTINGS_NAME
+    stored = json.loads((folder / SETTINGS_NAME).read_text())
+    assert stored == {"method": "concrete-dropout", "settings": result.best}
+    again = probseg.load_model(folder, device="cpu")
+    assert dataclasses.asdict(again.settings) == result.best
+    pred = again.predict(image, n_samples=2, seed=3)
+    assert pred.settings == again.settings
+    expected = loaded.postprocess(loaded.predict_raw(image, 2, seed=3), result.best)
+    np.testing.assert_array_equal(pred.segmentation, expected.segmentation)
+    np.testing.assert_array_equal(pred.samples, expected.samples)
+    # A dry run (save=False) leaves the stored settings alone.
+    before = (folder / SETTINGS_NAME).read_bytes()
+    probseg.tune(again, image, labels, {"min_size": [5]}, save=False)
+    assert (folder / SETTINGS_NAME).read_bytes() == before

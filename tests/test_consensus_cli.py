@@ -1,5 +1,6 @@
 """``probseg consensus`` and the engine's window stitching."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from probseg.consensus import segment_stitched, window_origins
 from probseg.errors import InputError
 from probseg.inputs import to_planes
 from probseg.metrics import f1_score
-from probseg.model import PlanePrediction
+from probseg.model import SegmentationModel
 from probseg.synthetic import perturbed_samples, touching_blobs
 
 
@@ -98,24 +99,36 @@ def test_float_image_is_not_taken_for_samples(files, capsys, tmp_path):
     assert "integer instance labels" in capsys.readouterr().err
 
 
-class _TruthModel:
+@dataclasses.dataclass
+class _NoSettings:
+    pass
+
+
+class _TruthModel(SegmentationModel):
     """Stands in for a trained model: a window's "segmentation" is the truth
     inside it under window-specific ids, with objects cut by the window edge
     left as their visible parts."""
 
+    method = "truth"
+    settings_class = _NoSettings
+
     def __init__(self, truth):
+        super().__init__(None, None, 1, {}, device="cpu")
         self.truth = truth
 
     def prepare(self, image, channel_axis=None, rgb=False):
         return to_planes(image, channel_axis=channel_axis, rgb=rgb)
 
-    def _predict_plane(self, plane, n_samples, rng, cb):
+    def raw(self, plane, n_samples, rng, callbacks):
         labels = np.rint(plane[0]).astype(np.int64)
         ids = np.unique(labels)
         shuffled = np.zeros(ids.max() + 1, dtype=np.int64)
         shuffled[ids[ids > 0]] = rng.permutation(ids[ids > 0].size) + 1
-        samples = np.stack([shuffled[labels]] * n_samples).astype(np.int32)
-        return PlanePrediction(np.zeros((2,) + labels.shape, np.float32), samples, samples[0])
+        return {"labels": np.stack([shuffled[labels]] * n_samples).astype(np.float32)}
+
+    def instances(self, raw, settings, n_samples):
+        samples = np.rint(raw["labels"][:n_samples]).astype(np.int32)
+        return samples[0], samples
 
 
 def test_stitched_windows_give_the_truth_back():

@@ -14,12 +14,11 @@ from probseg.device import describe_device, gpu_warning, resolve_device
 from probseg.errors import Cancelled, InputError
 from probseg.inputs import MIN_SIDE, check_finite, check_labels, to_planes
 from probseg.methods import cellulus
-from probseg.methods.cellulus import Config, oce_loss
+from probseg.losses import oce_loss
+from probseg.methods.cellulus import Config, Settings
 from probseg.normalize import normalize_percentile, percentile_range
 
-TINY = dict(num_fmaps=8, fmap_inc_factor=2, crop_size=48, batch_size=2, noise_draws=2, density=0.05)
-
-
+TINY = dict(num_fmaps=8, fmap_inc_factor=2, crop_size=48, batch_size=2, density=0.05)
 
 
 def _blobs(shape=(64, 64), seed=0):
@@ -50,7 +49,7 @@ def _weights(model):
 # =============================================================================================
 
 
-@pytest.mark.parametrize("cls", [TrainingConfig, Config])
+@pytest.mark.parametrize("cls", [TrainingConfig, Config, Settings])
 def test_fields_of_lists_every_field_with_doc(cls):
     specs = fields_of(cls)
     assert [s.name for s in specs] == [f.name for f in dataclasses.fields(cls)]
@@ -100,13 +99,24 @@ def test_config_from_dict_rejects_unknown_keys():
         ("object_size", math.inf),
         ("noise_probability", 0.9),
         ("num_fmaps", 1),
-        ("halo_shrink", 51),
-        ("min_size", -1),
     ],
 )
 def test_config_from_dict_rejects_out_of_range(key, value):
     with pytest.raises(InputError, match=key):
         config_from_dict(Config, {key: value})
+
+
+@pytest.mark.parametrize("key, value", [("halo_shrink", 51), ("min_size", -1), ("bandwidth", -1.0), ("foreground", "dark")])
+def test_settings_from_dict_rejects_out_of_range(key, value):
+    with pytest.raises(InputError, match=key):
+        config_from_dict(Settings, {key: value})
+
+
+def test_post_processing_settings_are_not_training_config():
+    training = {s.name for s in fields_of(Config)}
+    assert not training & {s.name for s in fields_of(Settings)}
+    with pytest.raises(InputError, match="min_size"):
+        config_from_dict(Config, {"min_size": 10})
 
 
 @pytest.mark.parametrize("key, value", [("steps", 2.5), ("steps", "100"), ("steps", True), ("object_size", "big"), ("object_size", None)])
@@ -363,7 +373,7 @@ def test_nearly_constant_image_is_an_error_at_prediction(model):
 
 
 def _loss_config(**kw):
-    return Config(**{**dict(kappa=6.0, temperature=10.0, density=0.1), **kw})
+    return {**dict(kappa=6.0, temperature=10.0, density=0.1, regularizer_weight=1e-5), **kw}
 
 
 def _grid(b, h, w):
@@ -378,8 +388,8 @@ def test_oce_loss_prefers_identical_embeddings():
     centre = torch.tensor([(h - 1) / 2, (w - 1) / 2]).view(1, 2, 1, 1)
     collapsed = centre - x  # r = c - x: every embedding x + r equals c
     zero = torch.zeros(b, 2, h, w)
-    l_collapsed = oce_loss(collapsed, cfg, np.random.default_rng(0))
-    l_zero = oce_loss(zero, cfg, np.random.default_rng(0))
+    l_collapsed = oce_loss(collapsed, np.random.default_rng(0), **cfg)
+    l_zero = oce_loss(zero, np.random.default_rng(0), **cfg)
     assert torch.isfinite(l_collapsed) and torch.isfinite(l_zero)
     assert float(l_collapsed) < float(l_zero)
 
@@ -387,7 +397,7 @@ def test_oce_loss_prefers_identical_embeddings():
 def test_oce_loss_is_scalar_finite_with_gradients():
     g = torch.Generator().manual_seed(0)
     offsets = (3 * torch.randn(2, 2, 32, 32, generator=g)).requires_grad_(True)
-    loss = oce_loss(offsets, _loss_config(), np.random.default_rng(1))
+    loss = oce_loss(offsets, np.random.default_rng(1), **_loss_config())
     assert loss.ndim == 0
     assert torch.isfinite(loss)
     loss.backward()
@@ -400,9 +410,9 @@ def test_oce_loss_is_reproducible_with_the_same_rng_seed():
     g = torch.Generator().manual_seed(0)
     offsets = 3 * torch.randn(2, 2, 32, 32, generator=g)
     cfg = _loss_config()
-    a = oce_loss(offsets, cfg, np.random.default_rng(7))
-    b = oce_loss(offsets, cfg, np.random.default_rng(7))
-    c = oce_loss(offsets, cfg, np.random.default_rng(8))
+    a = oce_loss(offsets, np.random.default_rng(7), **cfg)
+    b = oce_loss(offsets, np.random.default_rng(7), **cfg)
+    c = oce_loss(offsets, np.random.default_rng(8), **cfg)
     assert float(a) == float(b)
     assert float(a) != float(c), "the rng should drive the pair sampling"
 
@@ -424,7 +434,8 @@ def test_training_loss_gives_network_gradients(image):
 
 
 def test_network_output_shapes():
-    net = cellulus.MiniUNet(1, 8, 2).eval()
+    net = cellulus.CellulusModel.build_network(Config(num_fmaps=8), 1).eval()
+    assert net.context == 8, "the mini U-Net has a 17 px field of view"
     with torch.no_grad():
         assert net(torch.zeros(2, 1, 48, 48)).shape == (2, 2, 32, 32)
         assert net.forward_same(torch.rand(1, 1, 33, 41)).shape == (1, 2, 33, 41)
@@ -596,7 +607,7 @@ def test_predict_progress_reaches_total(model, image):
 def test_segment_sample_embed_helpers(model, image):
     assert model.segment(image.copy()).shape == (64, 64)
     assert model.sample(image.copy(), 2).shape == (2, 64, 64)
-    assert model.embed(image.copy()).shape == (2, 64, 64)
+    assert model.predict(image.copy(), n_samples=1).embeddings.shape == (2, 64, 64)
     assert "cellulus" in model.describe()
 
 

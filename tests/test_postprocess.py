@@ -1,13 +1,17 @@
-"""Uncertainty, mean-shift clustering, label clean-up and embedding display."""
+"""Uncertainty, mean-shift clustering, label clean-up and embedding display.
+
+The partition functions come from :mod:`probseg.partition`; the cases here
+complement tests/test_partition.py (comparison with scikit-learn, translation
+invariance, ideal embedding fields, 4-connectivity, erosion).
+"""
 
 import numpy as np
 import pytest
 from sklearn.cluster import MeanShift
 from sklearn.metrics import adjusted_rand_score
 
-from probseg.clustering import mean_shift_2d, meanshift_instances
 from probseg.errors import InputError
-from probseg.postprocess import shrink, split_and_filter
+from probseg.partition import mean_shift, meanshift_instances, shrink, split_and_filter
 from probseg.uncertainty import pixel_disagreement
 from probseg.visualize import embeddings_to_rgb
 
@@ -125,9 +129,10 @@ def _gaussian_clusters(seed=0, n=80, std=2.0):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_mean_shift_recovers_separated_clusters_like_sklearn(seed):
     points, truth, centres = _gaussian_clusters(seed)
-    labels, modes = mean_shift_2d(points, 8.0)
+    labels = mean_shift(points, 8.0)
     assert labels.shape == (len(points),) and labels.dtype == np.int64
-    assert modes.shape == (4, 2)
+    np.testing.assert_array_equal(np.unique(labels), np.arange(4))
+    modes = np.stack([points[labels == k].mean(axis=0) for k in range(4)])
     assert adjusted_rand_score(truth, labels) > 0.95
     reference = MeanShift(bandwidth=8.0, bin_seeding=True).fit(points)
     assert adjusted_rand_score(reference.labels_, labels) > 0.95
@@ -139,22 +144,16 @@ def test_mean_shift_recovers_separated_clusters_like_sklearn(seed):
 
 def test_mean_shift_translation_invariant():
     points, truth, _ = _gaussian_clusters(2)
-    a, _ = mean_shift_2d(points, 8.0)
-    b, _ = mean_shift_2d(points + np.array([-500.3, 1234.7]), 8.0)
+    a = mean_shift(points, 8.0)
+    b = mean_shift(points + np.array([-500.3, 1234.7]), 8.0)
     assert adjusted_rand_score(a, b) == 1.0
+    assert adjusted_rand_score(a, mean_shift(points + np.array([-500.3, 1234.7]), 8.0, backend="grid")) == 1.0
 
 
 def test_mean_shift_merges_with_large_bandwidth():
     points, _, _ = _gaussian_clusters(3)
-    labels, modes = mean_shift_2d(points, 200.0)
-    assert len(modes) == 1 and np.all(labels == 0)
-
-
-def test_mean_shift_empty_and_bad_bandwidth():
-    labels, modes = mean_shift_2d(np.zeros((0, 2)), 5.0)
-    assert labels.shape == (0,) and modes.shape == (0, 2)
-    with pytest.raises(InputError, match="bandwidth"):
-        mean_shift_2d(np.zeros((3, 2)), 0.5)
+    labels = mean_shift(points, 200.0)
+    assert np.all(labels == 0)
 
 
 def _ideal_field():
@@ -203,38 +202,14 @@ def test_meanshift_instances_empty_foreground():
     assert not out.any()
 
 
-def test_meanshift_instances_rejects_bad_embeddings():
-    with pytest.raises(InputError, match="embeddings"):
-        meanshift_instances(np.zeros((3, 10, 10)), np.ones((10, 10), bool), 5.0)
+def test_meanshift_instances_rejects_embeddings_without_an_embedding_axis():
     with pytest.raises(InputError, match="embeddings"):
         meanshift_instances(np.zeros((10, 10)), np.ones((10, 10), bool), 5.0)
 
 
 # =============================================================================================
-# postprocess
+# label clean-up (splitting, filtering and renumbering are also in tests/test_partition.py)
 # =============================================================================================
-
-
-def test_split_and_filter_splits_disconnected_label():
-    lab = np.zeros((30, 30), np.int64)
-    lab[2:8, 2:8] = 5
-    lab[20:28, 20:28] = 5  # same id, elsewhere
-    lab[2:8, 20:26] = 9
-    out = split_and_filter(lab, 0)
-    assert out.dtype == np.int32
-    assert out.max() == 3
-    np.testing.assert_array_equal(np.unique(out), [0, 1, 2, 3])
-    assert len(np.unique(out[2:8, 2:8])) == 1 and len(np.unique(out[20:28, 20:28])) == 1
-    assert out[3, 3] != out[25, 25]
-    assert _same_partition(out > 0, lab > 0) or np.array_equal(out > 0, lab > 0)
-
-
-def test_split_and_filter_keeps_touching_objects_apart():
-    lab = np.zeros((20, 20), np.int32)
-    lab[5:15, 2:10] = 3
-    lab[5:15, 10:18] = 8
-    out = split_and_filter(lab, 0)
-    assert _same_partition(out, lab)
 
 
 def test_split_and_filter_uses_4_connectivity():

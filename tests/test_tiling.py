@@ -7,16 +7,29 @@ import torch.nn.functional as F
 
 from probseg.callbacks import Callbacks
 from probseg.errors import Cancelled
-from probseg.methods.cellulus import CONTEXT, MiniUNet
+from probseg import methods
 from probseg.tiling import tiled_apply, window_starts
 
+SMALL = {"cellulus": dict(num_fmaps=8), "concrete-dropout": dict(num_fmaps=4)}
 
 
-
-@pytest.fixture(scope="module")
-def unet():
+@pytest.fixture(scope="module", params=sorted(SMALL))
+def unet(request):
+    """Each built-in method's network (one valid-convolution U-Net class), random weights, eval mode."""
+    info = methods.get(request.param)
     torch.manual_seed(0)
-    return MiniUNet(1, 8, 2).eval()
+    return info.model_class.build_network(info.config_class(**SMALL[request.param]), 1).eval()
+
+
+def _tiled(net, image, margin=None):
+    """Tiled like the methods do: margin = the network's context, overlap above twice that."""
+    margin = net.context if margin is None else margin
+    return tiled_apply(net.forward_same, image, _out(net), tile=64 + 2 * net.context, overlap=2 * net.context + 16, margin=margin, align=net.align)
+
+
+def _out(net):
+    with torch.no_grad():
+        return net.forward_same(torch.zeros(1, 1, 16, 16)).shape[1]
 
 
 def _image(shape, channels=1, seed=0):
@@ -107,14 +120,14 @@ def test_local_filter_has_no_seams():
     assert np.abs(seamy - whole).max() > 1e-3
 
 
-# -- the Cellulus network ------------------------------------------------------------------
+# -- the methods' networks ------------------------------------------------------------------
 
 
 def test_unet_tiled_equals_whole_image(unet):
     image = _image((150, 170))
     whole = _whole(unet, image)
-    out = tiled_apply(unet.forward_same, image, 2, tile=64, overlap=32, margin=CONTEXT, align=2)
-    assert out.shape == whole.shape == (2, 150, 170)
+    out = _tiled(unet, image)
+    assert out.shape == whole.shape == (_out(unet), 150, 170)
     assert np.isfinite(out).all()
     assert np.abs(whole).mean() > 1e-2, "random weights should give non-trivial offsets"
     np.testing.assert_allclose(out, whole, atol=1e-4)
@@ -124,7 +137,7 @@ def test_unet_tiling_needs_the_margin(unet):
     """With margin 0, windows' padded borders leak into the blend: the comparison above can fail."""
     image = _image((150, 170))
     whole = _whole(unet, image)
-    out = tiled_apply(unet.forward_same, image, 2, tile=64, overlap=32, margin=0, align=2)
+    out = _tiled(unet, image, margin=0)
     assert np.abs(out - whole).max() > 1e-3
 
 
@@ -133,9 +146,9 @@ def test_unet_tiled_has_no_seams_on_odd_sizes(unet, shape):
     """Away from the bottom/right image edge odd sizes match (the whole image is checked below)."""
     image = _image(shape, seed=1)
     whole = _whole(unet, image)
-    out = tiled_apply(unet.forward_same, image, 2, tile=64, overlap=32, margin=CONTEXT, align=2)
+    out = _tiled(unet, image)
     assert out.shape == whole.shape
-    edge = CONTEXT + 2
+    edge = unet.context + 2
     np.testing.assert_allclose(out[:, :-edge, :-edge], whole[:, :-edge, :-edge], atol=1e-4)
 
 
@@ -143,7 +156,7 @@ def test_unet_tiled_has_no_seams_on_odd_sizes(unet, shape):
 def test_unet_tiled_equals_whole_image_on_odd_sizes(unet, shape):
     image = _image(shape, seed=1)
     whole = _whole(unet, image)
-    out = tiled_apply(unet.forward_same, image, 2, tile=64, overlap=32, margin=CONTEXT, align=2)
+    out = _tiled(unet, image)
     np.testing.assert_allclose(out, whole, atol=1e-4)
 
 

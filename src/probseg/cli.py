@@ -606,11 +606,13 @@ def _cmd_segment(args) -> int:
             extra.append("--raw-out")
         if extra:
             raise InputError(f"--stitch consensus writes the labels only; drop {', '.join(extra)}")
-        _check_consensus_options(args)
+        _check_consensus_options(args, "--consensus-min-size")
     settings = _settings_of(args)
     image = _read_checked(args.image, args.channel_axis, args.rgb)
     model = load_model(args.model, device=args.device)
     model.settings = model.make_settings(settings)  # a bad value fails before the network runs
+    if args.embeddings_out and "embeddings" not in model.raw_maps:
+        raise InputError(f"{model.method} has no embeddings to write; drop --embeddings-out")
     if args.tile_size is not None:
         model.tile_size = args.tile_size
     if stitch:
@@ -689,9 +691,9 @@ def _cmd_tune(args) -> int:
     return 0
 
 
-def _check_consensus_options(args) -> None:
+def _check_consensus_options(args, min_size_flag: str = "--min-size") -> None:
     if args.min_size < 0:
-        raise InputError(f"--min-size must be at least 0, got {args.min_size}")
+        raise InputError(f"{min_size_flag} must be at least 0, got {args.min_size}")
     if not args.radius >= 1:
         raise InputError(f"--radius must be at least 1 px, got {args.radius}")
     if not 0 < args.min_weight <= 1:

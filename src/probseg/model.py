@@ -17,13 +17,14 @@ A method is one module that defines a model class deriving from
     The ``torch.nn.Module``.
 ``training_loss(config, training_set, device)``
     A ``loss_fn(net, rng)`` for :func:`probseg.training.train_loop`.
-``raw(plane, n_samples, rng, callbacks)``
+``raw(plane, n_samples, rng, callbacks)`` and ``raw_maps``
     The only place the network runs. Takes one normalised ``(C, Y, X)``
     plane and returns named float32 maps, whatever the method has:
     ``"embeddings"`` ``(draws, D, Y, X)``, ``"foreground"`` ``(Y, X)``,
     ``"classes"`` ``(draws, K, Y, X)``, affinities, soft masks. Nothing is
     mandatory, but ``"embeddings"``, when present, is shown as a layer. One
     sample should cost one network pass where the method allows it.
+    ``raw_maps`` names the maps, so callers know them before the network runs.
 ``instances(raw, settings, n_samples)``
     Post-processing, no network: the raw maps of one plane become the
     segmentation ``(Y, X)`` and ``n_samples`` samples ``(n, Y, X)``.
@@ -129,6 +130,8 @@ class SegmentationModel:
     method: ClassVar[str] = ""
     config_class: ClassVar[type] = object
     settings_class: ClassVar[type] = object
+    #: Names of the maps :meth:`raw` returns.
+    raw_maps: ClassVar[tuple] = ()
 
     def __init__(self, config, net: torch.nn.Module | None, in_channels: int, normalization: dict, device="auto",
                  train_log: dict | None = None, settings=None, record: dict | None = None):
@@ -310,7 +313,12 @@ class SegmentationModel:
         }
         folder = checkpoint.save_checkpoint(folder, self.method, config_to_dict(self.config), state, extra)
         self.folder = Path(folder)
-        self.save_settings()
+        # Default settings stay implicit, so a later release's better defaults
+        # reach models that were never tuned.
+        if config_to_dict(self.settings) != config_to_dict(self.settings_class()):
+            self.save_settings()
+        else:
+            (self.folder / SETTINGS_NAME).unlink(missing_ok=True)
         return self.folder
 
     def save_settings(self, folder=None) -> Path:

@@ -102,6 +102,7 @@ class CellulusModel(SegmentationModel):
     method = "cellulus"
     config_class = Config
     settings_class = Settings
+    raw_maps = ("embeddings", "intensity")
 
     @classmethod
     def build_network(cls, config: Config, in_channels: int) -> nn.Module:

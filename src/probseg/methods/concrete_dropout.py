@@ -381,6 +381,7 @@ class ConcreteDropoutModel(SegmentationModel):
     method = "concrete-dropout"
     config_class = Config
     settings_class = Settings
+    raw_maps = ("embeddings", "classes")
 
     @classmethod
     def build_network(cls, config: Config, in_channels: int) -> nn.Module:
