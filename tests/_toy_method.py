@@ -50,6 +50,7 @@ class ToyModel(SegmentationModel):
     method = "toy"
     config_class = Config
     settings_class = Settings
+    raw_maps = ("foreground",)
 
     @classmethod
     def build_network(cls, config: Config, in_channels: int) -> nn.Module:

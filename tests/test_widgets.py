@@ -390,3 +390,34 @@ def test_retune_recomputes_without_the_network_and_tune_on_labels(viewer, qtbot,
     assert best["f1"] == max(row["f1"] for row in predictor.tune_result.table)
     assert predictor.settings["bandwidth"] == best["bandwidth"] and predictor.settings["min_size"] == best["min_size"]
     assert (model_folder / "settings.json").is_file() and "F1" in predictor.status
+
+
+def test_a_method_registered_with_one_line_trains_and_predicts_in_the_widgets(viewer, qtbot, tmp_path, store, monkeypatch):
+    from probseg import methods
+
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    methods.register("toy", "_toy_method")  # the one line (see tests/_toy_method.py)
+    try:
+        trainer = _dock(viewer, TrainWidget(viewer, store=store))
+        predictor = _dock(viewer, PredictWidget(viewer, store=store))
+        trainer.method = "toy"
+        assert "threshold" not in trainer.form.fields  # post-processing lives in Predict
+        trainer.form.set_values({"steps": 3})
+        trainer.output_folder = tmp_path / "toy"
+        assert trainer.start() is not None, trainer.status
+        _wait(qtbot, trainer)
+        assert trainer.model.method == "toy" and (tmp_path / "toy" / "config.json").is_file()
+        predictor.model_name = trainer.model_name
+        assert set(predictor.settings_form.fields) == {"threshold", "min_size"}
+        predictor.n_samples = 2
+        assert predictor.run() is not None, predictor.status
+        _wait(qtbot, predictor)
+        layers = predictor.output_layers
+        assert "embeddings" not in layers  # the toy method has none
+        assert layers["samples"].data.shape == (2, 96, 96) and layers["segmentation"].data.shape == (96, 96)
+        first = predictor.prediction
+        predictor.settings_form.set_values({"threshold": 0.99})
+        qtbot.waitUntil(lambda: predictor.prediction is not first and not predictor.running, timeout=TIMEOUT_MS)
+        assert predictor.prediction.settings.threshold == 0.99
+    finally:
+        methods._MODULES.pop("toy", None)

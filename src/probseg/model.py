@@ -21,7 +21,8 @@ A method is one module that defines a model class deriving from
     The only place the network runs. Takes one normalised ``(C, Y, X)``
     plane and returns named float32 maps, whatever the method has:
     ``"embeddings"`` ``(draws, D, Y, X)``, ``"foreground"`` ``(Y, X)``,
-    ``"classes"`` ``(draws, K, Y, X)``, affinities, soft masks. Nothing is
+    ``"classes"`` ``(draws, K, Y, X)``, affinities, soft masks; a map of three
+    or more axes has the draws first, draw 0 being the segmentation's. Nothing is
     mandatory, but ``"embeddings"``, when present, is shown as a layer. One
     sample should cost one network pass where the method allows it.
     ``raw_maps`` names the maps, so callers know them before the network runs.

@@ -61,6 +61,7 @@ def save_raw(path, raw: Raw, model_meta: dict, *, overwrite: bool = False) -> Pa
         "n_samples": int(raw.n_samples), "is_stack": bool(raw.is_stack), "notice": raw.notice,
         "model": {k: model_meta[k] for k in ("method", "config", "in_channels", "normalization", "settings") if k in model_meta},
         "run": raw.attrs,
+        "maps": list(raw.planes[0]),  # zarr lists arrays in its own order; keep the method's
     })
     for z, plane in enumerate(raw.planes):
         group = root.create_group(f"plane_{z:04d}")
@@ -104,7 +105,9 @@ def load_raw(path) -> tuple[Raw, dict]:
     try:
         for key in sorted(k for k, _ in root.groups()):
             group = root[key]
-            planes.append({name: np.asarray(arr[...], dtype=np.float32) for name, arr in group.arrays()})
+            arrays = dict(group.arrays())
+            order = [n for n in attrs.get("maps", []) if n in arrays] + sorted(n for n in arrays if n not in attrs.get("maps", []))
+            planes.append({name: np.asarray(arrays[name][...], dtype=np.float32) for name in order})
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"{path} is damaged ({type(exc).__name__}: {exc})") from None
     if not planes or not all(planes):

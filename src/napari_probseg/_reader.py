@@ -1,0 +1,52 @@
+"""Open a raw store written by ``probseg segment --raw-out`` (or the Predict widget) as napari layers.
+
+Every raw map becomes an image layer (the first draw, the one the
+segmentation comes from), and the store's segmentation is re-computed from
+it with the settings it was made with, so the store opens the way it was
+seen. The network does not run; the model's weights are not needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def get_reader(path):
+    """napari's reader hook: a reader for a probseg raw store, else None (another plugin may read it)."""
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    folder = Path(path)
+    if not folder.is_dir() or not (folder / "zarr.json").is_file():
+        return None
+    try:
+        import json
+
+        attrs = json.loads((folder / "zarr.json").read_text()).get("attributes", {})
+    except (OSError, ValueError):
+        return None
+    return read_raw if attrs.get("format") == "probseg-raw" else None
+
+
+def read_raw(path) -> list[tuple]:
+    """Layer data tuples for the raw maps of a store, plus its segmentation."""
+    from probseg import methods
+    from probseg.rawstore import load_raw
+
+    path = Path(path[0] if isinstance(path, list) else path)
+    raw, meta = load_raw(path)
+    name = path.stem
+    layers = []
+    for key in raw.planes[0]:
+        # Maps of three or more axes have the draws first (see probseg.model).
+        first = [plane[key][0] if plane[key].ndim >= 3 else plane[key] for plane in raw.planes]
+        data = np.stack(first) if raw.is_stack else first[0]
+        # A (D, Y, X) map is D channels: shown as a stack with a slider, hidden.
+        layers.append((data, {"name": f"{name} {key}", "visible": False}, "image"))
+    model = methods.get(meta["method"]).model_class.for_postprocessing(meta)
+    prediction = model.postprocess(raw)
+    layers.append((prediction.segmentation, {"name": f"{name} segmentation", "opacity": 0.6}, "labels"))
+    return layers
