@@ -1,12 +1,15 @@
 """Regenerate the screenshots of the napari widgets in docs/images/.
 
 Trains Cellulus on the nuclei sample through the Train widget, segments the
-image through the Predict widget, and captures the napari window after each.
+image through the Predict widget, tunes its post-processing settings on the
+ground-truth labels ("Tune on labels", which re-computes the result from the
+kept network output), and captures the napari window after each.
 Needs a display; on a headless machine run it under Xvfb::
 
     xvfb-run -a -s "-screen 0 1920x1200x24" python docs/screenshots.py
 
 Takes a few minutes on a laptop CPU (``--steps`` trades time for quality).
+``--only predict_retune --steps 300`` makes just the re-tune picture, quickly.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _capture import close_toasts  # docs/ is on sys.path when run as a script
+
 HERE = Path(__file__).resolve().parent
+PICTURES = ("train_widget", "predict_widget", "predict_retune", "results_grid")
 
 
 def _settle() -> None:
@@ -49,7 +55,16 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "images", help="folder for the PNG files")
     parser.add_argument("--steps", type=int, default=600, help="training steps (default 600)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds before training is cancelled")
+    parser.add_argument("--only", nargs="+", choices=PICTURES, default=list(PICTURES), metavar="NAME",
+                        help=f"write only these pictures ({', '.join(PICTURES)}); the steps before them still run")
     args = parser.parse_args(argv)
+    wanted = set(args.only)
+
+    def capture(name: str) -> None:
+        if name in wanted:
+            close_toasts()
+            _settle()
+            viewer.screenshot(str(args.out / f"{name}.png"), canvas_only=False, flash=False)
 
     import napari
 
@@ -77,7 +92,7 @@ def main(argv=None) -> int:
         trainer.start()
         _wait(trainer, args.timeout)
         print(trainer.status)
-        viewer.screenshot(str(args.out / "train_widget.png"), canvas_only=False, flash=False)
+        capture("train_widget")
 
         # Docked only now, as a tab in front of Train, so each picture shows one widget.
         viewer.window.add_dock_widget(predictor, name="Predict (probseg)", area="right", tabify=True)
@@ -86,7 +101,19 @@ def main(argv=None) -> int:
         _wait(predictor, args.timeout)
         print(predictor.status)
         viewer.layers.selection.active = viewer.layers["nuclei segmentation"]
-        viewer.screenshot(str(args.out / "predict_widget.png"), canvas_only=False, flash=False)
+        capture("predict_widget")
+
+        # Tune on labels: the settings are searched against the ground truth
+        # (the network runs once), the form takes the best ones, and the
+        # layers are re-computed from the kept raw output without the network.
+        if {"predict_retune", "results_grid"} & wanted:
+            predictor.labels_layer = "nuclei ground truth"
+            predictor.tune()
+            _wait(predictor, args.timeout)
+            _wait(predictor, args.timeout)  # the re-computation with the tuned settings follows the tuning
+            print(predictor.status)
+            viewer.layers.selection.active = viewer.layers["nuclei segmentation"]
+            capture("predict_retune")
 
         # All results side by side: image, segmentation, one sample, uncertainty, embeddings.
         shown = ["nuclei", "nuclei segmentation", "nuclei samples", "nuclei uncertainty", "nuclei embeddings"]
@@ -100,7 +127,7 @@ def main(argv=None) -> int:
         _settle()
         viewer.reset_view()
         _settle()
-        viewer.screenshot(str(args.out / "results_grid.png"), canvas_only=False, flash=False)
+        capture("results_grid")
     viewer.close()
     print(f"screenshots written to {args.out}")
     return 0

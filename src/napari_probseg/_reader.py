@@ -1,4 +1,4 @@
-"""Open a raw store written by ``probseg segment --raw-out`` (or the Predict widget) as napari layers.
+"""Open a raw store written by ``probseg segment --raw-out`` as napari layers.
 
 Every raw map becomes an image layer (the first draw, the one the
 segmentation comes from), and the store's segmentation is re-computed from

@@ -238,7 +238,8 @@ def _add_settings(parser, argv: list[str], command: str) -> None:
         flags = _add_fields(parser, info.settings_class, f"{info.title} post-processing settings", "set_")
         parser.set_defaults(_flags=flags, _settings_class=info.settings_class)
     else:
-        parser.epilog = "The post-processing settings of the model's method become flags once MODEL_DIR names a model."
+        what = "RAW.zarr names a raw store" if command == "instances" else "MODEL_DIR names a model"
+        parser.epilog = f"The post-processing settings of the method become flags once {what}."
 
 
 def _train_common() -> argparse.ArgumentParser:
@@ -304,8 +305,9 @@ def build_parser(command: str | None = None, argv: list[str] | None = None) -> a
         imported to generate their flags; the other commands then start
         without importing torch.
     argv : list of str, optional
-        The command line; for ``segment``, ``instances`` and ``tune`` the model
-        folder (or raw store) it names decides which post-processing flags exist.
+        The command line; the model
+        folder (or raw store) it names decides which post-processing flags exist
+        for ``segment`` and ``instances``.
     """
     argv = list(argv or [])
     parser = _Parser(
@@ -386,6 +388,7 @@ def build_parser(command: str | None = None, argv: list[str] | None = None) -> a
     tune.add_argument("image", metavar="IMAGE", help="an image the model did not train on, if you have one")
     tune.add_argument("labels", metavar="LABELS", help="its instance labels")
     tune.add_argument("--dry-run", action="store_true", help="only print the table; store nothing")
+    tune.add_argument("--seed", type=int, default=0, metavar="S", help="random seed of the network pass (default: 0)")
     tune.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE_HELP)
     tune.add_argument("--rgb", action="store_true", help="the last axis of the image holds RGB(A) colour channels")
     tune.add_argument("--channel-axis", type=int, metavar="A", help="axis of the image that holds channels")
@@ -670,7 +673,7 @@ def _cmd_tune(args) -> int:
     model = load_model(args.model, device=args.device)
     reporter = _Reporter("tuning", "setting")
     try:
-        result = tune(model, image, labels, save=not args.dry_run, channel_axis=args.channel_axis, rgb=args.rgb,
+        result = tune(model, image, labels, save=not args.dry_run, seed=args.seed, channel_axis=args.channel_axis, rgb=args.rgb,
                       callbacks=Callbacks(on_progress=reporter.progress, on_message=reporter.message))
     finally:
         reporter.close()

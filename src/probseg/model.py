@@ -243,7 +243,7 @@ class SegmentationModel:
         settings = self.make_settings(settings)
         cb = ensure(callbacks)
         segs, samples, uncs, probs = [], [], [], []
-        for plane in raw.planes:
+        for z, plane in enumerate(raw.planes):
             cb.raise_if_stopped()
             seg, smp = self.instances(plane, settings, raw.n_samples)
             agg = agglomerate(smp)
@@ -251,6 +251,7 @@ class SegmentationModel:
             samples.append(smp.astype(np.int32))
             uncs.append(np.asarray(self.uncertainty(smp, agg), dtype=np.float32))
             probs.append(agg.probability)
+            cb.progress(z + 1, len(raw.planes))
         seg, smp, unc, prob = np.stack(segs), np.stack(samples, axis=1), np.stack(uncs), np.stack(probs)
         if not raw.is_stack:
             seg, smp, unc, prob = seg[0], smp[:, 0], unc[0], prob[0]
