@@ -78,7 +78,7 @@ def test_config_fields_are_documented_and_in_range():
         if s.maximum is not None:
             assert s.default <= s.maximum, s.name
     defaults = Config()
-    assert defaults.ignore_id == -1 and defaults.temperature == 0.1 and defaults.dropout_rate == 0.1
+    assert defaults.ignore_id == -1 and defaults.temperature == 0.1 and defaults.dropout_rate == 0.05
 
 
 def test_cli_help_lists_the_generated_flags(capsys, model, tmp_path):

@@ -133,6 +133,8 @@ class SegmentationModel:
     settings_class: ClassVar[type] = object
     #: Names of the maps :meth:`raw` returns.
     raw_maps: ClassVar[tuple] = ()
+    #: Side of the inference windows unless the user picks another.
+    default_tile_size: ClassVar[int] = 512
 
     def __init__(self, config, net: torch.nn.Module | None, in_channels: int, normalization: dict, device="auto",
                  train_log: dict | None = None, settings=None, record: dict | None = None):
@@ -150,7 +152,7 @@ class SegmentationModel:
         #: The folder it was loaded from or saved to, where tuned settings go.
         self.folder: Path | None = None
         # Inference window; the widgets and CLI expose it so large images fit in memory.
-        self.tile_size = 512
+        self.tile_size = self.default_tile_size
 
     # -- what methods implement ---------------------------------------------------------
     @classmethod

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
+from skimage.feature import peak_local_max
 from torch import nn
 
 from probseg.callbacks import Callbacks
@@ -80,16 +81,21 @@ class Config(TrainingConfig):
 
     # CPU-friendly defaults; on a GPU raise batch_size, crop_size and num_fmaps.
     batch_size: int = param(4, "crops per iteration", unit="crops", minimum=1, maximum=256, advanced=True)
-    crop_size: int = param(96, "side of the random training crops; the loss sees the centre, 40 px smaller", unit="px", minimum=48, maximum=2048, advanced=True)
+    # Measured on the nuclei sample (benchmarks/accuracy.py): 1600 steps of 128 px
+    # crops at 1e-3 fit in about 4 minutes on two CPU cores.
+    steps: int = param(1600, "training iterations", unit="steps", minimum=1, maximum=1_000_000)
+    crop_size: int = param(128, "side of the random training crops; the loss sees the centre, 40 px smaller", unit="px", minimum=48, maximum=2048, advanced=True)
+    learning_rate: float = param(1e-3, "AdamW learning rate", minimum=1e-7, maximum=1.0, advanced=True)
+    intensity_scale: float = param(0.25, "augmentation: each crop is multiplied by a random factor between 1/(1+s) and 1+s", minimum=0.0, maximum=4.0, advanced=True)
     ignore_id: int = param(-1, "label id of unannotated pixels (e.g. 65535), left out of every loss term; -1: none", minimum=-1)
     embedding_dims: int = param(4, "dimensions of the per-pixel embedding", minimum=1, maximum=32, advanced=True)
-    delta_d: float = param(3.0, "object mean embeddings closer than this are pushed apart (hinge of the distance term)", minimum=0.1, maximum=100.0, advanced=True)
+    delta_d: float = param(1.0, "object mean embeddings closer than this are pushed apart (hinge of the distance term)", minimum=0.1, maximum=100.0, advanced=True)
     center_weight: float = param(0.001, "weight of the norm of the object means in the loss", minimum=0.0, maximum=1.0, advanced=True)
     overlap_width: int = param(2, "object pixels this close to another object form the overlap class", unit="px", minimum=1, maximum=10, advanced=True)
     background_weight: float = param(1.0, "cross-entropy weight of the background class", minimum=0.0, maximum=100.0, advanced=True)
     foreground_weight: float = param(1.0, "cross-entropy weight of the foreground class", minimum=0.0, maximum=100.0, advanced=True)
     overlap_weight: float = param(2.0, "cross-entropy weight of the overlap class (rare, so weighted up)", minimum=0.0, maximum=100.0, advanced=True)
-    dropout_rate: float = param(0.1, "initial dropout rate of every layer; training learns each layer's own", minimum=0.01, maximum=0.9, advanced=True)
+    dropout_rate: float = param(0.05, "initial dropout rate of every layer; training learns each layer's own", minimum=0.01, maximum=0.9, advanced=True)
     temperature: float = param(0.1, "temperature of the Concrete relaxation of the dropout masks", minimum=0.01, maximum=1.0, advanced=True)
     weight_regularizer: float = param(1e-6, "iota^2, prior length-scale squared: weight of (1-p)/2 |M|^2 per layer", minimum=0.0, maximum=1.0, advanced=True)
     dropout_regularizer: float = param(1.0, "zeta, weight of the entropy term -F H(p) per layer that pulls rates to 0.5", minimum=0.0, maximum=1000.0, advanced=True)
@@ -102,12 +108,14 @@ class Config(TrainingConfig):
 class Settings:
     """How the network's output becomes objects; changing them never reruns the network."""
 
-    partition: str = param("watershed", "watershed: flood from the foreground-class cores over the object pixels; meanshift: cluster the embeddings (Rumberger et al.); mutex: mutex watershed on affinities from the embeddings", choices=("watershed", "meanshift", "mutex"))
-    seed_threshold: float = param(0.5, "watershed: probability of the foreground (core) class that makes a seed", minimum=0.01, maximum=0.99)
-    mask_threshold: float = param(0.5, "watershed: probability of background below which a pixel belongs to an object", minimum=0.01, maximum=0.99)
+    partition: str = param("watershed", "watershed: flood from seeds at the centres of the foreground-class cores over the object pixels; meanshift: cluster the embeddings (Rumberger et al.); mutex: mutex watershed on affinities from the embeddings", choices=("watershed", "meanshift", "mutex"))
+    seed_threshold: float = param(0.5, "watershed: probability of the foreground (core) class above which a pixel is an object's core", minimum=0.01, maximum=0.99)
+    mask_threshold: float = param(0.5, "probability of background below which a pixel belongs to an object", minimum=0.01, maximum=0.99)
+    min_distance: int = param(6, "watershed: smallest distance between two objects' seeds (peaks of the cores' distance transform)", unit="px", minimum=1, maximum=200)
+    smoothing: float = param(2.0, "watershed: Gaussian sigma smoothing the cores' distance transform", unit="px", minimum=0.0, maximum=20.0)
     bandwidth: float = param(0.0, "meanshift and mutex: distance scale in embedding units (the loss keeps objects delta_d apart); 0: half of delta_d", minimum=0.0, maximum=100.0)
     bias: float = param(0.5, "mutex: affinity below which two pixels repel; higher splits more", minimum=0.0, maximum=1.0)
-    min_size: int = param(20, "smallest object kept", unit="px", minimum=0)
+    min_size: int = param(40, "smallest object kept", unit="px", minimum=0)
 
 
 def _conv(config: Config):
@@ -337,31 +345,43 @@ def mutex_partition(embeddings: np.ndarray, classes: np.ndarray, delta: float, b
     return split_and_filter(labels, min_size)
 
 
-def watershed_partition(classes: np.ndarray, seed_threshold: float, mask_threshold: float, min_size: int) -> np.ndarray:
-    """Seeded watershed of one pass: cores of the foreground class flooded over the object pixels.
+def watershed_partition(classes: np.ndarray, seed_threshold: float, mask_threshold: float, min_distance: int,
+                        smoothing: float, min_size: int) -> np.ndarray:
+    """Seeded watershed of one pass: one seed per core of the foreground class, flooded over the object pixels.
 
-    The overlap class marks the pixels where touching objects meet, so the
-    connected regions where the foreground (core) class is likely hold one
-    object each; they grow over every pixel not likely background, in the
-    order of the foreground probability.
+    The overlap class marks where touching objects meet, so the cores (pixels
+    where the foreground class is likely) come apart there; the peaks of their
+    smoothed distance transform (at least ``min_distance`` apart within a
+    core) split what the band leaves joined at a neck. The seeds grow over
+    every pixel not likely background, deepest first.
 
     Parameters
     ----------
     classes : ndarray, shape (3, Y, X)
         Probabilities of background, foreground and overlap.
     seed_threshold : float
-        Foreground-class probability that makes a seed pixel.
+        Foreground-class probability above which a pixel is core.
     mask_threshold : float
         Pixels whose background probability is below this belong to an object.
+    min_distance : int
+        Smallest distance between two seeds of one core, in px.
+    smoothing : float
+        Gaussian sigma of the distance transform, in px (0: none).
     min_size : int
 
     Returns
     -------
     ndarray of int32, shape (Y, X)
     """
-    core = classes[1]
-    seeds = split_and_filter((core > seed_threshold).astype(np.int32), max(1, min_size // 4))
-    return seeded_watershed(1.0 - classes[0], threshold=1.0 - mask_threshold, seeds=seeds, distance=core, min_size=min_size)
+    core = classes[1] > seed_threshold
+    depth = ndi.distance_transform_edt(core)
+    if smoothing > 0:
+        depth = ndi.gaussian_filter(depth, smoothing)
+    peaks = peak_local_max(depth, min_distance=int(min_distance), labels=ndi.label(core)[0], exclude_border=False)
+    seeds = np.zeros(core.shape, dtype=bool)
+    seeds[tuple(peaks.T)] = True
+    markers = ndi.label(seeds, structure=np.ones((3, 3), dtype=bool))[0]  # a plateau's peaks are one seed
+    return seeded_watershed(1.0 - classes[0], threshold=1.0 - mask_threshold, seeds=markers, distance=depth, min_size=min_size)
 
 
 # -- model ----------------------------------------------------------------------------------
@@ -415,8 +435,13 @@ class ConcreteDropoutModel(SegmentationModel):
         n = config.dataset_size or int(sum((c > 0).sum() for c in coded))
         size = _crop_side(config)
 
+        low, high = 1.0 / (1.0 + config.intensity_scale), 1.0 + config.intensity_scale
+
         def loss_fn(net: nn.Module, rng: np.random.Generator) -> torch.Tensor:
             images, codes = random_crops(scaled, size, config.batch_size, rng, with_labels=True)
+            if config.intensity_scale > 0:
+                # Nuclei differ in brightness from image to image; flips and turns come from random_crops.
+                images = images * torch.from_numpy(rng.uniform(low, high, (len(images), 1, 1, 1)).astype(np.float32))
             data = segmentation_loss(net(images.to(device)), codes - 1, config)
             return data + dropout_regularization(net, config.weight_regularizer, config.dropout_regularizer) / n
 
@@ -478,7 +503,8 @@ class ConcreteDropoutModel(SegmentationModel):
         if settings.partition == "mutex":
             return mutex_partition(embeddings, classes, self.bandwidth(settings), settings.bias, settings.mask_threshold,
                                    settings.min_size)
-        return watershed_partition(classes, settings.seed_threshold, settings.mask_threshold, settings.min_size)
+        return watershed_partition(classes, settings.seed_threshold, settings.mask_threshold, settings.min_distance,
+                                   settings.smoothing, settings.min_size)
 
     def instances(self, raw: dict, settings: Settings, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
         emb, cls = raw["embeddings"], raw["classes"]
@@ -497,9 +523,11 @@ class ConcreteDropoutModel(SegmentationModel):
 
     def tune_grid(self) -> dict:
         return {
-            "partition": ["watershed", "meanshift"],
             "seed_threshold": [0.3, 0.5, 0.7],
-            "min_size": [0, 20, 40],
+            "mask_threshold": [0.4, 0.5, 0.6],
+            "min_distance": [4, 6, 8],
+            "smoothing": [1.0, 2.0],
+            "min_size": [20, 40],
         }
 
 

@@ -56,6 +56,7 @@ def mean_shift(
     max_iter: int = 300,
     tol: float = 0.01,
     max_points: int = 10_000,
+    assign: str = "climb",
 ) -> np.ndarray:
     """Flat-kernel mean-shift clustering of points in any number of dimensions.
 
@@ -81,6 +82,12 @@ def mean_shift(
     max_points : int
         Points used to find the modes with the "numpy" and "torch" backends
         (the "grid" backend uses all); every point is then assigned.
+    assign : {"climb", "nearest"}
+        "climb": every point (pooled into cells of an eighth of the
+        bandwidth) climbs the density itself and joins the mode it arrives
+        at, so the border between two touching clusters follows the density
+        valley; "nearest": every point joins the nearest mode (faster; a
+        straight border halfway between the modes).
 
     Returns
     -------
@@ -119,7 +126,16 @@ def mean_shift(
         else:
             step = _kdtree_step(centres, weight, bandwidth)
     modes, density = _climb(seeds, step, bandwidth, max_iter, tol)
-    return _merge_and_assign(points, modes, density, bandwidth)
+    if assign == "nearest":
+        return _merge_and_assign(points, modes, density, bandwidth)
+    if assign != "climb":
+        raise InputError(f"unknown mean-shift assignment {assign!r}; choose climb or nearest")
+    kept = _merge_and_assign(modes, modes, density, bandwidth)  # mode index of every climbed seed
+    order = np.unique(kept)
+    cell, starts, _ = _pool(points, bandwidth / 8)
+    arrived, _ = _climb(starts, step, bandwidth, max_iter, tol)
+    # Each arrival joins the kept mode whose seed climbed nearest to it.
+    return kept[cKDTree(modes).query(arrived)[1]][cell].astype(np.int64)
 
 
 def meanshift_instances(
