@@ -295,6 +295,13 @@ def _add_consensus_options(parser: argparse.ArgumentParser, title: str, min_size
                        help="Leiden implementation: igraph's (fast) or leidenalg (reference) (default: igraph)")
 
 
+def _add_sample_outputs(parser: argparse.ArgumentParser) -> None:
+    """The optional outputs made from the samples, shared by ``segment`` and ``instances``."""
+    parser.add_argument("--samples-out", metavar="SAMPLES", help="write the sampled label images, stacked on a first axis")
+    parser.add_argument("--uncertainty-out", metavar="UNC", help="write the per-pixel uncertainty of the samples (float32, 0 to 1)")
+    parser.add_argument("--probability-out", metavar="PROB", help="write each pixel's object probability over the samples (float32, 0 to 1)")
+
+
 def build_parser(command: str | None = None, argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The argument parser.
 
@@ -343,10 +350,8 @@ def build_parser(command: str | None = None, argv: list[str] | None = None) -> a
     segment.add_argument("image", metavar="IMAGE", help="image to segment (tif, png, jpg, npy or zarr)")
     segment.add_argument("--out", required=True, metavar="LABELS", help="label image to write (.tif, .npy or .png)")
     segment.add_argument("--samples", type=int, default=8, metavar="N", help="segmentations to draw for --samples-out and --uncertainty-out (default: 8)")
-    segment.add_argument("--samples-out", metavar="SAMPLES", help="write the N sampled label images, stacked on a first axis")
+    _add_sample_outputs(segment)
     segment.add_argument("--embeddings-out", metavar="EMB", help="write the per-pixel embeddings (float32, embedding axis first)")
-    segment.add_argument("--uncertainty-out", metavar="UNC", help="write the per-pixel uncertainty of the samples (float32, 0 to 1)")
-    segment.add_argument("--probability-out", metavar="PROB", help="write each pixel's object probability over the samples (float32, 0 to 1)")
     segment.add_argument("--raw-out", metavar="RAW.zarr", help="also keep the network's raw output in a zarr store; 'probseg instances' turns it into labels with other settings later")
     segment.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE_HELP)
     segment.add_argument("--tile-size", type=int, metavar="PX", help="inference window side; lower it if memory runs out (default: the model's, 512)")
@@ -371,9 +376,7 @@ def build_parser(command: str | None = None, argv: list[str] | None = None) -> a
     )
     instances.add_argument("raw", metavar="RAW.zarr", help="raw store written by 'probseg segment --raw-out'")
     instances.add_argument("--out", required=True, metavar="LABELS", help="label image to write (.tif, .npy or .png)")
-    instances.add_argument("--samples-out", metavar="SAMPLES", help="write the sampled label images, stacked on a first axis")
-    instances.add_argument("--uncertainty-out", metavar="UNC", help="write the per-pixel uncertainty of the samples (float32, 0 to 1)")
-    instances.add_argument("--probability-out", metavar="PROB", help="write each pixel's object probability over the samples (float32, 0 to 1)")
+    _add_sample_outputs(instances)
     instances.set_defaults(handler=_cmd_instances, _prog=instances.prog)
     if command == "instances":
         _add_settings(instances, argv, "instances")
