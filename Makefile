@@ -51,6 +51,8 @@ test: install system-deps
 	$(BIN)/python -m pytest -q
 
 benchmark: install
+	$(BIN)/python benchmarks/accuracy.py
+	$(BIN)/python benchmarks/partition_speed.py
 	$(BIN)/python benchmarks/cellulus_nuclei.py
 	$(BIN)/python benchmarks/consensus.py
 	$(BIN)/python benchmarks/proofreading_simulation.py

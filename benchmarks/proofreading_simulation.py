@@ -9,7 +9,7 @@ it. The same with k random patches (mean over 10 draws). Prints F1 and
 AP_dsb after each k, for the nuclei sample and for synthetic touching blobs,
 plus training time and inference speed; saves the PAvPU curves as a PNG.
 
-    python benchmarks/proofreading_simulation.py [--steps 1500] [--devices cpu cuda] [--png docs/images/pavpu.png]
+    python benchmarks/proofreading_simulation.py [--steps N (default: the method's)] [--devices cpu cuda] [--png docs/images/pavpu.png]
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ def random_rects(shape, patch: int, k: int, rng) -> list:
 
 def run(name, train_image, train_labels, test_image, test_truth, object_size, steps, device, seed=0) -> dict:
     t0 = time.perf_counter()
-    model = probseg.train("concrete-dropout", train_image, train_labels, config={"steps": steps}, device=device, seed=seed)
+    config = {} if steps is None else {"steps": steps}
+    model = probseg.train("concrete-dropout", train_image, train_labels, config=config, device=device, seed=seed)
     train_s = time.perf_counter() - t0
     model.predict(test_image[:64, :64], n_samples=1)  # warm-up
     t0 = time.perf_counter()
@@ -108,12 +109,12 @@ def save_png(results, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the method's)")
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
     parser.add_argument("--png", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "images" / "pavpu.png")
     args = parser.parse_args()
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    print(f"# {torch.get_num_threads()} torch threads, torch {torch.__version__}, {args.steps} steps, {N_DRAWS} draws")
+    print(f"# {torch.get_num_threads()} torch threads, torch {torch.__version__}, {args.steps or 'default'} steps, {N_DRAWS} draws")
 
     image, truth = nuclei()
     half = image.shape[0] // 2
