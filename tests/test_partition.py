@@ -159,6 +159,8 @@ def test_mean_shift_recovers_gaussian_clusters(dims):
     # Too large a bandwidth merges the two close clusters.
     merged = mean_shift(points, 8.0)
     assert (merged[truth == 0] == merged[truth == 1][0]).all()
+    # Nearest-mode assignment finds the same well-separated clusters.
+    assert adjusted_rand_score(truth, mean_shift(points, 2.0, assign="nearest")) == 1.0
 
 
 def test_mean_shift_rejects_bad_input():
@@ -166,6 +168,8 @@ def test_mean_shift_rejects_bad_input():
         mean_shift(np.zeros((5, 2)), 0.0)
     with pytest.raises(InputError):
         mean_shift(np.zeros((5, 3)), 1.0, backend="grid")
+    with pytest.raises(InputError):
+        mean_shift(np.zeros((5, 2)), 1.0, assign="farthest")
     assert mean_shift(np.zeros((0, 4)), 1.0).shape == (0,)
 
 

@@ -36,7 +36,6 @@ dropout on (Monte Carlo dropout). Each pass is partitioned alone
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np

@@ -91,7 +91,8 @@ def mean_shift(
     Returns
     -------
     ndarray of int64, shape (N,)
-        Mode index of every point, 0..K-1, densest mode first.
+        Mode index of every point, 0..K-1, densest mode first (with
+        ``assign="climb"`` a mode no point arrives at leaves its index unused).
 
     Raises
     ------
@@ -103,6 +104,8 @@ def mean_shift(
         raise InputError(f"mean-shift bandwidth must be positive, got {bandwidth}")
     if backend not in BACKENDS:
         raise InputError(f"unknown mean-shift backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if assign not in ("climb", "nearest"):
+        raise InputError(f"unknown mean-shift assignment {assign!r}; choose climb or nearest")
     points = np.asarray(points, dtype=np.float64)
     if points.ndim != 2:
         raise InputError(f"expected points of shape (N, D), got {points.shape}")
@@ -127,10 +130,7 @@ def mean_shift(
     modes, density = _climb(seeds, step, bandwidth, max_iter, tol)
     if assign == "nearest":
         return _merge_and_assign(points, modes, density, bandwidth)
-    if assign != "climb":
-        raise InputError(f"unknown mean-shift assignment {assign!r}; choose climb or nearest")
     kept = _merge_and_assign(modes, modes, density, bandwidth)  # mode index of every climbed seed
-    order = np.unique(kept)
     cell, starts, _ = _pool(points, bandwidth / 4)
     arrived, _ = _climb(starts, step, bandwidth, max_iter, tol)
     # Each arrival joins the kept mode whose seed climbed nearest to it.
