@@ -23,6 +23,7 @@ if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.env
 from napari.layers import Image, Labels  # noqa: E402
 
 from napari_probseg import _models, train_widget  # noqa: E402
+from napari_probseg._layers import OUTPUT_META_KEY  # noqa: E402
 from napari_probseg._sample_data import nuclei, touching_blobs  # noqa: E402
 from napari_probseg.consensus_widget import ConsensusWidget  # noqa: E402
 from napari_probseg.predict_widget import PredictWidget  # noqa: E402
@@ -421,3 +422,29 @@ def test_a_method_registered_with_one_line_trains_and_predicts_in_the_widgets(vi
         assert predictor.prediction.settings.threshold == 0.99
     finally:
         methods._MODULES.pop("toy", None)
+
+
+def test_settings_of_another_model_never_recompute_the_shown_result(viewer, qtbot, store, model_folder, crop):
+    predictor = _dock(viewer, PredictWidget(viewer, store=store))
+    _load(qtbot, predictor, model_folder)
+    shown_model = predictor.model_name
+    assert predictor.run() is not None
+    _wait(qtbot, predictor)
+    first = predictor.prediction
+    truth = datasets.nuclei()[1][:96, :96]
+    other = api.train("concrete-dropout", crop, truth, config={"steps": 2, "crop_size": 48, "batch_size": 2, "num_fmaps": 4}, device="cpu")
+    store.add("other", other)
+    predictor.model_name = "other"
+    assert set(predictor.settings_form.fields) >= {"partition", "seed_threshold"}  # the other model's form
+    predictor.settings_form.set_values({"min_size": 5})  # no re-compute starts: the result is the Cellulus model's
+    qtbot.wait(400)
+    assert not predictor.running and predictor.prediction is first
+    assert predictor.retune() is None and shown_model in predictor.status and "Run" in predictor.status
+    # Tuning the other model does not touch the shown result either.
+    viewer.add_labels(truth, name="truth")
+    predictor.reset_choices()
+    predictor.labels_layer = "truth"
+    assert predictor.tune() is not None
+    qtbot.waitUntil(lambda: predictor.tune_result is not None and not predictor.running, timeout=TIMEOUT_MS)
+    assert predictor.prediction is first
+    assert predictor.output_layers["segmentation"].metadata[OUTPUT_META_KEY]["model"] == shown_model

@@ -8,6 +8,7 @@ seen. The network does not run; the model's weights are not needed.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +20,9 @@ def get_reader(path):
         if len(path) != 1:
             return None
         path = path[0]
-    folder = Path(path)
-    if not folder.is_dir() or not (folder / "zarr.json").is_file():
-        return None
-    try:
-        import json
+    from probseg.rawstore import store_method
 
-        attrs = json.loads((folder / "zarr.json").read_text()).get("attributes", {})
-    except (OSError, ValueError):
-        return None
-    return read_raw if attrs.get("format") == "probseg-raw" else None
+    return read_raw if store_method(path) is not None else None
 
 
 def read_raw(path) -> list[tuple]:
@@ -47,6 +41,7 @@ def read_raw(path) -> list[tuple]:
         # A (D, Y, X) map is D channels: shown as a stack with a slider, hidden.
         layers.append((data, {"name": f"{name} {key}", "visible": False}, "image"))
     model = methods.get(meta["method"]).model_class.for_postprocessing(meta)
-    prediction = model.postprocess(raw)
+    # Only the segmentation is shown: partitioning every sample would be wasted work.
+    prediction = model.postprocess(dataclasses.replace(raw, n_samples=1))
     layers.append((prediction.segmentation, {"name": f"{name} segmentation", "opacity": 0.6}, "labels"))
     return layers

@@ -59,6 +59,7 @@ class PredictResult:
     embeddings_rgb: np.ndarray | None
     cancelled: bool = False
     model: object = None  # the model that post-processes it (maybe a copy on another device)
+    job: object = None  # the PredictJob whose network output this is
 
 
 def _embeddings_rgb(pred) -> np.ndarray | None:
@@ -79,6 +80,7 @@ class RetuneJob:
     model: object
     raw: object
     settings: dict
+    source: object  # the PredictJob that made the raw output
 
 
 def _retune_job(job: RetuneJob, monitor: JobMonitor) -> Outcome:
@@ -87,21 +89,29 @@ def _retune_job(job: RetuneJob, monitor: JobMonitor) -> Outcome:
             pred = job.model.postprocess(job.raw, job.settings, callbacks=monitor.callbacks())
         except Cancelled:
             return PredictResult(None, None, cancelled=True)
-        return PredictResult(pred, _embeddings_rgb(pred), model=job.model)
+        return PredictResult(pred, _embeddings_rgb(pred), model=job.model, job=job.source)
 
     return run_engine(retune)
 
 
 @dataclass
 class TuneJob:
-    model: object
-    image: object
-    rgb: bool
+    """A search of the post-processing settings; the ones in the form are the starting point."""
+
+    predict: PredictJob
     labels: np.ndarray
 
 
 def _tune_job(job: TuneJob, monitor: JobMonitor) -> Outcome:
-    return run_engine(probseg.tune, job.model, np.asarray(job.image), job.labels, rgb=job.rgb, callbacks=monitor.callbacks())
+    def tune():
+        run = job.predict
+        model = run.model
+        # The settings outside the grid are the form's, and the run options the widget's.
+        model.settings = model.make_settings(run.settings)
+        model.tile_size = run.tile_size
+        return probseg.tune(model, np.asarray(run.image), job.labels, seed=run.seed, rgb=run.rgb, callbacks=monitor.callbacks())
+
+    return run_engine(tune)
 
 
 def _predict(job: PredictJob, monitor: JobMonitor) -> PredictResult:
@@ -118,7 +128,7 @@ def _predict(job: PredictJob, monitor: JobMonitor) -> PredictResult:
             np.asarray(job.image), n_samples=job.n_samples, seed=job.seed, settings=job.settings, rgb=job.rgb,
             callbacks=monitor.callbacks(),
         )
-        return PredictResult(pred, _embeddings_rgb(pred), model=model)
+        return PredictResult(pred, _embeddings_rgb(pred), model=model, job=job)
     except Cancelled:
         return PredictResult(None, None, cancelled=True)
 
@@ -150,12 +160,14 @@ class PredictWidget(EngineWidget):
     def __init__(self, napari_viewer, store: _models.ModelStore | None = None, parent: QWidget | None = None):
         super().__init__(napari_viewer, store, parent)
         self.prediction = None
-        self._job: PredictJob | None = None
+        self._job: PredictJob | None = None  # the run in progress
+        self._shown: PredictJob | None = None  # the run whose network output self.prediction holds
         self._model = None  # the model that made self.prediction
         self._retune_pending = False
         self.settings_form: ConfigForm | None = None
         self.tune_result = None
         self._tune_message = ""
+        self._tuning: PredictJob | None = None
 
         self.model_combo = ComboBox(choices=self._model_choices)
         self.model_combo.tooltip = "models trained in the Train widget or loaded from a folder"
@@ -349,7 +361,8 @@ class PredictWidget(EngineWidget):
             self.settings_form.blockSignals(False)
 
     def _settings_edited(self) -> None:
-        if self.prediction is not None:
+        # Only the model that made the shown result can re-compute it.
+        if self.prediction is not None and self._shown is not None and self.model_name == self._shown.model_name:
             self._retune_timer.start()
 
     def _load_clicked(self) -> None:
@@ -410,6 +423,9 @@ class PredictWidget(EngineWidget):
         if self.prediction is None or self._model is None:
             self._warn("nothing to re-compute yet: press Run first")
             return None
+        if self.model_name != self._shown.model_name or self.settings_form.config_class is not self._model.settings_class:
+            self._warn(f"the result shown was made by {self._shown.model_name}; press Run to segment with {self.model_name}")
+            return None
         if self.running:
             self._retune_pending = True  # the newest settings run once this job is done
             return None
@@ -421,7 +437,7 @@ class PredictWidget(EngineWidget):
         from probseg.config import config_to_dict
 
         self._set_status("re-computing from the kept network output…")
-        return self.start_job(_retune_job, RetuneJob(self._model, self.prediction.raw, config_to_dict(settings)),
+        return self.start_job(_retune_job, RetuneJob(self._model, self.prediction.raw, config_to_dict(settings), self._shown),
                               on_result=self._on_predicted)
 
     def tune(self):
@@ -438,9 +454,9 @@ class PredictWidget(EngineWidget):
         except ProbsegError as exc:
             self._fail(str(exc))
             return None
-        self._job = job
+        self._tuning = job
         self._set_status(f"tuning the post-processing on {labels_name}…")
-        return self.start_job(_tune_job, TuneJob(job.model, job.image, job.rgb, labels), on_result=self._on_tuned)
+        return self.start_job(_tune_job, TuneJob(job, labels), on_result=self._on_tuned)
 
     def _on_tuned(self, outcome: Outcome) -> None:
         if outcome.error:
@@ -451,10 +467,13 @@ class PredictWidget(EngineWidget):
         best = result.best_row
         varied = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in best.items() if k not in ("f1", "ap_dsb"))
         where = f"; stored in {result.saved.parent}" if result.saved else " (the model has no folder: save it to keep them)"
-        self._show_settings(self._job.model)
+        tuned = self._tuning
+        if self.model_name == tuned.model_name:
+            self._show_settings(tuned.model)
         self._tune_message = f"best of {len(result.table)} settings: {varied} (F1 {best['f1']:.3f}, AP_dsb {best['ap_dsb']:.3f}){where}"
         self._set_status(self._tune_message)
-        if self.prediction is not None:
+        shown = self._shown
+        if self.prediction is not None and shown.model_name == tuned.model_name and shown.image_name == tuned.image_name:
             self._retune_pending = True  # show the tuned result once this job has finished
 
     def _on_predicted(self, outcome: Outcome) -> None:
@@ -465,12 +484,13 @@ class PredictWidget(EngineWidget):
         if result.cancelled:
             self._set_status("cancelled; the result layers were left as they were", "warning")
             return
-        job = self._job
+        job = result.job
         if job.image_name not in self.viewer.layers:
             self._fail(f"layer {job.image_name!r} was removed while it was being segmented")
             return
         self.prediction = result.prediction
         self._model = result.model
+        self._shown = job
         self._show_layers(self.viewer.layers[job.image_name], result)
         n_objects = int(result.prediction.segmentation.max())
         notice = f" ({result.prediction.notice})" if result.prediction.notice else ""
@@ -486,7 +506,7 @@ class PredictWidget(EngineWidget):
     @property
     def output_layers(self) -> dict:
         """This widget's layers for the current image, by role (missing roles left out)."""
-        name = self.image_layer if self._job is None else self._job.image_name
+        name = self.image_layer if self._shown is None else self._shown.image_name
         return {role: layer for role in ROLES if (layer := self._find_layer(name, role)) is not None}
 
     def _find_layer(self, source: str, role: str):
@@ -500,7 +520,7 @@ class PredictWidget(EngineWidget):
         pred = result.prediction
         # RGB layers leave the colour axis out of scale, so this fits every output.
         scale, translate = tuple(image.scale), tuple(image.translate)
-        extra = {"model": self._job.model_name, "n_samples": int(pred.samples.shape[0])}
+        extra = {"model": self._shown.model_name, "n_samples": int(pred.samples.shape[0])}
         # Added bottom to top: the segmentation ends up above the hidden extras.
         specs = {
             "embeddings": (Image, result.embeddings_rgb, dict(rgb=True, visible=False)),

@@ -217,9 +217,9 @@ def _method_of_folder(argv: list[str], command: str) -> str | None:
             if (folder / "config.json").is_file():
                 return str(_json.loads((folder / "config.json").read_text()).get("method"))
             if (folder / "zarr.json").is_file():
-                attrs = _json.loads((folder / "zarr.json").read_text()).get("attributes", {})
-                if attrs.get("format") == "probseg-raw":
-                    return str(attrs.get("method"))
+                from probseg.rawstore import store_method
+
+                return store_method(folder)
         except (OSError, ValueError, AttributeError):
             return None
     return None

@@ -14,20 +14,34 @@ it into labels with any settings and without the model's weights.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from probseg.errors import InputError
-from probseg.model import Raw
+
+if TYPE_CHECKING:
+    from probseg.model import Raw
 
 FORMAT = "probseg-raw"
 FORMAT_VERSION = 1
 CHUNK = 256  # px; whole planes would make one enormous chunk per map
 
 
-def save_raw(path, raw: Raw, model_meta: dict, *, overwrite: bool = False) -> Path:
+def store_method(path) -> str | None:
+    """The method of the raw store at ``path``, or None if ``path`` is not one; cheap (reads one small JSON file)."""
+    import json
+
+    meta = Path(path) / "zarr.json"
+    try:
+        attrs = json.loads(meta.read_text()).get("attributes", {}) if meta.is_file() else {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(attrs.get("method")) if isinstance(attrs, dict) and attrs.get("format") == FORMAT else None
+
+
+def save_raw(path, raw: Raw, model_meta: dict) -> Path:
     """Write ``raw`` to a zarr store at ``path``.
 
     Parameters
@@ -38,8 +52,6 @@ def save_raw(path, raw: Raw, model_meta: dict, *, overwrite: bool = False) -> Pa
         From :meth:`~probseg.model.SegmentationModel.predict_raw`.
     model_meta : dict
         The model's ``config.json`` contents (method, config, in_channels, ...).
-    overwrite : bool
-        Replace an existing store; otherwise an existing path is an error.
 
     Returns
     -------
@@ -49,12 +61,7 @@ def save_raw(path, raw: Raw, model_meta: dict, *, overwrite: bool = False) -> Pa
 
     path = Path(path)
     if path.exists():
-        if not overwrite:
-            raise InputError(f"{path} exists; choose another name for the raw output or remove it first")
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+        raise InputError(f"{path} exists; choose another name for the raw output or remove it first")
     root = zarr.open_group(str(path), mode="w")
     root.attrs.update({
         "format": FORMAT, "format_version": FORMAT_VERSION, "method": model_meta["method"],
@@ -88,6 +95,8 @@ def load_raw(path) -> tuple[Raw, dict]:
         For a missing path or a folder that is not a probseg raw store.
     """
     import zarr
+
+    from probseg.model import Raw
 
     path = Path(path)
     if not path.exists():

@@ -17,7 +17,7 @@ import numpy as np
 from probseg.callbacks import Callbacks, ensure
 from probseg.config import config_to_dict, fields_of
 from probseg.errors import InputError
-from probseg.inputs import check_labels
+from probseg.inputs import check_labels, to_planes
 from probseg.metrics import ap_dsb, f1_score
 
 
@@ -96,7 +96,9 @@ def tune(model, image, labels, grid: dict | None = None, *, save: bool = True, s
     save : bool
         Store the best settings in the model's folder (when it has one).
     seed : int
-        Seed of the network pass (for methods whose single pass is random).
+        Seed of the network pass; the built-in methods' single pass is
+        deterministic (clean input, dropout off), so it matters only for
+        methods whose first pass is random.
     callbacks : Callbacks, optional
         Progress over the combinations; cancel between them.
 
@@ -112,10 +114,10 @@ def tune(model, image, labels, grid: dict | None = None, *, save: bool = True, s
     """
     grid = check_grid(model, grid)
     cb = ensure(callbacks)
+    if to_planes(image, channel_axis=channel_axis, rgb=rgb).is_stack:  # before the network runs
+        raise InputError("tuning takes one 2-D image, not a 3-D stack")
     raw = model.predict_raw(image, 1, seed=seed, channel_axis=channel_axis, rgb=rgb, callbacks=Callbacks(
         should_stop=cb.should_stop, on_message=cb.on_message))
-    if raw.is_stack:
-        raise InputError("tuning takes one 2-D image, not a 3-D stack")
     truth = check_labels(labels, raw.shape, name="labels")
     ignore_id = getattr(model.config, "ignore_id", -1)
     ignored = (truth == ignore_id) if ignore_id > 0 else np.zeros(truth.shape, bool)

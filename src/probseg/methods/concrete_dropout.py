@@ -109,7 +109,7 @@ class Settings:
 
     partition: str = param("watershed", "watershed: flood from seeds at the centres of the foreground-class cores over the object pixels; meanshift: cluster the embeddings (Rumberger et al.); mutex: mutex watershed on affinities from the embeddings", choices=("watershed", "meanshift", "mutex"))
     seed_threshold: float = param(0.5, "watershed: probability of the foreground (core) class above which a pixel is an object's core", minimum=0.01, maximum=0.99)
-    mask_threshold: float = param(0.5, "probability of background below which a pixel belongs to an object", minimum=0.01, maximum=0.99)
+    mask_threshold: float = param(0.5, "watershed and mutex: probability of background below which a pixel belongs to an object", minimum=0.01, maximum=0.99)
     min_distance: int = param(6, "watershed: smallest distance between two objects' seeds (peaks of the cores' distance transform)", unit="px", minimum=1, maximum=200)
     smoothing: float = param(2.0, "watershed: Gaussian sigma smoothing the cores' distance transform", unit="px", minimum=0.0, maximum=20.0)
     bandwidth: float = param(0.0, "meanshift and mutex: distance scale in embedding units (the loss keeps objects delta_d apart); 0: half of delta_d", minimum=0.0, maximum=100.0)
@@ -521,6 +521,11 @@ class ConcreteDropoutModel(SegmentationModel):
         return np.clip(agglomeration.entropy(), 0.0, 1.0).astype(np.float32)
 
     def tune_grid(self) -> dict:
+        # Each partition reads its own settings; a grid over the others would repeat one result.
+        if self.settings.partition == "meanshift":
+            return {"bandwidth": [0.25, 0.5, 0.75, 1.0], "min_size": [20, 40]}
+        if self.settings.partition == "mutex":
+            return {"bias": [0.3, 0.5, 0.7], "mask_threshold": [0.4, 0.5, 0.6], "min_size": [20, 40]}
         return {
             "seed_threshold": [0.3, 0.5, 0.7],
             "mask_threshold": [0.4, 0.5, 0.6],
