@@ -22,16 +22,9 @@ def list_methods() -> list[str]:
 def make_config(method: str, config=None):
     """A validated Config for ``method`` from a Config, a dict or None."""
     from probseg import methods
-    from probseg.config import config_from_dict, validate_config
+    from probseg.config import make_config as make
 
-    info = methods.get(method)
-    if config is None:
-        return info.config_class()
-    if isinstance(config, info.config_class):
-        return validate_config(dataclasses.replace(config))
-    if isinstance(config, dict):
-        return config_from_dict(info.config_class, config)
-    raise TypeError(f"config must be a {info.config_class.__qualname__}, a dict or None")
+    return make(methods.get(method).config_class, config)
 
 
 def train(

@@ -150,6 +150,36 @@ def config_from_dict(config_cls: type, values: dict | None) -> Any:
     return validate_config(config_cls(**values))
 
 
+def make_config(config_cls: type, value=None, base=None, what: str = "config") -> Any:
+    """A validated ``config_cls`` from None, a dict or an instance.
+
+    Parameters
+    ----------
+    config_cls : type
+    value : None, dict or config_cls
+        None gives ``base`` (or the defaults); a dict gives ``base``'s values
+        (or the defaults) updated by it; an instance is checked and copied.
+    base : config_cls, optional
+        What None and a dict start from.
+    what : str
+        The name used in the TypeError for any other ``value``.
+
+    Raises
+    ------
+    InputError
+        For unknown keys or values out of range.
+    TypeError
+        For a ``value`` of another type.
+    """
+    if value is None:
+        return base if base is not None else validate_config(config_cls())
+    if isinstance(value, config_cls):
+        return validate_config(dataclasses.replace(value))
+    if isinstance(value, dict):
+        return config_from_dict(config_cls, {**(config_to_dict(base) if base is not None else {}), **value})
+    raise TypeError(f"{what} must be a {config_cls.__qualname__}, a dict or None")
+
+
 def config_to_dict(config: Any) -> dict:
     """Plain, JSON-serialisable dict of a config."""
     return dataclasses.asdict(config)

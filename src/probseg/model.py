@@ -40,7 +40,6 @@ live here, written once.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +51,7 @@ import torch
 from probseg import checkpoint
 from probseg.agglomerate import Agglomeration, agglomerate
 from probseg.callbacks import Callbacks, ensure
-from probseg.config import config_from_dict, config_to_dict, validate_config
+from probseg.config import config_from_dict, config_to_dict, make_config
 from probseg.device import resolve_device
 from probseg.errors import CheckpointError, InputError
 from probseg.inputs import Planes, to_planes
@@ -186,16 +185,7 @@ class SegmentationModel:
     # -- settings -----------------------------------------------------------------------
     def make_settings(self, settings=None):
         """A validated settings object from None (the model's), a dict of changes or an instance."""
-        cls = self.settings_class
-        base = getattr(self, "settings", None)
-        if settings is None:
-            return base if base is not None else validate_config(cls())
-        if isinstance(settings, cls):
-            return validate_config(dataclasses.replace(settings))
-        if isinstance(settings, dict):
-            start = config_to_dict(base) if base is not None else {}
-            return config_from_dict(cls, {**start, **settings})
-        raise TypeError(f"settings must be a {cls.__qualname__}, a dict or None")
+        return make_config(self.settings_class, settings, getattr(self, "settings", None), what="settings")
 
     # -- shared -------------------------------------------------------------------------
     def prepare(self, image, channel_axis=None, rgb=False) -> Planes:
