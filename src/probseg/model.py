@@ -91,10 +91,6 @@ class Raw:
         yx = tuple(first.shape[-2:])
         return (len(self.planes),) + yx if self.is_stack else yx
 
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for plane in self.planes for a in plane.values())
-
 
 @dataclass
 class Prediction:

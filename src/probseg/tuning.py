@@ -32,17 +32,16 @@ class TuneResult:
     table : list of dict
         One row per combination tried, in order: the settings that vary,
         then ``f1`` and ``ap_dsb``.
+    best_row : dict
+        The row of ``table`` that won.
     saved : Path or None
         The ``settings.json`` written, or None.
     """
 
     best: dict
     table: list
+    best_row: dict
     saved: Path | None = None
-
-    @property
-    def best_row(self) -> dict:
-        return max(self.table, key=_score)
 
 
 def _score(row: dict) -> tuple:
@@ -139,4 +138,4 @@ def tune(model, image, labels, grid: dict | None = None, *, save: bool = True, s
     best_row = max(table, key=_score)  # max keeps the first of equals
     model.settings = model.make_settings({n: best_row[n] for n in names})
     saved = model.save_settings() if save and model.folder is not None else None
-    return TuneResult(config_to_dict(model.settings), table, saved)
+    return TuneResult(config_to_dict(model.settings), table, best_row, saved)
