@@ -15,7 +15,8 @@ if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.env
 
 from napari_probseg import proofread_widget  # noqa: E402
 from napari_probseg._layers import OUTPUT_META_KEY  # noqa: E402
-from napari_probseg.proofread_widget import ProofreadWidget  # noqa: E402
+from napari_probseg.proofread_widget import ProofreadWidget, image_path_of  # noqa: E402
+from probseg.proofreading.session import LOCK_NAME, session_folder  # noqa: E402
 from probseg.agglomerate import agglomerate  # noqa: E402
 from probseg.synthetic import perturbed_samples, touching_blobs  # noqa: E402
 
@@ -34,7 +35,7 @@ def data():
     image, truth = touching_blobs((96, 128), object_size=14, seed=5)
     samples = perturbed_samples(truth, 6, split=0.2, merge=0.2, seed=1)
     agg = agglomerate(samples)
-    return image, truth, samples, agg.labels, np.clip(agg.entropy(), 0, None)
+    return image, truth, samples, agg.labels, np.clip(agg.entropy(), 0, 1)  # as concrete-dropout gives it
 
 
 def _viewer(make_napari_viewer, data):
@@ -149,3 +150,118 @@ def test_missing_inputs_are_messages(make_napari_viewer):
     assert "choose" in w.status
     w.next_patch()
     assert "Start" in w.status
+
+
+def test_resume_with_wrong_layers_refuses_them_and_picks_the_right_ones(make_napari_viewer, data):
+    image, truth, _, labels, uncertainty = data
+    viewer = _viewer(make_napari_viewer, data)
+    w = ProofreadWidget(viewer)
+    w.patch_spin.value = 48  # not the default: the review marks are patches of this size
+    assert w.start()
+    ids = [int(i) for i in np.unique(labels) if i > 0]
+    assert w.merge(ids[0], ids[1])
+    w.next_patch()
+    w.accept_patch()
+    w.accept_patch()
+    reviewed, saved = set(w.session.reviewed), np.array(w.corrected_layer.data)
+    assert len(reviewed) == 2
+    viewer.close()
+
+    # The viewer reopened as a user does it: from files, without probseg's layer roles, the ground
+    # truth and the 8-bit raw image open too, and the segmentation and uncertainty not yet.
+    viewer2 = make_napari_viewer()
+    viewer2.add_image(image, name="blobs")
+    viewer2.add_labels(truth, name="ground truth")
+    viewer2.add_image(np.clip(image * 255, 0, 255).astype(np.uint8), name="raw 8-bit")
+    w2 = ProofreadWidget(viewer2)
+    assert w2.session is None and w2.corrected_layer is None
+    assert "continues from the labels 'blobs segmentation' and the uncertainty 'blobs uncertainty'" in w2.status
+    assert w2.patch_spin.value == 48
+
+    w2.labels_layer, w2.uncertainty_layer = "ground truth", "raw 8-bit"
+    assert not w2.start()
+    assert "'raw 8-bit' cannot be the uncertainty: it holds uint8 values" in w2.status
+    assert "blobs" not in w2.uncertainty_combo.choices  # the image itself is never offered
+    viewer2.add_image(image * 4, name="raw float")  # float, but an intensity image
+    w2.reset_choices()
+    w2.uncertainty_layer = "raw float"
+    assert not w2.start()
+    assert "'raw float' cannot be the uncertainty: its values run from -0.25" in w2.status
+    viewer2.add_image(uncertainty, name="uncertainty.tif")  # the right data under a file's name
+    w2.reset_choices()
+    w2.uncertainty_layer = "uncertainty.tif"
+    assert not w2.start()
+    assert ("'ground truth' is not the labels the saved session of 'blobs' continues from ('blobs segmentation')"
+            in w2.status) and "Start over" in w2.status
+    assert w2.session is None and "\n" not in w2.status
+
+    viewer2.add_labels(labels, name="segmentation.tif")
+    w2.reset_choices()  # napari does this when a layer is added: the session finds its layers and resumes
+    assert w2.session is not None and w2.session.history[-1]["kind"] == "merge"
+    assert (w2.labels_layer, w2.uncertainty_layer) == ("segmentation.tif", "uncertainty.tif")
+    np.testing.assert_array_equal(w2.corrected_layer.data, saved)
+    assert set(w2.session.reviewed) == reviewed
+    assert w2.reviewed_label.text() == f"reviewed 2 of {len(w2.queue)}"
+    assert sum(w2.queue_list.item(i).text().startswith("\u2713") for i in range(w2.queue_list.count())) == 2
+    assert w2.session.inputs["labels"]["layer"] == "segmentation.tif"  # the new names are remembered
+
+
+def test_start_over_begins_from_the_chosen_labels_and_keeps_the_old_session(make_napari_viewer, data, sessions_home):
+    _, truth, _, labels, _ = data
+    viewer = _viewer(make_napari_viewer, data)
+    w = ProofreadWidget(viewer)
+    assert w.start()
+    w.delete(int(labels.max()))
+    viewer.add_labels(truth, name="ground truth")
+    w.reset_choices()
+    w.labels_layer = "ground truth"
+    assert not w.start()
+    assert w.start(start_over=True)
+    np.testing.assert_array_equal(w.corrected_layer.data, truth)
+    assert w.session.history == [] and w.session.inputs["labels"]["layer"] == "ground truth"
+    assert len([p for p in sessions_home.iterdir() if ".old-" in p.name]) == 1
+
+
+def test_session_open_elsewhere_is_shown_read_only(make_napari_viewer, data):
+    viewer = _viewer(make_napari_viewer, data)
+    w = ProofreadWidget(viewer)
+    assert w.start()
+    folder = session_folder(image_path_of(viewer.layers["blobs"]))
+    w.session.close()
+    (folder / LOCK_NAME).write_text('{"pid": 4242, "host": "microscope-pc", "since": "2026-11-30T08:00:00+00:00"}')
+    w2 = ProofreadWidget(_viewer(make_napari_viewer, data))
+    assert w2.session is not None and w2.session.read_only
+    assert "read-only: process 4242 on microscope-pc has this session open for editing" in w2.status
+    assert "read-only" in w2.session_label.text()
+    assert not w2.accept_button.isEnabled() and not w2.undo_button.isEnabled()
+    assert w2.next_button.isEnabled() and not w2.corrected_layer.editable
+    assert not w2.merge(1, 2) and "read-only" in w2.status
+
+
+def test_merge_boxes_say_which_label_is_kept(make_napari_viewer):
+    from qtpy.QtWidgets import QLabel
+
+    w = ProofreadWidget(make_napari_viewer())
+    texts = [label.text() for label in w.findChildren(QLabel)]
+    assert "keep" in texts and "merge into it" in texts
+    assert w.a_spin.tooltip.startswith("keep:") and w.b_spin.tooltip.startswith("merge into it:")
+
+
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.full((4, 4), 200, np.uint8), "holds uint8 values"),
+        (np.full((4, 4), 0.5, np.float64) * np.array([1, 1, 1, np.nan]), "NaN or infinite"),
+        (np.linspace(0, 72.4, 16, dtype=np.float32).reshape(4, 4), "values run from 0 to 72.4"),
+        (np.linspace(-1, 0, 16, dtype=np.float32).reshape(4, 4), "values run from -1 to 0"),
+    ],
+)
+def test_an_intensity_image_is_never_an_uncertainty(array, message):
+    with pytest.raises(proofread_widget.InputError, match=message) as info:
+        proofread_widget.check_uncertainty(array, "raw")
+    assert str(info.value).startswith("'raw' cannot be the uncertainty") and "\n" not in str(info.value)
+    image = np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4)
+    with pytest.raises(proofread_widget.InputError, match="holds the image itself"):
+        proofread_widget.check_uncertainty(image, "img", image)
+    out = proofread_widget.check_uncertainty(image.astype(np.float64), "unc", image * 0.5)
+    assert out.dtype == np.float32 and out.max() == 1

@@ -18,11 +18,15 @@ from probseg.io import read_image
 from probseg.proofreading.edits import Edit, delete, diff, merge, paint, replace_region, split_line
 from probseg.proofreading.session import (
     LABELS_NAME,
+    LOCK_NAME,
     LOG_NAME,
     SESSION_NAME,
     Session,
     SessionError,
+    SessionLocked,
     image_checksum,
+    labels_checksum,
+    saved_session_info,
     session_folder,
 )
 
@@ -55,7 +59,15 @@ def image_path(tmp_path, image):
 
 
 def _snapshot(folder: Path) -> dict:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    # The lock file says who has the session open, not what it holds.
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != LOCK_NAME}
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    return int(done.stdout)
 
 
 def _open(image_path, image, labels=None, **kwargs):
@@ -194,7 +206,7 @@ def test_create_writes_the_documented_layout(image_path, image, labels):
     session = _open(image_path, image, labels)
     folder = session.folder
     assert folder == session_folder(image_path)
-    assert {p.name for p in folder.iterdir()} == {SESSION_NAME, LABELS_NAME, LOG_NAME, "edits"}
+    assert {p.name for p in folder.iterdir()} == {SESSION_NAME, LABELS_NAME, LOG_NAME, LOCK_NAME, "edits"}
     record = json.loads((folder / SESSION_NAME).read_text())
     assert record["image"]["name"] == "cells.npy"
     assert record["image"]["shape"] == [40, 40] and record["image"]["checksum"] == image_checksum(image)
@@ -407,11 +419,19 @@ def test_interrupted_operations_reopen_as_old_or_new_state(image_path, image, la
     # Killed after the commit, before labels.npy: the edit is replayed.
     again.apply(delete(again.labels, 3))
     (folder / LABELS_NAME).write_bytes(committed[LABELS_NAME])
-    (folder / ".labels.npy.0123abcd.tmp").write_bytes(b"half a file")
+    dead = _dead_pid()
+    left = folder / f".labels.npy.{dead}-0123abcd.tmp"  # by the killed writer
+    left.write_bytes(b"half a file")
+    # A process still running may be writing: its temporary files stay.
+    running = [folder / f".session.json.{os.getppid()}-0123abcd.tmp", folder / "edits" / f".x.{os.getpid()}-0123abcd.tmp"]
+    for path in running:
+        path.write_bytes(b"being written")
     reopened = Session.open(image_path, image)
     assert set(np.unique(reopened.labels)) == {0, 2}
     np.testing.assert_array_equal(np.load(folder / LABELS_NAME), reopened.labels)
-    assert not (folder / ".labels.npy.0123abcd.tmp").exists()
+    assert not left.exists() and all(path.exists() for path in running)
+    for path in running:
+        path.unlink()
 
     # The same for an undo.
     lagging = (folder / LABELS_NAME).read_bytes()
@@ -453,7 +473,137 @@ def test_export_reviewed_writes_sparse_labels_and_a_mask(image_path, image, labe
     assert set(np.unique(np.load(sparse2))) == {0, 2} and np.load(mask2).sum() == 400
 
 
-# -- kill test --------------------------------------------------------------------------------
+# -- one writer at a time -------------------------------------------------------------------
+
+
+def test_close_and_with_release_the_lock(image_path, image, labels):
+    with _open(image_path, image, labels) as session:
+        lock = session.folder / LOCK_NAME
+        holder = json.loads(lock.read_text())
+        assert holder["pid"] == os.getpid() and holder["host"] and holder["since"]
+        session.apply(delete(session.labels, 1))
+    assert not lock.exists() and session.closed
+    with pytest.raises(SessionError, match="was closed; open it again"):
+        session.apply(delete(session.labels, 2))
+    assert set(np.unique(session.labels)) == {0, 2, 3}  # still readable
+    session.close()  # twice is fine
+    again = Session.open(image_path, image)
+    assert lock.exists() and again.notices == () and len(again.history) == 1
+    del again  # garbage collection releases it too
+    assert not lock.exists()
+
+
+def test_reopening_in_one_process_retires_the_older_object(image_path, image, labels):
+    old = _open(image_path, image, labels)
+    old.apply(delete(old.labels, 1))
+    new = Session.open(image_path, image)
+    for change in (lambda s: s.apply(delete(s.labels, 2)), lambda s: s.undo(), lambda s: s.mark_reviewed(1)):
+        with pytest.raises(SessionError, match="opened again in this process; use the newer Session"):
+            change(old)
+    new.apply(delete(new.labels, 2))
+    assert old.closed and not new.closed
+    assert [e["id"] for e in Session.open(image_path, image).history] == [1, 2]
+
+
+def test_read_only_session_reads_but_never_writes(image_path, image, labels, tmp_path):
+    session = _open(image_path, image, labels)
+    session.apply(merge(session.labels, 1, 2))
+    session.mark_reviewed((0, 0, 20, 20))
+    before = _snapshot(session.folder)
+    reader = Session.open(image_path, image, read_only=True)
+    assert reader.read_only and len(reader.history) == 1 and reader.reviewed == {(0, 0, 20, 20)}
+    np.testing.assert_array_equal(reader.labels, session.labels)
+    changes = {
+        "apply the delete edit": lambda: reader.apply(delete(reader.labels, 3)),
+        "paint": lambda: reader.commit_external(reader.labels.copy() + 1),
+        "undo": reader.undo,
+        "redo": reader.redo,
+        "mark a patch reviewed": lambda: reader.mark_reviewed(3),
+        "change its inputs": lambda: reader.set_inputs({"a": 1}),
+    }
+    for action, change in changes.items():
+        with pytest.raises(SessionError, match="is open read-only") as info:
+            change()
+        assert "\n" not in str(info.value)
+    assert reader.export_labels(tmp_path / "copy.tif").exists()  # exporting elsewhere is reading
+    with pytest.raises(InputError, match="cannot export into the session folder"):
+        reader.export_labels(session.folder / "labels.npy")
+    with pytest.raises(InputError, match="cannot export into the session folder"):
+        session.export_reviewed(session.folder / "edits" / "sparse.npy")
+    assert _snapshot(session.folder) == before
+    session.apply(delete(session.labels, 3))  # the writer is unaffected
+    with pytest.raises(SessionError, match="no proofreading session"):
+        Session.open(tmp_path / "other.npy", image, read_only=True)
+    with pytest.raises(InputError, match="read-only cannot start over"):
+        Session.open(image_path, image, read_only=True, start_over=True)
+
+
+def _write_lock(folder: Path, **holder) -> None:
+    (folder / LOCK_NAME).write_text(json.dumps({"since": "2026-01-01T00:00:00.000+00:00", **holder}))
+
+
+def test_lock_of_another_host_is_never_taken_over(image_path, image, labels):
+    session = _open(image_path, image, labels)
+    folder = session.folder
+    session.close()
+    _write_lock(folder, pid=os.getpid(), host="other-machine.example")
+    with pytest.raises(SessionLocked) as info:
+        Session.open(image_path, image)
+    message = str(info.value)
+    assert "\n" not in message and f"process {os.getpid()} on other-machine.example since 2026-01-01" in message
+    assert "read_only=True" in message and f"delete {folder / LOCK_NAME}" in message
+    assert info.value.holder["host"] == "other-machine.example"
+    with pytest.raises(SessionLocked):
+        _open(image_path, image, start_over=True)  # a session in use is never moved aside
+    assert not [p for p in image_path.parent.iterdir() if ".old-" in p.name]
+    assert Session.open(image_path, image, read_only=True).notices == (
+        f"opened read-only; process {os.getpid()} on other-machine.example since 2026-01-01T00:00:00.000+00:00 "
+        "has it open for writing",)
+
+
+@pytest.mark.parametrize("content", ["dead", "reused", "garbage", "empty"])
+def test_stale_lock_of_this_host_is_taken_over_with_a_notice(image_path, image, labels, content):
+    if content == "reused" and not Path("/proc/self/stat").exists():
+        pytest.skip("process start times come from /proc")
+    session = _open(image_path, image, labels)
+    session.apply(delete(session.labels, 1))
+    folder = session.folder
+    session.close()
+    host = __import__("socket").gethostname()
+    if content == "dead":
+        _write_lock(folder, pid=_dead_pid(), host=host)
+    elif content == "reused":  # a running process, but not the one that started at that time
+        _write_lock(folder, pid=os.getppid(), host=host, started=1)
+    else:
+        (folder / LOCK_NAME).write_text("{half" if content == "garbage" else "")
+    again = Session.open(image_path, image)
+    assert len(again.history) == 1
+    assert len(again.notices) == 1 and "took over the lock" in again.notices[0] and "no longer running" in again.notices[0]
+    assert json.loads((folder / LOCK_NAME).read_text())["pid"] == os.getpid()
+
+
+def test_inputs_and_start_checksum_are_kept(image_path, image, labels):
+    assert saved_session_info(image_path) is None
+    inputs = {"labels": {"layer": "cells segmentation"}, "patch": 48}
+    session = _open(image_path, image, labels.astype(np.uint16), inputs=inputs)
+    session.apply(delete(session.labels, 1))
+    assert labels_checksum(labels.astype(np.int64)) == labels_checksum(labels) == session.initial_labels_checksum
+    assert session.labels_checksum == labels_checksum(session.labels) != session.initial_labels_checksum
+    assert labels_checksum(labels.astype(np.float32)) is None and labels_checksum(labels - 1) is None
+    info = saved_session_info(image_path)
+    assert info["inputs"] == inputs and info["n_edits"] == 1 and info["n_reviewed"] == 0
+    assert info["initial_labels_checksum"] == labels_checksum(labels)
+    assert info["labels_checksum"] == session.labels_checksum
+    session.set_inputs({**inputs, "patch": 64})
+    session = Session.open(image_path, image, inputs={"ignored": True})
+    assert session.inputs == {**inputs, "patch": 64}
+    with pytest.raises(InputError, match="JSON"):
+        session.set_inputs({"x": float("nan")})
+    with pytest.raises(InputError, match="dict with string keys"):
+        _open(image_path, image, start_over=True, inputs=["not", "a", "dict"])
+
+
+# -- real processes ---------------------------------------------------------------------------
 
 
 def _read_lines(stream, lines: queue.Queue) -> None:
@@ -462,40 +612,123 @@ def _read_lines(stream, lines: queue.Queue) -> None:
     lines.put(None)
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
-def test_killed_process_loses_no_confirmed_edit(tmp_path):
+def _worker(image_path: Path, *args: str) -> tuple[subprocess.Popen, queue.Queue]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "_proofread_worker.py"), str(image_path), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    lines = queue.Queue()
+    threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
+    return proc, lines
+
+
+def _confirmed(proc: subprocess.Popen, lines: queue.Queue, n: int, until: str | None = None) -> list[tuple]:
+    """The first ``n`` edits the worker confirmed (and its ``until`` line, when given)."""
+    deadline = time.monotonic() + 30
+    run = []
+    while len(run) < n or until is not None:
+        line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+        assert line is not None, f"worker stopped: {proc.stderr.read()}"
+        if line.strip() == until:
+            break
+        run.append(tuple(int(v) for v in line.split()))
+    return run
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def _image(tmp_path: Path) -> tuple[Path, np.ndarray]:
     image_path = tmp_path / "big.npy"
     image = np.random.default_rng(1).random((256, 256)).astype(np.float32)
     np.save(image_path, image)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
-    confirmed = []
-    for _ in range(2):  # the second run resumes what the killed one left
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "_proofread_worker.py"), str(image_path)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        )
-        lines = queue.Queue()
-        threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
-        deadline = time.monotonic() + 20
-        run = []
-        try:
-            while len(run) < 5:
-                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-                assert line is not None, f"worker stopped: {proc.stderr.read()}"
-                run.append(tuple(int(v) for v in line.split()))
-        finally:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        assert proc.returncode == -signal.SIGKILL
-        confirmed += run
+    return image_path, image
 
-    session = Session.open(image_path, image)
+
+def _check_has(session: Session, confirmed: list[tuple]) -> None:
     for number, row, col, value in confirmed:
         assert session.labels[row, col] == value, f"confirmed edit {number} was lost"
     assert len(session.history) >= confirmed[-1][0]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_killed_process_loses_no_confirmed_edit(tmp_path):
+    image_path, image = _image(tmp_path)
+    confirmed = []
+    for _ in range(2):  # the second run resumes what the killed one left
+        proc, lines = _worker(image_path)
+        try:
+            confirmed += _confirmed(proc, lines, 5)
+        finally:
+            _kill(proc)
+
+    session = Session.open(image_path, image)
+    _check_has(session, confirmed)
     folder = session.folder
     json.loads((folder / SESSION_NAME).read_text())
     json.loads((folder / LOG_NAME).read_text())
     for entry in session.history:
         with np.load(folder / "edits" / f"{entry['id']:06d}.npz", allow_pickle=False) as data:
             assert data["index"].size == entry["pixels"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_second_process_is_refused_reads_and_takes_over_once_the_first_dies(tmp_path):
+    image_path, image = _image(tmp_path)
+    holder, lines = _worker(image_path, "--hold", "6")
+    try:
+        confirmed = _confirmed(holder, lines, 6, until="holding")
+        folder = session_folder(image_path)
+        before = _snapshot(folder)
+        with pytest.raises(SessionLocked) as info:
+            Session.open(image_path, image)
+        message = str(info.value)
+        assert "\n" not in message and f"in use by process {holder.pid} on " in message
+        assert " since 20" in message and "read_only=True" in message
+        with pytest.raises(SessionLocked):
+            Session.open(image_path, image, start_over=True)
+        reader = Session.open(image_path, image, read_only=True)
+        _check_has(reader, confirmed)
+        assert f"process {holder.pid}" in reader.notices[0]
+        with pytest.raises(SessionError, match="read-only"):
+            reader.apply(paint(reader.labels, reader.labels == 0, 1))
+        assert _snapshot(folder) == before and holder.poll() is None
+    finally:
+        _kill(holder)
+
+    session = Session.open(image_path, image)
+    assert len(session.notices) == 1 and f"left by process {holder.pid}" in session.notices[0]
+    assert "no longer running" in session.notices[0]
+    _check_has(session, confirmed)
+    session.apply(paint(session.labels, session.labels == 0, 7))
+    session.close()
+    assert not (folder / LOCK_NAME).exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_two_processes_started_at_once_one_is_refused_in_one_line(tmp_path):
+    """Both find no session: one creates it, the other meets its lock (formerly: a crash or lost edits)."""
+    image_path, image = _image(tmp_path)
+    workers = [_worker(image_path) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 30
+        refused = []
+        while not refused and time.monotonic() < deadline:
+            time.sleep(0.02)
+            refused = [proc for proc, _ in workers if proc.poll() is not None]
+        running = [(proc, lines) for proc, lines in workers if proc not in refused]
+        assert len(refused) == 1 and len(running) == 1
+        assert refused[0].returncode == 3
+        err = refused[0].stderr.read().strip()
+        assert "\n" not in err and "Traceback" not in err
+        assert f"in use by process {running[0][0].pid}" in err
+        confirmed = _confirmed(*running[0], 5)
+    finally:
+        for proc, _ in workers:
+            if proc.poll() is None:
+                _kill(proc)
+    _check_has(Session.open(image_path, image), confirmed)

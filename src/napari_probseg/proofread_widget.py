@@ -6,6 +6,12 @@ opening the same image again brings it back. The queue ranks patches by the
 uncertainty inside them. Edits are merge, split along a drawn line, split by
 re-running the consensus inside the patch (when samples are given), delete,
 and napari's own paint and fill tools on the corrected layer.
+
+A session remembers the layers it was made from (names, and checksums of the
+labels and the uncertainty) and its patch size. When the image is opened
+again, the widget picks the layers with that data and resumes; it never
+guesses other layers, and refuses labels the session did not start from and
+an intensity image as the uncertainty.
 """
 
 from __future__ import annotations
@@ -32,11 +38,64 @@ from napari_probseg._layers import OUTPUT_META_KEY, canvas_size, image_layer_nam
 from probseg.errors import InputError, ProbsegError
 from probseg.proofreading import edits
 from probseg.proofreading.queue import proofreading_queue
-from probseg.proofreading.session import Session, session_folder
+from probseg.proofreading.session import (
+    Session,
+    SessionError,
+    SessionLocked,
+    image_checksum,
+    labels_checksum,
+    saved_session_info,
+)
 
 #: Where sessions of images that were not opened from a file are kept.
 SESSIONS_HOME = Path("~/probseg-sessions")
 _NONE = "(none)"
+#: How far above 1 an uncertainty may go: float32 rounding of a map clipped at 1.
+_UNCERTAINTY_SLACK = 1e-5
+_WHAT_UNCERTAINTY_IS = ("a probseg uncertainty is float between 0 and 1: the Predict widget's '<image> uncertainty' "
+                        "layer, or the file of probseg segment --uncertainty-out")
+
+
+def check_uncertainty(data, name: str, image=None) -> np.ndarray:
+    """An uncertainty layer's data as float32, refusing what cannot be one (an intensity image).
+
+    Parameters
+    ----------
+    data : array_like
+        The layer's data.
+    name : str
+        The layer's name, for the message.
+    image : array_like, optional
+        The image being proofread; a layer holding the same data is refused.
+
+    Returns
+    -------
+    ndarray of float32
+
+    Raises
+    ------
+    InputError
+        If the data are not floating point, not finite, or outside 0..1, or
+        are the image itself.
+    """
+    array = np.asarray(data)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise InputError(f"'{name}' cannot be the uncertainty: it holds {array.dtype} values; {_WHAT_UNCERTAINTY_IS}")
+    if array.size and not np.isfinite(array).all():
+        raise InputError(f"'{name}' cannot be the uncertainty: it holds NaN or infinite values; {_WHAT_UNCERTAINTY_IS}")
+    if array.size:
+        low, high = float(array.min()), float(array.max())
+        if low < 0 or high > 1 + _UNCERTAINTY_SLACK:
+            raise InputError(f"'{name}' cannot be the uncertainty: its values run from {low:.4g} to {high:.4g}; "
+                             f"{_WHAT_UNCERTAINTY_IS}")
+    if image is not None and np.shape(image) == array.shape and np.array_equal(np.asarray(image), array):
+        raise InputError(f"'{name}' holds the image itself, not its uncertainty; {_WHAT_UNCERTAINTY_IS}")
+    return array.astype(np.float32, copy=False)
+
+
+def _uncertainty_checksum(data) -> str | None:
+    array = np.asarray(data)
+    return image_checksum(array.astype(np.float32, copy=False)) if np.issubdtype(array.dtype, np.floating) else None
 
 
 def image_path_of(layer, home: Path | None = None) -> Path:
@@ -82,7 +141,11 @@ class ProofreadWidget(EngineWidget):
         self.patch_spin = SpinBox(value=64, min=8, max=4096, step=8)
         self.patch_spin.tooltip = "side of a proofreading patch in pixels"
         self.start_button = QPushButton("Start / resume")
-        self.start_button.clicked.connect(self.start)
+        self.start_button.clicked.connect(lambda: self.start())
+        self.start_over_button = QPushButton("Start over")
+        self.start_over_button.setToolTip("set the saved session of this image aside (kept as "
+                                          "<name>.probseg.old-<time>) and begin anew from the chosen labels")
+        self.start_over_button.clicked.connect(lambda: self.start(start_over=True))
         self.session_label = QLabel("")
         self.session_label.setWordWrap(True)
 
@@ -98,13 +161,16 @@ class ProofreadWidget(EngineWidget):
         self.reviewed_label = QLabel("")
 
         self.a_spin = SpinBox(value=0, min=0, max=2**31 - 1)
-        self.a_spin.tooltip = "label to keep (the layer's selected label is copied here when you pick it)"
+        self.a_spin.tooltip = ("keep: the label that stays; Merge gives its id to the other one, Delete removes it "
+                               "(picking a label in the corrected layer puts it here)")
         self.b_spin = SpinBox(value=0, min=0, max=2**31 - 1)
-        self.b_spin.tooltip = "label merged into the first"
+        self.b_spin.tooltip = ("merge into it: the label that Merge joins to the kept one and that then disappears "
+                               "(the previously picked label moves here)")
         merge_button = QPushButton("Merge")
+        merge_button.setToolTip("give the 'merge into it' label the id of the 'keep' label")
         merge_button.clicked.connect(lambda: self.merge(self.a_spin.value, self.b_spin.value))
         delete_button = QPushButton("Delete")
-        delete_button.setToolTip("delete the first label")
+        delete_button.setToolTip("delete the 'keep' label")
         delete_button.clicked.connect(lambda: self.delete(self.a_spin.value))
         split_button = QPushButton("Split along line")
         split_button.setToolTip("draw a line across an object in the 'split line' layer, then press")
@@ -124,6 +190,9 @@ class ProofreadWidget(EngineWidget):
         self.action_buttons = [merge_button, delete_button, split_button, resegment_button, self.undo_button,
                                self.redo_button, export_button, export_reviewed_button, self.prev_button,
                                self.next_button, self.accept_button]
+        # What a read-only session (open for writing in another process) cannot do.
+        self.edit_buttons = [merge_button, delete_button, split_button, resegment_button, self.undo_button,
+                             self.redo_button, self.accept_button]
 
         form = QFormLayout()
         form.addRow("image", self.image_combo.native)
@@ -135,8 +204,13 @@ class ProofreadWidget(EngineWidget):
         for b in (self.prev_button, self.next_button, self.accept_button):
             nav.addWidget(b)
         pick = QHBoxLayout()
-        pick.addWidget(QLabel("labels"))
+        keep_label = QLabel("keep")
+        keep_label.setToolTip(self.a_spin.tooltip)
+        into_label = QLabel("merge into it")
+        into_label.setToolTip(self.b_spin.tooltip)
+        pick.addWidget(keep_label)
         pick.addWidget(self.a_spin.native)
+        pick.addWidget(into_label)
         pick.addWidget(self.b_spin.native)
         acts = QHBoxLayout()
         for b in (merge_button, delete_button, split_button, resegment_button):
@@ -146,7 +220,10 @@ class ProofreadWidget(EngineWidget):
             hist.addWidget(b)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(self.start_button)
+        starts = QHBoxLayout()
+        starts.addWidget(self.start_button)
+        starts.addWidget(self.start_over_button)
+        layout.addLayout(starts)
         layout.addWidget(self.session_label)
         layout.addWidget(self.queue_list)
         layout.addLayout(nav)
@@ -158,6 +235,7 @@ class ProofreadWidget(EngineWidget):
         layout.addStretch(1)
         self._select_defaults()
         self._update_buttons()
+        self.image_combo.changed.connect(lambda *_: self.uncertainty_combo.reset_choices())
         self.image_combo.changed.connect(self._resume_if_saved)
         self._resume_if_saved()
 
@@ -170,8 +248,10 @@ class ProofreadWidget(EngineWidget):
                 and layer_role(layer) != "corrected"]
 
     def _uncertainty_choices(self, _w=None):
+        # Never the image being proofread: offered first, it was the usual wrong pick.
+        image = self.image_combo.value if hasattr(self, "image_combo") else None
         return [layer.name for layer in self.viewer.layers if isinstance(layer, Image) and layer.data.ndim == 2
-                and not layer.rgb]
+                and not layer.rgb and layer.name != image]
 
     def _samples_choices(self, _w=None):
         return [_NONE] + [layer.name for layer in self.viewer.layers if isinstance(layer, Labels) and layer.data.ndim == 3]
@@ -180,6 +260,8 @@ class ProofreadWidget(EngineWidget):
         for combo in (self.image_combo, self.labels_combo, self.uncertainty_combo, self.samples_combo):
             combo.reset_choices()
         self._select_defaults()
+        # napari calls this when layers come and go: the layers a saved session waits for may have arrived.
+        self._resume_if_saved()
 
     def _select_defaults(self) -> None:
         roles = {"segmentation": self.labels_combo, "uncertainty": self.uncertainty_combo, "samples": self.samples_combo}
@@ -226,15 +308,79 @@ class ProofreadWidget(EngineWidget):
 
     # -- the session ------------------------------------------------------------------
     def _resume_if_saved(self, *_) -> None:
-        """Reopen the saved session of the chosen image by itself, so work goes on where it stopped."""
+        """Reopen the saved session of the chosen image with the layers it was made from, never with others."""
         if self.session is not None or self.image_layer not in self.viewer.layers:
             return
-        if not session_folder(image_path_of(self.viewer.layers[self.image_layer])).is_dir():
+        image = self.viewer.layers[self.image_layer]
+        try:
+            info = saved_session_info(image_path_of(image))
+        except SessionError as exc:
+            self._set_status(str(exc), "warning")
             return
-        if self.labels_layer is None or self.uncertainty_layer is None:
-            self._set_status("a saved session exists for this image; choose the labels and uncertainty, then Start / resume")
+        if info is None:
             return
-        self.start()
+        inputs = info["inputs"]
+        patch = inputs.get("patch")
+        if isinstance(patch, int) and self.patch_spin.min <= patch <= self.patch_spin.max:
+            self.patch_spin.value = patch  # the queue's patches, and so the review marks, depend on it
+        if info["initial_labels_checksum"] is None:
+            # Made by an older probseg, which kept no inputs: the user says which layers.
+            if self.labels_layer is None or self.uncertainty_layer is None:
+                self._set_status("a saved session exists for this image; choose the labels and uncertainty, "
+                                 "then Start / resume")
+                return
+            self.start()
+            return
+        labels, uncertainty = self._matching_layers(info)
+        if labels is not None:
+            self.labels_layer = labels
+        if uncertainty is not None:
+            self.uncertainty_layer = uncertainty
+        samples = (inputs.get("samples") or {}).get("layer")
+        if samples in self.samples_combo.choices:
+            self.samples_layer = samples
+        if labels is not None and uncertainty is not None:
+            self.start()
+            return
+        missing = []
+        if labels is None:
+            missing.append(f"the labels '{(inputs.get('labels') or {}).get('layer')}'")
+        if uncertainty is None:
+            missing.append(f"the uncertainty '{(inputs.get('uncertainty') or {}).get('layer')}'")
+        self._set_status(
+            f"a saved session of '{image.name}' ({info['n_edits']} edits, {info['n_reviewed']} reviewed patches) "
+            f"continues from {' and '.join(missing)}, which {'are' if len(missing) > 1 else 'is'} not open here: open "
+            f"{'them' if len(missing) > 1 else 'it'} (or layers with the same data) and press Start / resume, "
+            "or Start over", "warning")
+
+    def _matching_layers(self, info: dict) -> tuple[str | None, str | None]:
+        """The open labels and uncertainty layers holding the data the saved session was made from."""
+        inputs = info["inputs"]
+        labels_input = inputs.get("labels") or {}
+        wanted = {info["initial_labels_checksum"], info["labels_checksum"]}
+        labels = None
+        # The recorded name first: of two layers with the same data, pick the one the session used.
+        for name in sorted(self._labels_choices(), key=lambda n: n != labels_input.get("layer")):
+            if labels_checksum(self.viewer.layers[name].data) in wanted:
+                labels = name
+                break
+        unc_input = inputs.get("uncertainty") or {}
+        uncertainty = None
+        names = sorted(self._uncertainty_choices(), key=lambda n: n != unc_input.get("layer"))
+        for name in names:
+            if unc_input.get("checksum") and _uncertainty_checksum(self.viewer.layers[name].data) == unc_input["checksum"]:
+                uncertainty = name
+                break
+        else:
+            # Predict again gives a new uncertainty under the same name; take it if it is one.
+            name = unc_input.get("layer")
+            if name in names:
+                try:
+                    check_uncertainty(self.viewer.layers[name].data, name, self.viewer.layers[self.image_layer].data)
+                    uncertainty = name
+                except InputError:
+                    pass
+        return labels, uncertainty
 
     def _layer(self, name, what: str):
         if name is None or name not in self.viewer.layers:
@@ -242,7 +388,13 @@ class ProofreadWidget(EngineWidget):
         return self.viewer.layers[name]
 
     def start(self, start_over: bool = False) -> bool:
-        """Open (or restore) the session of the chosen image and fill the queue; False on a problem."""
+        """Open (or restore) the session of the chosen image and fill the queue; False on a problem.
+
+        A saved session is resumed only with labels it started from (or its
+        current labels), and any uncertainty must be one (float, 0..1).
+        Another process editing the session gives a read-only view.
+        """
+        notes = []
         try:
             image = self._layer(self.image_layer, "an image layer")
             labels = self._layer(self.labels_layer, "the labels to correct")
@@ -251,24 +403,67 @@ class ProofreadWidget(EngineWidget):
             if data.ndim != 2:
                 raise InputError(f"proofreading works on 2-D images; {image.name} is {data.shape}")
             initial = np.asarray(labels.data)
-            unc = np.asarray(uncertainty.data, dtype=np.float32)
+            unc = check_uncertainty(uncertainty.data, uncertainty.name, data)
             if initial.shape != data.shape or unc.shape != data.shape:
                 raise InputError(f"image {data.shape}, labels {initial.shape} and uncertainty {unc.shape} must have one shape")
             path = image_path_of(image)
+            inputs = {
+                "image": {"layer": image.name},
+                "labels": {"layer": labels.name, "checksum": labels_checksum(initial)},
+                "uncertainty": {"layer": uncertainty.name, "checksum": image_checksum(unc)},
+                "samples": {"layer": self.samples_layer} if self.samples_layer else None,
+                "patch": int(self.patch_spin.value),
+            }
+            info = None if start_over else saved_session_info(path)
+            if info is not None and info["initial_labels_checksum"] is not None:
+                recorded = info["inputs"]
+                if inputs["labels"]["checksum"] not in (info["initial_labels_checksum"], info["labels_checksum"]):
+                    was = (recorded.get("labels") or {}).get("layer")
+                    raise InputError(
+                        f"'{labels.name}' is not the labels the saved session of '{image.name}' continues from"
+                        + (f" ('{was}')" if was else "") + "; choose those (or a layer with the same data), or press "
+                        f"Start over to begin anew from '{labels.name}' (the saved session is kept aside)")
+                if (recorded.get("uncertainty") or {}).get("checksum") not in (None, inputs["uncertainty"]["checksum"]):
+                    notes.append(f"'{uncertainty.name}' is not the uncertainty the session was made with, so the "
+                                 "queue may differ and some review marks may not show")
             if getattr(getattr(image, "source", None), "path", None) is None:
                 path.parent.mkdir(parents=True, exist_ok=True)  # our own folder for images without a file
-            session = Session.open(path, data, initial_labels=initial, start_over=start_over)
+            try:
+                session = Session.open(path, data, initial_labels=initial, start_over=start_over, inputs=inputs)
+            except SessionLocked as exc:
+                session = Session.open(path, data, read_only=True)
+                holder = exc.holder
+                who = (f"process {holder['pid']} on {holder['host']}" if holder else "another program")
+                notes.append(f"read-only: {who} has this session open for editing"
+                             + (f" since {holder['since']}" if holder and holder.get("since") else "")
+                             + "; close it there and press Start / resume to edit here")
+            if not session.read_only and session.inputs != inputs:
+                session.set_inputs(inputs)  # e.g. renamed layers, a new patch size, or a session of older probseg
             queue = proofreading_queue(unc, session.labels, patch=int(self.patch_spin.value))
         except ProbsegError as exc:
             self._fail(str(exc))
             return False
-        self.session, self.queue, self.position = session, queue, -1
+        old, self.session = self.session, session
+        if old is not None and old is not session:
+            old.close()  # a no-op when the new session took its lock over
+        self.queue, self.position = queue, -1
         self._consensus = None
         self._show_corrected(image)
         self._fill_queue()
         restored = len(session.history)
-        self.session_label.setText(f"session: {session.folder}" + (f" (restored, {restored} edits)" if restored else ""))
-        self._set_status(f"{len(queue)} patches to review, most uncertain first; press Next")
+        reviewed = sum(self._is_reviewed(entry) for entry in queue)
+        details = [f"{restored} edits" if restored else "", f"{reviewed} reviewed" if reviewed else "",
+                   "read-only" if session.read_only else ""]
+        details = ", ".join(d for d in details if d)
+        self.session_label.setText(f"session: {session.folder}"
+                                   + (f" (restored, {details})" if restored or reviewed else
+                                      f" ({details})" if details else ""))
+        message = f"{len(queue)} patches to review, most uncertain first; press Next"
+        notes = list(session.notices) + notes
+        if notes:
+            self._warn("; ".join(notes + [message]))
+        else:
+            self._set_status(message)
         self._update_buttons()
         return True
 
@@ -296,6 +491,7 @@ class ProofreadWidget(EngineWidget):
                 shapes = self.viewer.add_shapes(name=full, scale=image.scale, translate=image.translate, edge_width=2,
                                                 edge_color="yellow" if name == "patch" else "cyan", face_color="transparent")
                 shapes.metadata[OUTPUT_META_KEY] = {"role": name, "source": image.name}
+        layer.editable = not self.session.read_only  # paint that could not be saved would be lost
         self.viewer.layers.selection.active = layer
 
     def _sync_layer(self, data=None) -> None:
@@ -412,7 +608,11 @@ class ProofreadWidget(EngineWidget):
         if self.session is None or not (0 <= self.position < len(self.queue)):
             self._warn("no patch selected; press Next")
             return
-        self.session.mark_reviewed(tuple(int(v) for v in self.queue[self.position].rect))
+        try:
+            self.session.mark_reviewed(tuple(int(v) for v in self.queue[self.position].rect))
+        except ProbsegError as exc:
+            self._fail(str(exc))
+            return
         self.queue_list.item(self.position).setText(self._item_text(self.position, self.queue[self.position]))
         self._show_reviewed()
         self.next_patch()
@@ -494,19 +694,23 @@ class ProofreadWidget(EngineWidget):
         return False
 
     def undo(self) -> None:
-        if self.session is None or self.session.undo() is None:
-            self._set_status("nothing to undo")
-        else:
-            self._sync_layer()
-            self._set_status("undone")
-        self._update_buttons()
+        self._step("undo")
 
     def redo(self) -> None:
-        if self.session is None or self.session.redo() is None:
-            self._set_status("nothing to redo")
+        self._step("redo")
+
+    def _step(self, verb: str) -> None:
+        try:
+            done = None if self.session is None else getattr(self.session, verb)()
+        except ProbsegError as exc:
+            self._fail(str(exc))
+            done = None
         else:
-            self._sync_layer()
-            self._set_status("redone")
+            if done is None:
+                self._set_status(f"nothing to {verb}")
+            else:
+                self._sync_layer()
+                self._set_status("undone" if verb == "undo" else "redone")
         self._update_buttons()
 
     def export_labels(self, path=None) -> Path | None:
@@ -540,6 +744,9 @@ class ProofreadWidget(EngineWidget):
         if active:
             self.undo_button.setEnabled(self.session.can_undo)
             self.redo_button.setEnabled(self.session.can_redo)
+            if self.session.read_only:
+                for b in self.edit_buttons:
+                    b.setEnabled(False)
 
 
 def _object_under_line(labels: np.ndarray, p0, p1) -> int:

@@ -1,7 +1,7 @@
 """Atomic file writes: a file is either its old self or its new self, never torn.
 
 Every write goes to a new temporary file with a unique hidden name in the
-target's folder (``.<name>.<8 hex>.tmp``), is flushed and fsynced, renamed
+target's folder (``.<name>.<pid>-<8 hex>.tmp``), is flushed and fsynced, renamed
 over the target with :func:`os.replace`, and the folder is fsynced so the
 rename itself survives a power cut. A failed write removes its temporary
 file and leaves the old file untouched. Model folders
@@ -44,13 +44,14 @@ def create_temporary(path: Path) -> tuple[int, Path]:
     fd : int
         A descriptor open for writing; the caller closes it.
     tmp : Path
-        ``<folder>/.<name>.<8 random hex digits>.tmp``, a file that did not
-        exist before.
+        ``<folder>/.<name>.<pid>-<8 random hex digits>.tmp``, a file that did
+        not exist before; the pid lets a cleanup spare the files of processes
+        that still run.
     """
     path = Path(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     while True:
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
         try:
             return os.open(tmp, flags, 0o666), tmp
         except FileExistsError:

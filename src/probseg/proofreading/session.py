@@ -6,8 +6,12 @@ A session lives in a folder beside the image, named after it: for
 
     cells.tif.probseg/
         session.json       the commit record: format, image name, shape, dtype and
-                           checksum, label shape and checksum, created/modified
+                           checksum, label shape and checksum, the checksum of the
+                           labels the session started from, the inputs it was made
+                           from (see :attr:`Session.inputs`), created/modified
                            times, reviewed patch ids, position in the edit log
+        session.lock       while a process has the session open for writing: its
+                           pid, host and since when (see "One writer at a time")
         labels.npy         the current corrected labels (int32)
         edits.json         the log: [{id, kind, params, time, pixels, undone, discarded}, ...]
         edits/000001.npz   one compressed file per edit: index, before, after and a
@@ -36,19 +40,44 @@ image data is never repaired or overwritten: :meth:`Session.open` raises
 :class:`SessionError` and leaves it as it is. ``start_over=True`` moves it
 aside to ``cells.tif.probseg.old-<timestamp>`` and begins a new session.
 
-One process at a time may use a session; nothing locks the folder.
+One writer at a time
+--------------------
+:meth:`Session.open` takes the folder's ``session.lock``: created with
+``O_CREAT | O_EXCL`` (so two processes cannot both create it), holding the
+pid, host and start time of the process, and kept ``flock``-ed while open so
+that the kernel itself tells a live holder from a dead one. The lock is
+released by :meth:`Session.close` (or leaving a ``with`` block), when the
+session object is garbage collected, and at interpreter exit. A second process
+gets :class:`SessionLocked`, one line naming the holder; it can open the
+session with ``read_only=True`` to read the labels and history while the other
+one edits. A lock left by a process of this host that is no longer running
+(killed, crashed) is taken over, and :attr:`Session.notices` says so. A lock
+of another host is never taken over: its process cannot be checked from here.
+
+Within one process, opening the same folder again hands the lock to the new
+:class:`Session`; the older object can still be read but raises
+:class:`SessionError` on any change, so two objects never overwrite each
+other's edits.
+
+Temporary files and staging folders carry the writing process's pid and a
+random suffix (``.labels.npy.<pid>-<8 hex>.tmp``). Opening a session removes
+only those left by processes that are no longer running, never the files of
+one that is still writing.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import os
 import re
 import secrets
 import shutil
+import socket
 import time
+import weakref
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,7 +90,16 @@ from probseg.inputs import check_labels
 from probseg.io import write_image
 from probseg.proofreading.edits import KINDS, Edit, check_rect, diff
 
-__all__ = ["Session", "SessionError", "session_folder", "image_checksum", "FOLDER_SUFFIX"]
+__all__ = [
+    "Session",
+    "SessionError",
+    "SessionLocked",
+    "session_folder",
+    "saved_session_info",
+    "image_checksum",
+    "labels_checksum",
+    "FOLDER_SUFFIX",
+]
 
 FORMAT = "probseg-proofreading-session"
 FORMAT_VERSION = 1
@@ -69,13 +107,30 @@ FOLDER_SUFFIX = ".probseg"
 SESSION_NAME = "session.json"
 LABELS_NAME = "labels.npy"
 LOG_NAME = "edits.json"
+LOCK_NAME = "session.lock"
 EDITS_DIR = "edits"
 LABEL_DTYPE = np.dtype(np.int32)
-_TMP_PATTERN = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")
+# Temporary files of probseg.atomic: ".<name>.<pid>-<8 hex>.tmp".
+_TMP_PATTERN = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.tmp$")
 
 
 class SessionError(ProbsegError):
-    """A session folder that is corrupt, incomplete, or made for another image."""
+    """A session folder that is corrupt, incomplete, made for another image, or in use."""
+
+
+class SessionLocked(SessionError):
+    """The session is open for writing in another process.
+
+    Attributes
+    ----------
+    holder : dict or None
+        The lock file's record: ``pid``, ``host``, ``since`` (ISO 8601 UTC);
+        None when the lock file cannot be read.
+    """
+
+    def __init__(self, message: str, holder: dict | None):
+        super().__init__(message)
+        self.holder = holder
 
 
 def session_folder(image_path) -> Path:
@@ -96,6 +151,29 @@ def _digest(array: np.ndarray) -> str:
 def image_checksum(image) -> str:
     """Checksum of the image data a session belongs to (``"blake2b:<hex>"``)."""
     return _digest(np.asarray(image))
+
+
+def labels_checksum(labels) -> str | None:
+    """Checksum of a label image as a session stores it (int32), to compare with its start.
+
+    Parameters
+    ----------
+    labels : array_like of int, shape (Y, X)
+
+    Returns
+    -------
+    str or None
+        ``"blake2b:<hex>"`` of the labels cast to int32, so that the same
+        labels in uint16 or int64 give the same checksum; None for arrays
+        that a session cannot hold (not 2-D, not integer, negative ids or ids
+        of 2**31 and more).
+    """
+    array = np.asarray(labels)
+    if array.ndim != 2 or not (np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
+        return None
+    if array.size and (array.min() < 0 or array.max() > np.iinfo(LABEL_DTYPE).max):
+        return None
+    return _digest(array.astype(LABEL_DTYPE))
 
 
 def _now() -> str:
@@ -200,6 +278,10 @@ def _read_session(folder: Path) -> dict:
         raise _Problem(f"has a {SESSION_NAME} with an invalid reviewed patch id") from None
     if record["position"] > record["n_edits"] - len(set(discarded)):
         raise _Problem(f"has a {SESSION_NAME} whose position is past the end of the edit log")
+    if not isinstance(record.get("inputs", {}), dict):
+        raise _Problem(f"has a {SESSION_NAME} with an invalid 'inputs'")
+    if not isinstance(record.get("initial_labels_checksum", ""), str):
+        raise _Problem(f"has a {SESSION_NAME} with an invalid 'initial_labels_checksum'")
     last = record.get("last_op")
     if last is not None and not (
         isinstance(last, dict) and last.get("op") in ("apply", "undo", "redo")
@@ -324,6 +406,344 @@ def _catch_up(folder: Path, record: dict, entries: list[dict], labels: np.ndarra
     return True
 
 
+def _load(folder: Path, image: np.ndarray, checksum: str) -> tuple:
+    """Read a whole session folder and check it belongs to ``image``; writes nothing.
+
+    Returns
+    -------
+    record, entries, labels, lagged, log_ahead
+        As :func:`_read_session`, :func:`_read_log`, :func:`_read_labels`
+        (caught up) and whether the labels lagged and the log ran ahead.
+    """
+    if not folder.is_dir():
+        raise _Problem("is not a folder")
+    record = _read_session(folder)
+    saved = record["image"]
+    if tuple(saved["shape"]) != image.shape:
+        raise _Problem(f"belongs to an image of shape {tuple(saved['shape'])}, not {image.shape}")
+    if saved["checksum"] != checksum:
+        raise _Problem(f"belongs to other image data ({saved['name']} with a different checksum)")
+    entries, log_ahead = _read_log(folder, record)
+    _check_edit_files(folder, entries)
+    labels = _read_labels(folder, record)
+    lagged = _catch_up(folder, record, entries, labels)
+    return record, entries, labels, lagged, log_ahead
+
+
+def saved_session_info(image_path) -> dict | None:
+    """What the saved session of an image holds, read without opening or locking it.
+
+    For a program that must choose its inputs before resuming (the
+    Proofread widget picks the layers the session was made from).
+
+    Parameters
+    ----------
+    image_path : str or Path
+        The image; its session folder is :func:`session_folder` of it.
+
+    Returns
+    -------
+    dict or None
+        None when there is no session folder; else ``inputs`` (the dict
+        given to :meth:`Session.open`, ``{}`` if none was),
+        ``initial_labels_checksum`` (None for sessions of older probseg),
+        ``labels_checksum`` (the current labels), ``image`` (``name``,
+        ``shape``, ``dtype``, ``checksum``), ``n_edits`` and ``n_reviewed``.
+
+    Raises
+    ------
+    SessionError
+        If ``session.json`` cannot be read.
+    """
+    folder = session_folder(image_path)
+    if not folder.is_dir():
+        return None
+    try:
+        record = _read_session(folder)
+    except _Problem as problem:
+        raise SessionError(f"the proofreading session {folder} {problem}; it was left untouched") from None
+    return {
+        "inputs": copy.deepcopy(record.get("inputs", {})),
+        "initial_labels_checksum": record.get("initial_labels_checksum"),
+        "labels_checksum": record["labels"]["checksum"],
+        "image": dict(record["image"]),
+        "n_edits": record["n_edits"],
+        "n_reviewed": len(record["reviewed"]),
+    }
+
+
+# -- the lock ------------------------------------------------------------------------------
+
+try:  # POSIX: the kernel releases a flock when its holder dies, however it dies
+    import fcntl
+except ImportError:  # Windows: judged by the lock file's content alone
+    fcntl = None
+
+#: How long an unreadable (still being written) lock file is waited for, in seconds.
+_LOCK_WAIT = 2.0
+
+
+def _host() -> str:
+    return socket.gethostname()
+
+
+def _process_start(pid: int) -> int | None:
+    """The start time of process ``pid`` in clock ticks since boot (Linux), to see through pid reuse."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _process_alive(pid: int, started: int | None) -> bool:
+    """Whether process ``pid`` of this host still runs (and is the one that started at ``started``)."""
+    if pid <= 0:
+        return False
+    if os.path.isdir("/proc/self"):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # cannot tell: assume it runs
+        if fields and fields[0] in (b"Z", b"X"):
+            return False  # a zombie has closed its files; it writes nothing any more
+        if started is not None and len(fields) > 19 and fields[19].isdigit() and int(fields[19]) != started:
+            return False  # the pid was reused by another process
+        return True
+    if os.name == "nt":
+        return True  # os.kill would terminate it; a lock left on Windows is removed by hand
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _try_flock(fd: int) -> bool | None:
+    """Take an exclusive flock without waiting: True, False if another open file holds it, None if unsupported."""
+    if fcntl is None:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return None  # e.g. a network file system without locks: judge by the content
+    return True
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _read_holder(fd: int) -> dict | None:
+    """The lock file's record, or None while it is empty or unreadable."""
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        data = os.read(fd, 65536)
+        info = json.loads(data.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not (isinstance(info, dict) and isinstance(info.get("pid"), int) and isinstance(info.get("host"), str)):
+        return None
+    return info
+
+
+def _read_holder_at(path: Path) -> dict | None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return _read_holder(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_holder(fd: int) -> None:
+    pid = os.getpid()
+    info = {"pid": pid, "host": _host(), "since": _now(), "started": _process_start(pid)}
+    data = (json.dumps(info) + "\n").encode()
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, data)
+    os.fsync(fd)
+
+
+def _describe(holder: dict | None) -> str:
+    if holder is None:
+        return "an unknown process"
+    since = holder.get("since")
+    return f"process {holder['pid']} on {holder['host']}" + (f" since {since}" if isinstance(since, str) else "")
+
+
+def _locked_error(folder: Path, holder: dict | None) -> SessionLocked:
+    path = folder / LOCK_NAME
+    if holder is None:
+        hint = f"; if no program uses the session, delete {path}"
+    elif holder["host"] != _host():
+        hint = f"; if that machine no longer uses it, delete {path}"
+    else:
+        hint = ""
+    return SessionLocked(
+        f"the proofreading session {folder} is in use by {_describe(holder)}; close it there, or open it "
+        f"read-only (Session.open(..., read_only=True)){hint}",
+        holder,
+    )
+
+
+class _Lock:
+    """This process's hold on one session folder's lock file, shared by the Session objects it hands on."""
+
+    def __init__(self, path: Path, fd: int):
+        self.path = path
+        self.fd: int | None = fd
+        self.owner: int | None = None  # the token of the Session that may write
+
+    @property
+    def held(self) -> bool:
+        return self.fd is not None
+
+    def intact(self) -> bool:
+        """Whether the lock file in the folder is still the one this process holds."""
+        return self.fd is not None and _same_file(self.fd, self.path)
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        fd, self.fd = self.fd, None
+        try:
+            # Unlinked before the flock goes with the close: a process that
+            # opened the old file and then gets the flock sees that it is no
+            # longer the folder's lock file and tries again.
+            if _same_file(fd, self.path):
+                self.path.unlink()
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+            for key, lock in list(_HELD.items()):
+                if lock is self:
+                    del _HELD[key]
+
+
+#: Locks this process holds, by (st_dev, st_ino) of the session folder.
+_HELD: dict[tuple[int, int], _Lock] = {}
+_TOKENS = itertools.count(1)
+
+
+def _folder_key(folder: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _acquire(folder: Path) -> tuple[_Lock, str | None]:
+    """Take the lock of an existing session folder.
+
+    Returns
+    -------
+    lock : _Lock
+        This process's lock; the same object when this process holds it already.
+    notice : str or None
+        Says whose stale lock was taken over.
+
+    Raises
+    ------
+    SessionLocked
+        If another live process holds it, or a process of another host.
+    SessionError
+        If the folder cannot be written.
+    """
+    key = _folder_key(folder)
+    held = _HELD.get(key)
+    if held is not None:
+        if held.intact():
+            return held, None
+        held.release()  # its file was removed by hand: the Sessions using it stop writing
+    path = folder / LOCK_NAME
+    deadline = time.monotonic() + _LOCK_WAIT
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            raise SessionError(f"the proofreading session {folder} was removed while it was being opened") from None
+        except PermissionError:
+            raise SessionError(
+                f"cannot write to the proofreading session {folder} (permission denied); open it read-only"
+            ) from None
+        else:
+            if _try_flock(fd) is False:
+                # Another process probed the empty new file first; it takes over, and we look again.
+                os.close(fd)
+                time.sleep(0.01)
+                continue
+            _write_holder(fd)
+            lock = _Lock(path, fd)
+            _HELD[key] = lock
+            return lock, None
+        try:
+            fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
+        except FileNotFoundError:
+            continue  # released meanwhile
+        except PermissionError:
+            raise SessionError(
+                f"cannot write to the proofreading session {folder} (permission denied); open it read-only"
+            ) from None
+        got = _try_flock(fd)
+        holder = _read_holder(fd)
+        stale = False
+        if got is False:
+            pass  # held by a live process
+        elif not _same_file(fd, path):
+            os.close(fd)
+            continue  # released and maybe re-created meanwhile
+        elif holder is None:
+            # Empty or garbled. With a flock, nobody holds it: its writer died
+            # between creating and writing it. Without, give a writer time.
+            stale = got is True or time.monotonic() > deadline
+        elif holder["host"] == _host():
+            started = holder.get("started") if isinstance(holder.get("started"), int) else None
+            # Our own pid with a free flock: a lock this process let go of
+            # without removing the file (it holds every lock it uses in _HELD).
+            mine = got is True and holder["pid"] == os.getpid()
+            stale = mine or not _process_alive(holder["pid"], started)
+        if not stale:
+            os.close(fd)
+            if holder is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            raise _locked_error(folder, holder)
+        _write_holder(fd)
+        lock = _Lock(path, fd)
+        _HELD[key] = lock
+        what = _describe(holder) if holder is not None else "a process that died while taking it"
+        notice = (f"took over the lock of the proofreading session {folder} left by {what}, which is no longer "
+                  "running; every edit it saved is kept")
+        return lock, notice
+
+
+def _release_owned(lock: _Lock, token: int) -> None:
+    """Release ``lock`` if the Session with ``token`` still owns it (from close, garbage collection, exit)."""
+    if lock.owner == token:
+        lock.release()
+
+
+
 # -- the session ---------------------------------------------------------------------------
 
 
@@ -331,7 +751,9 @@ class Session:
     """Corrected labels of one image, with undo/redo and reviewed patches, saved as they change.
 
     Create or resume one with :meth:`open`; see the module notes for the
-    folder layout and why nothing is lost when the process dies.
+    folder layout, the lock, and why nothing is lost when the process dies.
+    Use it as a context manager, or call :meth:`close`, to release the lock
+    as soon as the work is done.
 
     Attributes
     ----------
@@ -339,9 +761,16 @@ class Session:
         The session folder.
     image_path : Path
         The image the session belongs to.
+    read_only : bool
+        Opened with ``read_only=True``: the labels, history and inputs can be
+        read, every change raises :class:`SessionError`.
+    notices : tuple of str
+        What :meth:`open` did that the user should hear of: a stale lock
+        taken over, a read-only open while another process writes.
     """
 
-    def __init__(self, folder: Path, image_path: Path, record: dict, entries: list[dict], labels: np.ndarray):
+    def __init__(self, folder: Path, image_path: Path, record: dict, entries: list[dict], labels: np.ndarray,
+                 lock: _Lock | None = None, notices: tuple = ()):
         # Use open(); this only wires up state that has been read or created.
         self.folder = folder
         self.image_path = image_path
@@ -349,11 +778,21 @@ class Session:
         self._entries = entries
         self._labels = labels
         self._labels_lag = False
+        self.read_only = lock is None
+        self.notices = tuple(notices)
+        self._lock = lock
+        self._token = next(_TOKENS)
+        self._closed = False
+        if lock is not None:
+            lock.owner = self._token  # an older Session of this folder in this process stops writing
+            # Also runs at interpreter exit; never refers to self, so the session can be collected.
+            self._finalizer = weakref.finalize(self, _release_owned, lock, self._token)
 
     # -- opening -----------------------------------------------------------------------
 
     @classmethod
-    def open(cls, image_path, image, initial_labels=None, *, start_over: bool = False) -> "Session":
+    def open(cls, image_path, image, initial_labels=None, *, start_over: bool = False, read_only: bool = False,
+             inputs: dict | None = None) -> "Session":
         """Resume the session of ``image_path``, or begin one.
 
         Parameters
@@ -373,6 +812,15 @@ class Session:
         start_over : bool
             Move an existing session folder aside to
             ``<name>.probseg.old-<timestamp>`` (never deleted) and begin anew.
+        read_only : bool
+            Open an existing session for reading only, without taking its
+            lock: possible while another process edits it. Nothing in the
+            folder is written, and every change raises :class:`SessionError`.
+        inputs : dict, optional
+            What a new session is made from, kept as :attr:`inputs` (any
+            JSON object, e.g. the layer names of the image, labels and
+            uncertainty). Ignored when a session is resumed; change it with
+            :meth:`set_inputs`.
 
         Returns
         -------
@@ -380,26 +828,44 @@ class Session:
 
         Raises
         ------
+        SessionLocked
+            If another live process has the session open (a
+            :class:`SessionError`); open it with ``read_only=True`` instead.
         SessionError
             If the folder exists but is corrupt, incomplete, of a newer
-            format, or made for other image data; the folder is left as it is.
+            format, or made for other image data; the folder is left as it
+            is. With ``read_only``, also when there is no session to read.
         InputError
-            For unusable labels, or a missing parent folder.
+            For unusable labels or inputs, a missing parent folder, or
+            ``read_only`` together with ``start_over``.
         """
         image_path = Path(image_path)
         image = np.asarray(image)
         folder = session_folder(image_path)
         checksum = image_checksum(image)
         exists = folder.exists() or folder.is_symlink()
+        if read_only:
+            if start_over:
+                raise InputError("a session opened read-only cannot start over")
+            if not folder.is_dir():
+                raise SessionError(f"there is no proofreading session {folder} to open read-only")
+            return cls._read(folder, image_path, image, checksum)
+        if inputs is not None:
+            inputs = _check_inputs(inputs)
         if start_over or not exists:
             labels = _initial_labels(initial_labels, image)
             if exists:
-                _move_aside(folder)
-            return cls._create(folder, image_path, image, checksum, labels)
+                _move_aside_locked(folder)
+            session = cls._create(folder, image_path, image, checksum, labels, inputs)
+            if session is not None:
+                return session
+            # Another process created the folder a moment ago: resume it (or meet its lock).
         return cls._resume(folder, image_path, image, checksum)
 
     @classmethod
-    def _create(cls, folder: Path, image_path: Path, image: np.ndarray, checksum: str, labels: np.ndarray) -> "Session":
+    def _create(cls, folder: Path, image_path: Path, image: np.ndarray, checksum: str, labels: np.ndarray,
+                inputs: dict | None) -> "Session | None":
+        """Create the session folder; None if another process created it first."""
         if not folder.parent.is_dir():
             raise InputError(f"cannot create the session {folder}: the folder {folder.parent} does not exist")
         now = _now()
@@ -408,6 +874,8 @@ class Session:
             "format_version": FORMAT_VERSION,
             "image": {"name": image_path.name, "shape": list(image.shape), "dtype": image.dtype.str, "checksum": checksum},
             "labels": {"shape": list(labels.shape), "dtype": LABEL_DTYPE.str, "checksum": _digest(labels)},
+            "initial_labels_checksum": _digest(labels),
+            "inputs": copy.deepcopy(inputs) if inputs is not None else {},
             "created": now,
             "modified": now,
             "reviewed": set(),
@@ -417,46 +885,90 @@ class Session:
             "last_op": None,
         }
         # Built in a hidden folder and renamed into place, so a session folder
-        # that exists is always complete.
+        # that exists is always complete, and locked from its first moment.
         staging = _make_staging(folder)
+        fd = None
         try:
             (staging / EDITS_DIR).mkdir()
             write_npy(staging / LABELS_NAME, labels)
             write_json(staging / LOG_NAME, [])
             write_json(staging / SESSION_NAME, _record_json(record))
-            os.rename(staging, folder)
+            fd = os.open(staging / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
+            _try_flock(fd)  # a new file in our own hidden folder: nobody else has it open
+            _write_holder(fd)
+            try:
+                os.rename(staging, folder)
+            except OSError:
+                if not (folder.exists() or folder.is_symlink()):
+                    raise
+                os.close(fd)
+                fd = None
+                shutil.rmtree(staging, ignore_errors=True)
+                return None
         except PermissionError:
+            if fd is not None:
+                os.close(fd)
             shutil.rmtree(staging, ignore_errors=True)
             raise _no_permission(folder) from None
         except BaseException:
+            if fd is not None:
+                os.close(fd)
             shutil.rmtree(staging, ignore_errors=True)
             raise
         fsync_folder(folder.parent)
-        return cls(folder, image_path, record, [], labels)
+        lock = _Lock(folder / LOCK_NAME, fd)
+        key = _folder_key(folder)
+        old = _HELD.get(key)
+        if old is not None:
+            old.release()
+        _HELD[key] = lock
+        return cls(folder, image_path, record, [], labels, lock)
 
     @classmethod
     def _resume(cls, folder: Path, image_path: Path, image: np.ndarray, checksum: str) -> "Session":
+        if not folder.is_dir():
+            raise SessionError(
+                f"the proofreading session {folder} is not a folder; it was left untouched "
+                "(open it with start over to move it aside and begin again)"
+            )
+        key = _folder_key(folder)
+        had_it = key in _HELD and _HELD[key].intact()
+        lock, notice = _acquire(folder)
         try:
-            if not folder.is_dir():
-                raise _Problem("is not a folder")
-            record = _read_session(folder)
-            saved = record["image"]
-            if tuple(saved["shape"]) != image.shape:
-                raise _Problem(f"belongs to an image of shape {tuple(saved['shape'])}, not {image.shape}")
-            if saved["checksum"] != checksum:
-                raise _Problem(f"belongs to other image data ({saved['name']} with a different checksum)")
-            entries, log_ahead = _read_log(folder, record)
-            _check_edit_files(folder, entries)
-            labels = _read_labels(folder, record)
-            lagged = _catch_up(folder, record, entries, labels)
+            record, entries, labels, lagged, log_ahead = _load(folder, image, checksum)
         except _Problem as problem:
+            if not had_it:
+                lock.release()
             raise SessionError(
                 f"the proofreading session {folder} {problem}; it was left untouched "
                 "(open it with start over to move it aside and begin again)"
             ) from None
-        session = cls(folder, image_path, record, entries, labels)
+        except BaseException:
+            if not had_it:
+                lock.release()
+            raise
+        session = cls(folder, image_path, record, entries, labels, lock, (notice,) if notice else ())
         session._finish_interrupted(lagged, log_ahead)
         return session
+
+    @classmethod
+    def _read(cls, folder: Path, image_path: Path, image: np.ndarray, checksum: str) -> "Session":
+        holder = _read_holder_at(folder / LOCK_NAME)
+        attempts = 5
+        for attempt in range(attempts):
+            try:
+                record, entries, labels, _, _ = _load(folder, image, checksum)
+                break
+            except _Problem as problem:
+                # A writer may replace files between our reads; only a lasting problem is damage.
+                if attempt + 1 < attempts and (folder / LOCK_NAME).exists():
+                    time.sleep(0.05)
+                    continue
+                raise SessionError(f"the proofreading session {folder} {problem}; it was left untouched") from None
+        notices = ()
+        if holder is not None and not (holder["pid"] == os.getpid() and holder["host"] == _host()):
+            notices = (f"opened read-only; {_describe(holder)} has it open for writing",)
+        return cls(folder, image_path, record, entries, labels, None, notices)
 
     def _finish_interrupted(self, labels_lag: bool, log_ahead: bool) -> None:
         """Complete what a killed process left: lagging labels, a log written ahead, temporary files."""
@@ -464,10 +976,56 @@ class Session:
             write_npy(self.folder / LABELS_NAME, self._labels)
         if log_ahead:
             write_json(self.folder / LOG_NAME, self._entries)
+        # We hold the lock, so no other process writes here; still, a file is
+        # removed only when the process that made it no longer runs.
         for sub in (self.folder, self.folder / EDITS_DIR):
             for path in sub.glob(".*.tmp"):
-                if _TMP_PATTERN.match(path.name) and path.is_file():
+                match = _TMP_PATTERN.match(path.name)
+                if match and path.is_file() and int(match.group(1)) != os.getpid() \
+                        and not _process_alive(int(match.group(1)), None):
                     path.unlink(missing_ok=True)
+
+    # -- closing -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the lock so another process can open the session; the object stays readable.
+
+        Every change was saved when it was made, so closing writes nothing.
+        Closing twice, or a read-only session, does nothing.
+        """
+        self._closed = True
+        if self._lock is not None:
+            _release_owned(self._lock, self._token)
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether this object can no longer change the session (closed, or replaced by a newer open)."""
+        return self._closed or self._lock is None or self._lock.owner != self._token or not self._lock.held
+
+    def _check_writable(self, action: str) -> None:
+        if self._lock is None:
+            raise SessionError(
+                f"the proofreading session {self.folder} is open read-only; cannot {action} "
+                "(open it without read_only once no other process has it open)"
+            )
+        if self._closed:
+            raise SessionError(f"this proofreading session {self.folder} was closed; open it again to {action}")
+        if self._lock.owner != self._token or not self._lock.held:
+            raise SessionError(
+                f"the proofreading session {self.folder} was opened again in this process; "
+                f"use the newer Session to {action}"
+            )
+        if not self._lock.intact():
+            raise SessionError(
+                f"the lock file {self._lock.path} was removed or replaced by another program; "
+                f"cannot {action}; open the session again"
+            )
 
     # -- state -------------------------------------------------------------------------
 
@@ -519,6 +1077,21 @@ class Session:
         return self._record["created"]
 
     @property
+    def inputs(self) -> dict:
+        """What the session was made from, as given to :meth:`open` or :meth:`set_inputs` (a copy)."""
+        return copy.deepcopy(self._record.get("inputs", {}))
+
+    @property
+    def initial_labels_checksum(self) -> str | None:
+        """:func:`labels_checksum` of the labels the session started from; None for older sessions."""
+        return self._record.get("initial_labels_checksum")
+
+    @property
+    def labels_checksum(self) -> str:
+        """:func:`labels_checksum` of the current labels."""
+        return self._record["labels"]["checksum"]
+
+    @property
     def modified(self) -> str:
         """ISO 8601 UTC time of the last saved change."""
         return self._record["modified"]
@@ -547,11 +1120,15 @@ class Session:
         ------
         InputError
             If the edit was made for other labels; nothing changes.
+        SessionError
+            If the session is read-only, closed, or was opened again; nothing
+            changes.
         OSError
             If the disk cannot be written. Raised before the commit, nothing
             changes; after it (only ``labels.npy`` failed), the edit stands
             and ``labels.npy`` is rewritten by the next operation or open.
         """
+        self._check_writable(f"apply the {getattr(edit, 'kind', 'given')} edit")
         if not isinstance(edit, Edit):
             raise InputError(f"apply takes an Edit, got {type(edit).__name__}")
         try:
@@ -615,15 +1192,24 @@ class Session:
         Raises
         ------
         SessionError
-            If the edit's file in the session folder is missing or corrupt;
+            If the edit's file in the session folder is missing or corrupt,
+            or the session is read-only, closed or was opened again;
             nothing changes.
         """
+        self._check_writable("undo")
         if not self.can_undo:
             return None
         return self._step(self._live()[self.position - 1], forward=False)
 
     def redo(self) -> Edit | None:
-        """Re-apply the next undone edit and save; returns it, or None when there is none."""
+        """Re-apply the next undone edit and save; returns it, or None when there is none.
+
+        Raises
+        ------
+        SessionError
+            As :meth:`undo`.
+        """
+        self._check_writable("redo")
         if not self.can_redo:
             return None
         return self._step(self._live()[self.position], forward=True)
@@ -664,13 +1250,46 @@ class Session:
             Any stable name for the patch; the patch's ``(y0, x0, y1, x1)``
             rectangle is a good one (then :meth:`export_reviewed` needs no
             table of rectangles).
+
+        Raises
+        ------
+        SessionError
+            If the session is read-only, closed, or was opened again.
         """
+        self._check_writable("mark a patch reviewed")
         patch_id = _patch_id(patch_id)
         current = self._record["reviewed"]
         if (patch_id in current) == bool(reviewed):
             return
         saved = self._save_point()
         self._record["reviewed"] = current | {patch_id} if reviewed else current - {patch_id}
+        try:
+            self._commit(labels_changed=False)
+        except BaseException:
+            self._restore(saved)
+            raise
+
+    def set_inputs(self, inputs: dict) -> None:
+        """Replace :attr:`inputs` (e.g. a layer renamed, a new patch size) and save.
+
+        Parameters
+        ----------
+        inputs : dict
+            Any JSON object.
+
+        Raises
+        ------
+        InputError
+            If ``inputs`` is not a JSON object; nothing changes.
+        SessionError
+            If the session is read-only, closed, or was opened again.
+        """
+        self._check_writable("change its inputs")
+        inputs = _check_inputs(inputs)
+        if inputs == self._record.get("inputs", {}):
+            return
+        saved = self._save_point()
+        self._record["inputs"] = inputs
         try:
             self._commit(labels_changed=False)
         except BaseException:
@@ -708,8 +1327,25 @@ class Session:
     # -- export ------------------------------------------------------------------------
 
     def export_labels(self, path) -> Path:
-        """Write the current labels with :func:`probseg.io.write_image` (TIFF, ``.npy``...)."""
+        """Write the current labels with :func:`probseg.io.write_image` (TIFF, ``.npy``...).
+
+        Possible in a read-only session too.
+
+        Raises
+        ------
+        InputError
+            If ``path`` lies inside the session folder, whose files only the
+            session itself writes.
+        """
+        self._check_outside(path)
         return write_image(path, self._labels)
+
+    def _check_outside(self, *paths) -> None:
+        folder = os.path.realpath(self.folder)
+        for path in paths:
+            real = os.path.realpath(Path(path))
+            if real == folder or real.startswith(folder + os.sep):
+                raise InputError(f"cannot export into the session folder {self.folder}; choose a path outside it")
 
     def export_reviewed(self, path, patches=None, mask_path=None) -> tuple[Path, Path]:
         """Write sparse labels of the reviewed patches, for training on them.
@@ -741,7 +1377,8 @@ class Session:
         Raises
         ------
         InputError
-            If nothing is reviewed, or a reviewed patch has no rectangle.
+            If nothing is reviewed, a reviewed patch has no rectangle, or a
+            path lies inside the session folder.
         """
         rects = self._reviewed_rects(patches)
         known = np.zeros(self.shape, dtype=bool)
@@ -751,6 +1388,7 @@ class Session:
         mask_path = Path(mask_path) if mask_path is not None else path.with_name(f"{path.stem}_reviewed{path.suffix}")
         if mask_path == path:
             raise InputError(f"the labels and the reviewed mask cannot both be written to {path}")
+        self._check_outside(path, mask_path)
         labels = np.where(known, self._labels, 0).astype(LABEL_DTYPE)
         return write_image(path, labels), write_image(mask_path, known.astype(np.uint8))
 
@@ -801,13 +1439,23 @@ def _initial_labels(initial_labels, image: np.ndarray) -> np.ndarray:
     return array.astype(LABEL_DTYPE)
 
 
+def _check_inputs(inputs) -> dict:
+    """A copy of ``inputs`` as it will be stored: a JSON object."""
+    if not isinstance(inputs, dict) or not all(isinstance(k, str) for k in inputs):
+        raise InputError(f"inputs must be a dict with string keys, got {type(inputs).__name__}")
+    try:
+        return json.loads(json.dumps(inputs, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"inputs cannot be saved as JSON ({exc})") from None
+
+
 def _no_permission(folder: Path) -> SessionError:
     return SessionError(f"cannot create the session {folder}: permission denied; copy the image to a folder you can write")
 
 
 def _make_staging(folder: Path) -> Path:
     while True:
-        staging = folder.parent / f".{folder.name}.{secrets.token_hex(4)}.tmp"
+        staging = folder.parent / f".{folder.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
         try:
             # 0o777 minus the umask, like any new folder (mkdtemp would make it private).
             staging.mkdir(0o777)
@@ -816,6 +1464,22 @@ def _make_staging(folder: Path) -> Path:
             continue
         except PermissionError:
             raise _no_permission(folder) from None
+
+
+def _move_aside_locked(folder: Path) -> Path:
+    """Move a session aside once its lock is ours, so a session in use elsewhere is never moved."""
+    lock = _acquire(folder)[0] if folder.is_dir() else None
+    try:
+        target = _move_aside(folder)
+    except BaseException:
+        if lock is not None and lock.owner is None:
+            lock.release()  # taken just for this; a Session of this process keeps its own
+        raise
+    if lock is not None:
+        # The lock file went along; a folder set aside is not in use.
+        lock.path = target / LOCK_NAME
+        lock.release()
+    return target
 
 
 def _move_aside(folder: Path) -> Path:
