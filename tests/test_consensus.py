@@ -217,3 +217,70 @@ def test_perturbed_samples_make_mistakes_but_not_too_many(blobs):
     assert all(0.5 < f < 1.0 for f in scores)
     exact = perturbed_samples(blobs, 2, split=0, merge=0, jitter=False)
     assert _same_partition(exact[0], blobs)
+
+
+def test_sweep_counts_the_objects_labels_gives(blobs):
+    # Communities that fall apart or are smaller than min_size used to be
+    # counted as they were, so Auto reported another count than it applied.
+    samples = perturbed_samples(blobs, 8, split=0.15, merge=0.15, seed=5)
+    c = Consensus.from_samples(samples)
+    sweep = c.sweep(min_size=20)
+    assert sweep.min_size == 20 and sweep.windows == ()
+    assert [int(n) for n in sweep.n_objects] == [int(c.labels(r, min_size=20).max()) for r in sweep.resolutions]
+    region = c.region((20, 30, 70, 90))
+    inside = c.sweep(region=region, min_size=5)
+    assert inside.windows == ((20, 30, 70, 90),)
+    assert [int(n) for n in inside.n_objects] == [int(c.region_labels(region, r, min_size=5).max()) for r in inside.resolutions]
+
+
+def test_sweep_windows_samples_windows_over_the_whole_image():
+    _, truth = touching_blobs((384, 320), object_size=16, density=0.5, seed=3)
+    c = Consensus.from_samples(perturbed_samples(truth, 8, split=0.15, merge=0.15, seed=5))
+    sweep = c.sweep_windows(window=96, max_windows=4, min_size=10)
+    assert len(sweep.windows) == 4 and len(set(sweep.windows)) == 4
+    for y0, x0, y1, x1 in sweep.windows:
+        assert 0 <= y0 < y1 <= 384 and 0 <= x0 < x1 <= 320 and (y1 - y0, x1 - x0) == (96, 96)
+    # The windows span the image rather than one corner.
+    assert min(w[0] for w in sweep.windows) == 0 and max(w[2] for w in sweep.windows) == 384
+    expected = sum(int(c.region_labels(c.region(w), sweep.best, min_size=10).max()) for w in sweep.windows)
+    assert sweep.n_objects[sweep.best_index] == expected
+    assert f1_score(c.labels(sweep.best, min_size=10), truth) > 0.95
+
+
+def test_sweep_windows_on_a_small_image_is_the_whole_sweep(blobs):
+    c = Consensus.from_samples(perturbed_samples(blobs, 8, seed=6))
+    small = c.sweep_windows(window=256)
+    whole = c.sweep()
+    assert small.windows == () and small.best == whole.best
+    np.testing.assert_array_equal(small.nmi, whole.nmi)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(window=8), "at least 16"), (dict(window=64.5), "whole number"), (dict(max_windows=0), "at least 1 window"),
+    (dict(resolutions=[1e-3, -1.0]), "positive"),
+])
+def test_sweep_windows_bad_settings(blobs, kwargs, match):
+    c = Consensus.from_samples(np.stack([blobs] * 2))
+    with pytest.raises(InputError, match=match):
+        c.sweep_windows(**kwargs)
+
+
+@pytest.mark.parametrize("extra", [[], ["--region", "10,10,70,80"]])
+def test_cli_auto_prints_the_count_it_writes(tmp_path, capsys, extra):
+    import re
+
+    import tifffile
+
+    from probseg import cli
+
+    _, truth = touching_blobs((96, 96), object_size=14, seed=2)
+    tifffile.imwrite(tmp_path / "samples.tif", perturbed_samples(truth, 8, split=0.2, merge=0.2, seed=1).astype(np.uint16))
+    out = tmp_path / "c.tif"
+    assert cli.main(["consensus", str(tmp_path / "samples.tif"), "--out", str(out), "--min-size", "30", *extra]) == 0
+    text = capsys.readouterr().out
+    printed = int(re.search(r"auto resolution .*, (\d+) objects", text).group(1))
+    labels = tifffile.imread(out)
+    if extra:
+        assert "objects in the region" in text
+        labels = labels[10:70, 10:80]
+    assert printed == np.unique(labels[labels > 0]).size

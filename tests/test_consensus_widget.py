@@ -13,6 +13,8 @@ pytest.importorskip("pytestqt")
 if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
     pytest.skip("needs a display: install Xvfb (apt-get install xvfb) for pytest-xvfb", allow_module_level=True)
 
+from napari.utils.colormaps.standardize_color import transform_color  # noqa: E402
+
 from napari_probseg._layers import OUTPUT_META_KEY  # noqa: E402
 from napari_probseg.consensus_widget import FIELD_OF_VIEW, ConsensusWidget  # noqa: E402
 from probseg.metrics import f1_score  # noqa: E402
@@ -169,3 +171,64 @@ def test_undo_restores_region_sessions_and_whole_image_runs(viewer, qtbot):
     w.undo()  # the whole-image run
     np.testing.assert_array_equal(w.consensus_layer.data, first)
     assert not np.array_equal(merged, first)
+
+
+def _count_in(layer, rect):
+    y0, x0, y1, x1 = rect
+    return _objects(np.asarray(layer.data)[y0:y1, x0:x1])
+
+
+def test_auto_reports_the_count_it_applies(viewer, qtbot):
+    w = ConsensusWidget(viewer)
+    w.min_size_spin.value = 40  # min size and split communities used to be left out of Auto's count
+    _idle(qtbot, w)
+    w.auto()
+    _idle(qtbot, w)
+    sweep = w.last_sweep
+    reported = int(sweep.n_objects[sweep.best_index])
+    assert sweep.windows == (RECT,) and sweep.min_size == 40
+    assert f"{reported} objects in the 50x60 px region" in w.auto_info.text()
+    assert _count_in(w.consensus_layer, RECT) == reported
+    # The bar shows the region update, not the build that came before it.
+    assert w.progress_label.text() == "region re-segmented"
+    # Applying the region's pick to the whole image says so.
+    w.apply_to_whole_image()
+    assert "Auto's pick for the 50x60 px region" in w.status
+    _idle(qtbot, w)
+    assert "Auto's pick for the 50x60 px region" in w.status
+    w.slider.setValue(w.slider.value() + 1)  # the user's own resolution: no note
+    _idle(qtbot, w)
+    w.apply_to_whole_image()
+    _idle(qtbot, w)
+    assert "Auto's pick" not in w.status
+
+
+def test_whole_image_auto_sweeps_windows_and_applies_its_pick(viewer, qtbot, truth_and_samples):
+    truth, _ = truth_and_samples
+    w = ConsensusWidget(viewer)
+    w.auto_window, w.auto_windows = 64, 3
+    _idle(qtbot, w)
+    w.auto_whole_image()
+    _idle(qtbot, w)
+    sweep = w.last_sweep
+    assert len(sweep.windows) == 3 and w.resolution == pytest.approx(sweep.best, rel=0.02)
+    layer = w.consensus_layer
+    n = _objects(np.asarray(layer.data))
+    assert f"applied: {n} objects in {layer.name}" in w.auto_info.text()
+    assert f1_score(layer.data, truth) > 0.9
+    assert w.region_updates == 0  # the whole image was written, not re-done region by region
+    w.apply_to_whole_image()
+    _idle(qtbot, w)
+    assert "Auto's pick" not in w.status
+
+
+def test_draw_region_adds_a_transparent_rectangle_layer(viewer, qtbot):
+    w = ConsensusWidget(viewer)
+    _idle(qtbot, w)
+    layer = w.draw_region()
+    assert w.region_source == layer.name and layer.mode == "add_rectangle"
+    assert transform_color(layer.current_face_color)[0][-1] == 0
+    layer.add_rectangles(np.array([[10, 10], [40, 50]]))
+    assert layer.face_color[-1][-1] == 0  # outline only: the cells inside stay visible
+    assert w.current_rect() == (10, 10, 40, 50)
+    _idle(qtbot, w)

@@ -133,7 +133,7 @@ def test_train_then_predict(viewer, qtbot, tmp_path, store):
     assert {role: (type(layer), layer.data.shape) for role, layer in layers.items()} == expected
     probability = layers["probability"].data
     assert probability.min() >= 0.0 and probability.max() <= 1.0
-    assert layers["segmentation"].name == "nuclei segmentation"
+    assert layers["segmentation"].name == "nuclei · m1 segmentation"  # image · model folder
     assert layers["embeddings"].rgb and layers["embeddings"].metadata["embeddings"].shape == (2, 96, 96)
     assert tuple(layers["uncertainty"].contrast_limits) == (0.0, 1.0)
     assert layers["uncertainty"].colormap.name == "magma"
@@ -311,13 +311,13 @@ def test_plugin_contributions_in_napari(make_napari_viewer, npe2pm, qtbot, model
         predict.run()
         assert not predict.run_button.isEnabled()
         _wait(qtbot, predict)
-        assert viewer.layers["touching blobs segmentation"].data.shape == (256, 256)
+        assert viewer.layers["touching blobs · tiny segmentation"].data.shape == (256, 256)
         assert predict.run_button.isEnabled()
         _, consensus = viewer.window.add_plugin_dock_widget("napari-probseg", "Consensus")
         assert isinstance(consensus, ConsensusWidget)
-        assert consensus.samples_layer == "touching blobs samples"
+        assert consensus.samples_layer == "touching blobs · tiny samples"
         qtbot.waitUntil(lambda: not consensus.running and not consensus.updating, timeout=TIMEOUT_MS)
-        assert viewer.layers["touching blobs consensus"].data.shape == (256, 256)
+        assert viewer.layers["touching blobs · tiny consensus"].data.shape == (256, 256)
         consensus.slider.setValue(10)
         qtbot.waitUntil(lambda: consensus.region_updates > 0 and not consensus.updating, timeout=TIMEOUT_MS)
 
@@ -448,3 +448,153 @@ def test_settings_of_another_model_never_recompute_the_shown_result(viewer, qtbo
     qtbot.waitUntil(lambda: predictor.tune_result is not None and not predictor.running, timeout=TIMEOUT_MS)
     assert predictor.prediction is first
     assert predictor.output_layers["segmentation"].metadata[OUTPUT_META_KEY]["model"] == shown_model
+
+
+def test_two_models_side_by_side_get_their_own_layers(viewer, qtbot, tmp_path, store, model_folder):
+    import shutil
+
+    from napari_probseg.proofread_widget import ProofreadWidget
+
+    other = tmp_path / "other"
+    shutil.copytree(model_folder, other)  # another folder: another model, as far as the layers go
+    predictor = _dock(viewer, PredictWidget(viewer, store=store))
+    _load(qtbot, predictor, model_folder)
+    predictor.load_model(other)
+    qtbot.waitUntil(lambda: len(store) == 2, timeout=30_000)
+    first, second = store.names()
+    predictor.n_samples = 2
+
+    def run(name):
+        predictor.model_name = name
+        assert predictor.run() is not None, predictor.status
+        _wait(qtbot, predictor)
+        return predictor.output_layers
+
+    a = run(first)
+    assert a["segmentation"].name == "nuclei · tiny segmentation"
+    a_data = {role: np.array(layer.data) for role, layer in a.items()}
+    n_layers = len(viewer.layers)
+    b = run(second)
+    assert b["segmentation"].name == "nuclei · other segmentation"
+    assert len(viewer.layers) == n_layers + len(a)  # a set of its own, nothing replaced
+    assert not set(map(id, a.values())) & set(map(id, b.values()))
+    for role, layer in a.items():
+        np.testing.assert_array_equal(layer.data, a_data[role])
+    assert "nuclei · other segmentation" in predictor.status
+
+    # The first model again: its own layers are updated, the second's stay.
+    predictor.n_samples = 3
+    again = run(first)
+    assert len(viewer.layers) == n_layers + len(a)
+    assert all(again[role] is a[role] for role in a)
+    assert again["samples"].data.shape[0] == 3 and b["samples"].data.shape[0] == 2
+
+    # The other widgets find both sets by their metadata.
+    consensus = ConsensusWidget(viewer)
+    assert set(consensus._samples_choices()) >= {"nuclei · tiny samples", "nuclei · other samples"}
+    qtbot.waitUntil(lambda: not consensus.running and not consensus.updating, timeout=TIMEOUT_MS)
+    proof = ProofreadWidget(viewer)
+    assert {"nuclei · tiny segmentation", "nuclei · other segmentation"} <= set(proof.labels_combo.choices)
+    assert {"nuclei · tiny uncertainty", "nuclei · other uncertainty"} <= set(proof.uncertainty_combo.choices)
+
+
+@pytest.mark.parametrize("cls", ["TrainWidget", "PredictWidget", "ConsensusWidget", "ProofreadWidget"])
+def test_every_widget_scrolls_instead_of_growing_the_window(viewer, cls):
+    from qtpy.QtWidgets import QScrollArea
+
+    from napari_probseg import proofread_widget
+
+    classes = {"TrainWidget": TrainWidget, "PredictWidget": PredictWidget, "ConsensusWidget": ConsensusWidget,
+               "ProofreadWidget": proofread_widget.ProofreadWidget}
+    widget = _dock(viewer, classes[cls](viewer))
+    assert isinstance(widget.scroll_area, QScrollArea) and widget.layout().itemAt(0).widget() is widget.scroll_area
+    content = widget.scroll_area.widget()
+    assert widget.status_label.parent() is content
+    assert widget.minimumSizeHint().height() < 300  # without the scroll area, 440 to 1000+ px
+    assert widget.minimumSizeHint().width() >= content.minimumSizeHint().width()  # it scrolls up and down only
+
+
+def test_demo_docks_the_four_widgets_as_tabs(make_napari_viewer, npe2pm, qtbot):
+    from napari_probseg.demo import dock_all
+
+    with npe2pm.tmp_plugin(manifest=str(ROOT / "napari.yaml")):
+        viewer = make_napari_viewer()
+        viewer.add_image(np.zeros((64, 64), np.float32), name="img")
+        docks = dock_all(viewer)
+        window = viewer.window._qt_window
+        assert set(window.tabifiedDockWidgets(docks[0])) == set(docks[1:])
+        # Tabbed and scrolling: about the empty window's height (1200 px stacked, 2250 px before the scroll areas).
+        assert window.minimumSizeHint().height() < 800
+
+
+def test_eta_follows_the_recent_pace():
+    from napari_probseg._engine_widget import JobMonitor
+
+    now = [0.0]
+    monitor = JobMonitor(clock=lambda: now[0])
+    now[0] = 30.0  # a slow start (loading, first step) is not a step's pace
+    monitor.callbacks().progress(1, 100, 1.0)
+    for step in range(2, 41):
+        now[0] += 1.0
+        monitor.callbacks().progress(step, 100, 1.0)
+    snap = monitor.drain()
+    assert snap.step_seconds == pytest.approx(1.0)
+    assert snap.eta == pytest.approx(60.0)  # the mean pace would say 60 * 69/40 s
+    for step in range(41, 81):  # the machine got busy: 3 s a step
+        now[0] += 3.0
+        monitor.callbacks().progress(step, 100, 1.0)
+    snap = monitor.drain()
+    assert snap.step_seconds == pytest.approx(3.0, rel=0.1)
+    assert snap.eta == pytest.approx(60.0, rel=0.1)
+
+
+@pytest.mark.parametrize("value, text", [
+    (52736.0703, "52736"), (1234.5, "1234"), (72.41234, "72.41"), (1.23456, "1.235"), (0.0123456, "0.01235"),
+    (0.0, "0"), (-3.5, "-3.500"), (2.5e-5, "2.500e-05"), (3e7, "3.000e+07"), (float("nan"), "nan"),
+])
+def test_format_loss_keeps_four_significant_digits(value, text):
+    from napari_probseg._engine_widget import format_loss
+
+    assert format_loss(value) == text
+
+
+def test_train_widget_offers_labels_of_the_image_shape_and_keeps_the_folder_in_view(viewer, qtbot, tmp_path, store, crop):
+    viewer.add_labels(np.zeros((3, 96, 96), np.int32), name="nuclei samples")
+    viewer.add_labels(np.zeros((50, 50), np.int32), name="other labels")
+    viewer.add_labels(datasets.nuclei()[1][:96, :96], name="nuclei truth")
+    trainer = _dock(viewer, TrainWidget(viewer, store=store))
+    trainer.image_layers = ["nuclei"]
+    trainer.method = "concrete-dropout"
+    assert trainer.labels_combo.choices == ("(none)", "nuclei truth")
+    assert trainer.labels_note.text() == "Concrete-Dropout embeddings: trained on labels; choose a labels layer of the image."
+    # "-1" alone says nothing; the box says what it means.
+    ignore = trainer.form.fields["ignore_id"]
+    assert ignore.get() == -1 and ignore.hint.text() == "none" and not ignore.hint.isHidden()
+    trainer.form.set_values({"ignore_id": 65535})
+    assert ignore.hint.isHidden()  # the id itself needs no explaining
+    trainer.method = "cellulus"
+    out = tmp_path / "kept"
+    trainer.form.set_values({**TINY, "steps": 30})
+    trainer.output_folder = out
+    trainer.start()
+    qtbot.waitUntil(lambda: trainer.progress_label.text().startswith("step"), timeout=TIMEOUT_MS)
+    assert trainer.folder_label.text() == f"model folder: {out}"
+    _wait(qtbot, trainer)
+    assert trainer.folder_label.text() == f"model folder: {out}"
+
+
+def test_device_line_wraps_and_names_no_command_line_flag(viewer, monkeypatch):
+    from napari_probseg import _engine_widget
+    from probseg.errors import InputError
+
+    def refuse(name):
+        raise InputError("device 'cuda' was requested but torch cannot use a CUDA GPU here; use --device cpu or auto")
+
+    monkeypatch.setattr(_engine_widget, "resolve_device", refuse)
+    chooser = _engine_widget.DeviceChooser()
+    chooser.value = "cuda"
+    assert "--" not in chooser.label.text() and "choose auto or cpu" in chooser.label.text()
+    assert chooser.label.wordWrap()
+    with pytest.raises(InputError, match="choose auto or cpu") as info:
+        chooser.check()
+    assert "--" not in str(info.value)

@@ -9,6 +9,8 @@ of the widgets: status line, progress bar, cancel, model loading and
 
 from __future__ import annotations
 
+import functools
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,8 +19,18 @@ from pathlib import Path
 from magicgui.widgets import ComboBox
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QFileDialog, QLabel, QProgressBar, QPushButton, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QFrame,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
 from napari_probseg import _models
 from probseg import api
@@ -27,6 +39,14 @@ from probseg.device import DEVICE_CHOICES, describe_device, gpu_warning, resolve
 from probseg.errors import InputError, ProbsegError
 
 POLL_MS = 100  # GUI refresh while a job runs: ~10 updates a second, however fast the steps
+# A docked widget may shrink to this height and scrolls below it; several
+# docked widgets then fit a laptop screen (the tallest is over 1000 px
+# without it: docked together, four of them asked for 2660 px).
+MIN_SCROLL_HEIGHT = 160
+# The ETA follows the recent pace: the mean over the first steps, then an
+# exponential average over about the last 20, so a machine that got busy (or
+# free) shows within a few seconds and the slow first step fades out.
+ETA_WINDOW = 20
 
 
 @dataclass
@@ -39,13 +59,15 @@ class Snapshot:
     elapsed: float
     new_losses: list = field(default_factory=list)
     messages: list = field(default_factory=list)
+    step_seconds: float | None = None
 
     @property
     def eta(self) -> float | None:
-        """Seconds left at the average pace so far, ``None`` before the first step."""
+        """Seconds left at the recent pace (``step_seconds``), else at the mean pace; ``None`` before the first step."""
         if self.step <= 0 or self.total <= 0:
             return None
-        return self.elapsed / self.step * max(0, self.total - self.step)
+        pace = self.step_seconds if self.step_seconds is not None else self.elapsed / self.step
+        return pace * max(0, self.total - self.step)
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -60,6 +82,21 @@ def format_seconds(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def format_loss(value: float) -> str:
+    """A loss with 4 significant digits, whole numbers from 1000 up.
+
+    ``52736.07`` -> ``52736``, ``1.23456`` -> ``1.235``, ``0.0123456`` ->
+    ``0.01235``; below 1e-3, above 1e6 and non-finite values in ``%.3e`` form.
+    """
+    value = float(value)
+    size = abs(value)
+    if not math.isfinite(value) or (size != 0 and not 1e-3 <= size < 1e6):
+        return f"{value:.3e}"
+    if size == 0:
+        return "0"
+    return f"{value:.{max(0, 3 - math.floor(math.log10(size)))}f}"
+
+
 class JobMonitor:
     """Mailbox between an engine job on a worker thread and a widget on the GUI thread.
 
@@ -67,12 +104,21 @@ class JobMonitor:
     they only record under a lock. The widget reads a :class:`Snapshot` on a
     timer, so Qt is touched only from the GUI thread and the GUI is updated
     at the timer's pace however fast the steps come.
+
+    Parameters
+    ----------
+    clock : callable, optional
+        Seconds as a float; :func:`time.monotonic` unless a test steps it by hand.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock=time.monotonic) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._started = time.monotonic()
+        self._started = clock()
+        self._last: tuple[int, float] | None = None  # (step, time) of the previous report
+        self._pace: float | None = None  # smoothed seconds per step
+        self._paces = 0
         self._step = 0
         self._total = 0
         self._loss: float | None = None
@@ -92,8 +138,21 @@ class JobMonitor:
         return self._stop.is_set()
 
     def _on_progress(self, step: int, total: int, loss: float | None) -> None:
+        now = self._clock()
         with self._lock:
-            self._step, self._total = int(step), int(total)
+            step, total = int(step), int(total)
+            if total != self._total or (self._last is not None and step < self._last[0]):
+                # Another phase of the job (e.g. post-processing after the passes): another pace.
+                self._last, self._pace, self._paces = None, None, 0
+            # The time to the first report (loading, setting up) is not a step's pace.
+            if self._last is not None and step > self._last[0]:
+                pace = (now - self._last[1]) / (step - self._last[0])
+                self._paces += 1
+                alpha = max(1.0 / self._paces, 1.0 / ETA_WINDOW)
+                self._pace = pace if self._pace is None else self._pace + alpha * (pace - self._pace)
+            if self._last is None or step != self._last[0]:
+                self._last = (step, now)
+            self._step, self._total = step, total
             if loss is not None:
                 self._loss = float(loss)
                 self._new_losses.append(float(loss))
@@ -106,8 +165,8 @@ class JobMonitor:
         """The current state plus the losses and messages that arrived since the last call."""
         with self._lock:
             snap = Snapshot(
-                self._step, self._total, self._loss, time.monotonic() - self._started,
-                self._new_losses, self._messages,
+                self._step, self._total, self._loss, self._clock() - self._started,
+                self._new_losses, self._messages, self._pace,
             )
             self._new_losses, self._messages = [], []
         return snap
@@ -135,6 +194,9 @@ class DeviceChooser(QWidget):
         self.combo.tooltip = "auto prefers a CUDA GPU, then Apple's MPS, then the CPU"
         self.label = QLabel()
         self.label.setWordWrap(True)
+        # Wrapped, not clipped: the line may be long (the GPU warning) in a narrow dock.
+        self.label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
+        self.label.setMinimumWidth(0)
         self._warning = gpu_warning()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -153,20 +215,49 @@ class DeviceChooser(QWidget):
 
     def check(self) -> str:
         """The chosen name after checking this machine has it (InputError if not)."""
-        resolve_device(self.value)
+        try:
+            resolve_device(self.value)
+        except InputError as exc:
+            raise InputError(self._for_the_gui(exc)) from None
         return self.value
+
+    def _for_the_gui(self, exc: InputError) -> str:
+        # The engine's advice names the command line's --device flag; here
+        # the choice is the combo box above.
+        if "--device" in str(exc):
+            return f"device '{self.value}' is not available: torch cannot use it on this machine; choose auto or cpu"
+        return str(exc)
 
     def _update(self, *_) -> None:
         try:
             text = f"uses {describe_device(resolve_device(self.value))}"
             style = ""
         except InputError as exc:
-            text, style = str(exc), "color: #ff6b6b"
+            text, style = self._for_the_gui(exc), "color: #ff6b6b"
         if self._warning:
             text += f"\n{self._warning}"
             style = style or "color: #f0b64f"
         self.label.setText(text)
         self.label.setStyleSheet(style)
+
+
+class _FitWidth(QObject):
+    """Keeps a scroll area at least as wide as its content, which only scrolls vertically."""
+
+    def __init__(self, scroll: QScrollArea):
+        super().__init__(scroll)
+        self._scroll = scroll
+
+    def update(self) -> None:
+        content = self._scroll.widget()
+        if content is not None:
+            bar = self._scroll.verticalScrollBar().sizeHint().width()
+            self._scroll.setMinimumWidth(content.minimumSizeHint().width() + bar)
+
+    def eventFilter(self, obj, event) -> bool:
+        if event.type() == QEvent.Type.LayoutRequest:
+            self.update()
+        return False
 
 
 def _load_job(folder: str, device: str) -> Outcome:
@@ -178,11 +269,35 @@ class EngineWidget(QWidget):
 
     Subclasses build their own inputs and layout (placing the widgets made
     here), call :meth:`start_job` with an engine job, and may override
-    :meth:`_show_progress` and :meth:`_set_running`.
+    :meth:`_show_progress` and :meth:`_set_running`. When a subclass's
+    ``__init__`` returns, its layout is moved into :attr:`scroll_area`, so
+    the docked widget scrolls instead of growing the window.
     """
 
     #: Name of the job for status texts, e.g. "training".
     job_name = "job"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        # Every widget ends up in a scroll area once its own __init__ (the
+        # outermost one, for subclasses of subclasses) has laid it out, so
+        # subclasses keep building their layout on ``self`` as usual.
+        @functools.wraps(init)
+        def __init__(self, *args, **kw):
+            depth = self.__dict__.get("_init_depth", 0)
+            self.__dict__["_init_depth"] = depth + 1
+            try:
+                init(self, *args, **kw)
+            finally:
+                self.__dict__["_init_depth"] = depth
+            if depth == 0:
+                self._wrap_in_scroll_area()
+
+        cls.__init__ = __init__
 
     def __init__(self, napari_viewer, store: _models.ModelStore | None = None, parent: QWidget | None = None):
         super().__init__(parent)
@@ -193,6 +308,7 @@ class EngineWidget(QWidget):
         self._monitor: JobMonitor | None = None
         self._on_result = None
         self._running = False
+        self.scroll_area: QScrollArea | None = None
 
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1)
@@ -215,6 +331,47 @@ class EngineWidget(QWidget):
         events = self.viewer.layers.events
         for name in ("inserted", "removed", "reordered", "renamed"):
             getattr(events, name).connect(self.reset_choices)
+
+    # -- layout -----------------------------------------------------------------------
+    def _wrap_in_scroll_area(self) -> None:
+        """Move the widget's contents into a vertical scroll area.
+
+        Docked without one, a widget asks the window for its full height
+        (four of them: over 2600 px) and the lower buttons end up off screen.
+        """
+        outer = self.layout()
+        if outer is None or self.scroll_area is not None:
+            return
+        content = QWidget()
+        content.setObjectName("probsegContent")
+        inner = QVBoxLayout(content)
+        inner.setContentsMargins(outer.contentsMargins())
+        inner.setSpacing(outer.spacing())
+        while outer.count():
+            stretch = outer.stretch(0) if hasattr(outer, "stretch") else 0
+            item = outer.takeAt(0)
+            if item.widget() is not None:
+                inner.addWidget(item.widget(), stretch, item.alignment())
+            elif item.layout() is not None:
+                child = item.layout()
+                child.setParent(None)
+                inner.addLayout(child, stretch)
+            else:
+                inner.addItem(item)
+        scroll = QScrollArea()
+        scroll.setObjectName("probsegScroll")
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        scroll.setMinimumHeight(MIN_SCROLL_HEIGHT)
+        scroll.setWidget(content)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        self.scroll_area = scroll
+        self._fit_width = _FitWidth(scroll)
+        content.installEventFilter(self._fit_width)
+        self._fit_width.update()
 
     # -- status -----------------------------------------------------------------------
     @property

@@ -8,10 +8,11 @@ appears here without touching the plugin.
 from __future__ import annotations
 
 import math
+import re
 
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit, SpinBox
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QFormLayout, QLabel, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from probseg.config import FieldSpec, fields_of
@@ -41,6 +42,21 @@ def _format_float(value: float) -> str:
     return f"{float(value):g}"
 
 
+# "...; -1: none", "...; 0: 0.3 of the object size", "...; 0 means a tenth of ...":
+# what the field's lowest value stands for.
+_SPECIAL = re.compile(r"(?:^|;\s*)(-?\d+(?:\.\d+)?)(?::| means)\s+([^;]+?)\s*$")
+
+
+def special_value_text(spec: FieldSpec) -> str | None:
+    """What the lowest value of a number field means, from its doc (``-1: none`` gives ``none``), or None."""
+    if spec.minimum is None or spec.choices or spec.type not in (int, float):
+        return None
+    match = _SPECIAL.search(spec.doc)
+    if match is None or float(match.group(1)) != float(spec.minimum):
+        return None
+    return match.group(2)
+
+
 def _label(spec: FieldSpec) -> str:
     """``object size (px)``; a unit that repeats the name (steps in steps) is left out."""
     return spec.name.replace("_", " ") if spec.unit == spec.name else spec.label
@@ -53,6 +69,30 @@ class _Field:
         self.spec = spec
         self.widget = self._make_widget(spec)
         self.widget.tooltip = spec.doc
+        self.hint: QLabel | None = None
+        self.row: QWidget = self.widget.native
+        special = special_value_text(spec)
+        if special is not None:
+            # A bare "-1" or "0" says nothing in a form: beside the box, what
+            # that value means, while the box holds it.
+            self.hint = QLabel(special)
+            self.hint.setWordWrap(True)
+            self.hint.setToolTip(spec.doc)
+            self.hint.setStyleSheet("color: #a0a0a0")
+            self.row = QWidget()
+            box = QHBoxLayout(self.row)
+            box.setContentsMargins(0, 0, 0, 0)
+            box.addWidget(self.widget.native)
+            box.addWidget(self.hint, 1)
+            self.widget.changed.connect(self._show_hint)
+            self._show_hint()
+
+    def _show_hint(self, *_) -> None:
+        try:
+            at_minimum = float(self.get()) == float(self.spec.minimum)
+        except InputError:
+            at_minimum = False
+        self.hint.setVisible(at_minimum)
 
     @staticmethod
     def _make_widget(spec: FieldSpec):
@@ -151,7 +191,7 @@ class ConfigForm(QWidget):
             field = _Field(spec)
             label = QLabel(_label(spec))
             label.setToolTip(spec.doc)
-            rows.addRow(label, field.native)
+            rows.addRow(label, field.row)
             field.widget.changed.connect(self.changed.emit)
             self.fields[spec.name] = field
         return rows

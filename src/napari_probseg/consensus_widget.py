@@ -4,8 +4,11 @@ The graph is built once per samples layer (in the background). Moving the
 resolution slider re-runs Leiden inside the chosen region only, on a worker
 thread, newest request first, and writes the result into the consensus
 layer; nothing outside the region changes. Auto sweeps the resolution on the
-region and plots the agreement with the samples; "Apply to whole image" runs
-the consensus everywhere with progress and cancel.
+region and plots the agreement with the samples; "Auto (whole image)" sweeps
+a subsample of windows spread over the image and applies its pick
+everywhere; "Apply to whole image" runs the consensus everywhere at the
+slider's resolution, with progress and cancel. "Draw region" adds a Shapes
+layer with a transparent fill, so the cells being tuned stay visible.
 """
 
 from __future__ import annotations
@@ -25,13 +28,14 @@ from napari_probseg._engine_widget import EngineWidget, JobMonitor, Outcome, run
 from napari_probseg._layers import OUTPUT_META_KEY, canvas_size, layer_role, viewer_camera
 from napari_probseg._sweep_plot import SweepPlot
 from probseg.consensus import DEFAULT_OBJECTIVE, OBJECTIVES, Consensus, check_rect, write_region
-from probseg.consensus.engine import CPM_RANGE
+from probseg.consensus.engine import AUTO_WINDOW, AUTO_WINDOWS, CPM_RANGE
 from probseg.consensus.fragments import check_labelings
 from probseg.errors import Cancelled, InputError, ProbsegError
 
 FIELD_OF_VIEW = "field of view"
 SLIDER_STEPS = 400
 UNDO_DEPTH = 20  # earlier states of the consensus layer kept for Undo
+REGION_LAYER = "consensus region"
 
 
 @dataclass
@@ -81,8 +85,27 @@ def _whole(consensus: Consensus, resolution, objective, seed, min_size, monitor:
     return _cancellable(work)
 
 
-def _sweep(consensus: Consensus, objective, seed, rect, monitor: JobMonitor) -> Outcome:
-    return _cancellable(lambda: consensus.sweep(objective=objective, seed=seed, region=rect, callbacks=monitor.callbacks()))
+def _sweep(consensus: Consensus, objective, seed, rect, min_size, monitor: JobMonitor) -> Outcome:
+    return _cancellable(lambda: consensus.sweep(objective=objective, seed=seed, region=rect, min_size=min_size,
+                                                callbacks=monitor.callbacks()))
+
+
+@dataclass
+class WholeAuto:
+    """A whole-image Auto: the sweep on the sampled windows and the whole image at its pick."""
+
+    sweep: object
+    labels: np.ndarray
+
+
+def _auto_whole(consensus: Consensus, window, max_windows, objective, seed, min_size, monitor: JobMonitor) -> Outcome:
+    def work():
+        cb = monitor.callbacks()
+        sweep = consensus.sweep_windows(window, max_windows, objective=objective, seed=seed, min_size=min_size, callbacks=cb)
+        cb.raise_if_stopped()
+        return WholeAuto(sweep, consensus.labels(sweep.best, objective, seed, min_size))
+
+    return _cancellable(work)
 
 
 def _cancellable(work) -> Outcome:
@@ -118,11 +141,15 @@ class ConsensusWidget(EngineWidget):
         w.region_source = "Shapes"              # or FIELD_OF_VIEW
         w.resolution = 3e-3                     # region updates follow
         w.auto()                                # sweep on the region
+        w.auto_whole_image()                    # sweep sampled windows, apply everywhere
         w.apply_to_whole_image()
         w.consensus_layer                       # the Labels layer
     """
 
     job_name = "consensus"
+    #: Window side and number of windows of "Auto (whole image)".
+    auto_window = AUTO_WINDOW
+    auto_windows = AUTO_WINDOWS
 
     def __init__(self, napari_viewer, parent: QWidget | None = None):
         super().__init__(napari_viewer, None, parent)
@@ -133,11 +160,15 @@ class ConsensusWidget(EngineWidget):
         self._update_worker = None
         self.region_updates = 0
         self.last_sweep = None
+        self._applying = ""
         # Undo: (rect or None for the whole image, the labels there before).
         # A run of slider moves on one region is one step.
         self._history: list[tuple] = []
         self._history_rect = None
         self._fraction = _to_fraction(math.sqrt(CPM_RANGE[0] * CPM_RANGE[1]), CPM_RANGE)
+        # The region's rect while the slider holds Auto's pick for it, so
+        # Apply can say the whole image gets a region's resolution.
+        self._region_pick: tuple | None = None
 
         self.samples_combo = ComboBox(choices=self._samples_choices)
         self.samples_combo.tooltip = "(n, Y, X) label images, e.g. the samples layer of the Predict widget"
@@ -162,7 +193,15 @@ class ConsensusWidget(EngineWidget):
         self.seed_spin.tooltip = "same seed, same consensus"
         self.auto_button = QPushButton("Auto")
         self.auto_button.setToolTip("sweep resolutions on the region; pick the one agreeing best with the samples (mean NMI)")
+        self.auto_whole_button = QPushButton("Auto (whole image)")
+        self.auto_whole_button.setToolTip(
+            f"sweep resolutions on up to {self.auto_windows} windows of {self.auto_window} px spread over the image, "
+            "then apply the best to the whole image"
+        )
         self.apply_button = QPushButton("Apply to whole image")
+        self.apply_button.setToolTip("the consensus of the whole image at the slider's resolution")
+        self.region_button = QPushButton("Draw region")
+        self.region_button.setToolTip("add a Shapes layer for the region (transparent, so the cells stay visible) and draw a rectangle")
         self.undo_button = QPushButton("Undo")
         self.undo_button.setToolTip("restore the consensus layer as it was before the last region session or whole-image run")
         self.undo_button.setEnabled(False)
@@ -176,12 +215,17 @@ class ConsensusWidget(EngineWidget):
         resolution_row.addWidget(self.resolution_edit)
         buttons = QHBoxLayout()
         buttons.addWidget(self.auto_button)
+        buttons.addWidget(self.auto_whole_button)
         buttons.addWidget(self.apply_button)
-        buttons.addWidget(self.undo_button)
-        buttons.addWidget(self.cancel_button)
+        buttons2 = QHBoxLayout()
+        buttons2.addWidget(self.undo_button)
+        buttons2.addWidget(self.cancel_button)
+        region_row = QHBoxLayout()
+        region_row.addWidget(self.region_combo.native, 1)
+        region_row.addWidget(self.region_button)
         form = QFormLayout()
         form.addRow("samples", self.samples_combo.native)
-        form.addRow("region", self.region_combo.native)
+        form.addRow("region", region_row)
         form.addRow("objective", self.objective_combo.native)
         form.addRow("resolution", resolution_row)
         form.addRow("", self.live_check)
@@ -194,6 +238,7 @@ class ConsensusWidget(EngineWidget):
         layout.addLayout(form)
         layout.addWidget(self.graph_info)
         layout.addLayout(buttons)
+        layout.addLayout(buttons2)
         layout.addWidget(self.plot)
         layout.addWidget(self.auto_info)
         layout.addWidget(self.progress_bar)
@@ -208,7 +253,9 @@ class ConsensusWidget(EngineWidget):
         self.objective_combo.changed.connect(self._objective_changed)
         self.samples_combo.changed.connect(self._samples_changed)
         self.auto_button.clicked.connect(self.auto)
+        self.auto_whole_button.clicked.connect(self.auto_whole_image)
         self.apply_button.clicked.connect(self.apply_to_whole_image)
+        self.region_button.clicked.connect(self.draw_region)
         self.undo_button.clicked.connect(self.undo)
         self._select_default_region()
         self._select_default_samples()
@@ -260,16 +307,21 @@ class ConsensusWidget(EngineWidget):
 
     @resolution.setter
     def resolution(self, value: float) -> None:
+        self._move_slider(value)
+        self.request_region_update()
+
+    def _move_slider(self, value: float) -> None:
+        """Put the slider (and the text box) at ``value`` without re-segmenting anything."""
         lo, hi = self._bounds()
         value = float(value)
         if not value > 0:
             raise InputError(f"the resolution must be positive, got {value}")
+        self._region_pick = None
         self._fraction = min(1.0, max(0.0, _to_fraction(value, (lo, hi))))
         self.slider.blockSignals(True)
         self.slider.setValue(round(self._fraction * SLIDER_STEPS))
         self.slider.blockSignals(False)
         self._show_resolution()
-        self.request_region_update()
 
     def _show_resolution(self) -> None:
         self.resolution_edit.setText(f"{self.resolution:.4g}")
@@ -329,6 +381,30 @@ class ConsensusWidget(EngineWidget):
         hi = (np.asarray(world[1]) - translate) / scale
         return check_rect((np.floor(lo[0]), np.floor(lo[1]), np.ceil(hi[0]), np.ceil(hi[1])), shape)
 
+    def draw_region(self) -> Shapes:
+        """Add a Shapes layer for the region, in rectangle mode, and make it the region source.
+
+        napari's default white fill would hide the cells being tuned, so the
+        rectangles are drawn as outlines only.
+        """
+        scale = translate = None
+        try:
+            samples = self._samples()
+            scale, translate = tuple(samples.scale[-2:]), tuple(samples.translate[-2:])
+        except ProbsegError:
+            pass  # no samples yet: the layer lives in world coordinates
+        kwargs = {} if scale is None else dict(scale=scale, translate=translate)
+        layer = self.viewer.add_shapes(
+            name=REGION_LAYER, face_color="transparent", edge_color="yellow", edge_width=2, ndim=2, **kwargs
+        )
+        layer.current_face_color = "transparent"
+        layer.current_edge_color = "yellow"
+        layer.mode = "add_rectangle"
+        self.region_combo.reset_choices()
+        self.region_source = layer.name
+        self._set_status("draw a rectangle around the cells to tune, then move the resolution slider")
+        return layer
+
     def _field_of_view(self):
         size = canvas_size(self.viewer)
         if size is None:
@@ -364,10 +440,15 @@ class ConsensusWidget(EngineWidget):
             return layer
         if layer is not None:
             self.viewer.layers.remove(layer)
-        source = (samples.metadata.get(OUTPUT_META_KEY) or {}).get("source") or samples.name
+        samples_meta = samples.metadata.get(OUTPUT_META_KEY) or {}
+        source = samples_meta.get("source") or samples.name
+        # "nuclei · cellulus-2000 consensus": which model's samples it fuses.
+        label = samples_meta.get("label") or source
         meta = {OUTPUT_META_KEY: {"role": "consensus", "samples": samples.name, "source": source}}
+        if samples_meta.get("model_key") is not None:
+            meta[OUTPUT_META_KEY]["model_key"] = samples_meta["model_key"]
         return self.viewer.add_labels(
-            labels, name=f"{source} consensus", scale=samples.scale[-2:], translate=samples.translate[-2:], metadata=meta, opacity=0.7
+            labels, name=f"{label} consensus", scale=samples.scale[-2:], translate=samples.translate[-2:], metadata=meta, opacity=0.7
         )
 
     # -- building ---------------------------------------------------------------------
@@ -432,6 +513,7 @@ class ConsensusWidget(EngineWidget):
 
     # -- live region updates ----------------------------------------------------------
     def _slider_moved(self, value: int) -> None:
+        self._region_pick = None
         self._fraction = value / SLIDER_STEPS
         self._show_resolution()
         if self.live_check.isChecked():
@@ -446,6 +528,7 @@ class ConsensusWidget(EngineWidget):
             self._show_resolution()
 
     def _objective_changed(self, *_) -> None:
+        self._region_pick = None
         self._show_resolution()
         self.request_region_update()
 
@@ -470,6 +553,10 @@ class ConsensusWidget(EngineWidget):
     def _start_region_update(self) -> None:
         rect, resolution, objective, seed, min_size = self._pending
         self._pending = None
+        if not self.running:
+            # The bar belongs to the region now, not to the last build or run.
+            self.progress_bar.setRange(0, 0)
+            self.progress_label.setText("re-segmenting the region…")
         worker = thread_worker(_region_labels, start_thread=False)(
             self.consensus, self._region, rect, resolution, objective, seed, min_size
         )
@@ -511,6 +598,10 @@ class ConsensusWidget(EngineWidget):
         self._update_worker = None
         if self._pending is not None and self.consensus is not None:
             self._start_region_update()
+        elif not self.running:
+            self.progress_bar.setRange(0, 1)
+            self.progress_bar.setValue(1)
+            self.progress_label.setText("region re-segmented")
 
     # -- undo -------------------------------------------------------------------------
     def _remember(self, rect, labels: np.ndarray) -> None:
@@ -554,7 +645,7 @@ class ConsensusWidget(EngineWidget):
             self._fail(str(exc))
             return None
         self._set_status("sweeping resolutions on the region…")
-        return self.start_job(_sweep, self.consensus, self.objective, self.seed, rect, on_result=self._on_swept)
+        return self.start_job(_sweep, self.consensus, self.objective, self.seed, rect, self.min_size, on_result=self._on_swept)
 
     def _on_swept(self, outcome: Outcome) -> None:
         if outcome.error:
@@ -568,11 +659,53 @@ class ConsensusWidget(EngineWidget):
         self.plot.setVisible(True)
         self.plot.show_sweep(sweep)
         i = sweep.best_index
+        y0, x0, y1, x1 = sweep.windows[0]
+        # The count is of what the region update below writes: split
+        # communities, after min size.
         self.auto_info.setText(
-            f"Auto: resolution {sweep.best:.4g} (mean NMI {sweep.nmi[i]:.3f}, {int(sweep.n_objects[i])} objects in the region); "
-            "solid line: NMI with the samples, dashed: objects"
+            f"Auto: resolution {sweep.best:.4g} (mean NMI {sweep.nmi[i]:.3f}, {int(sweep.n_objects[i])} objects in the "
+            f"{y1 - y0}x{x1 - x0} px region); solid line: NMI with the samples, dashed: objects. A region's pick fits "
+            "its cells; 'Auto (whole image)' picks one for the whole image"
         )
         self.resolution = sweep.best
+        self._region_pick = sweep.windows[0]
+
+    def auto_whole_image(self):
+        """Sweep resolutions on windows sampled over the image, apply the best everywhere; returns the worker or None."""
+        if self.running:
+            self._warn("busy; wait or cancel first")
+            return None
+        if not self._ready():
+            if self.running:
+                self._set_status("building the graph first; press Auto (whole image) again when it is done", "warning")
+            return None
+        self._set_status(f"sweeping resolutions on up to {self.auto_windows} windows of {self.auto_window} px…")
+        return self.start_job(_auto_whole, self.consensus, self.auto_window, self.auto_windows, self.objective, self.seed,
+                              self.min_size, on_result=self._on_auto_whole)
+
+    def _on_auto_whole(self, outcome: Outcome) -> None:
+        if outcome.error:
+            self._fail(outcome.error)
+            return
+        if outcome.value is None:
+            self._set_status("cancelled; the consensus layer was left as it was", "warning")
+            return
+        sweep, labels = outcome.value.sweep, outcome.value.labels
+        self.last_sweep = sweep
+        self.plot.setVisible(True)
+        self.plot.show_sweep(sweep)
+        # The whole image is written below; a region update at the same
+        # resolution would only redo part of it, differently.
+        self._move_slider(sweep.best)
+        layer = self._write_layer(labels)
+        n_objects = int(labels.max())
+        where = f"{len(sweep.windows)} windows of {self.auto_window} px" if sweep.windows else "the whole image"
+        i = sweep.best_index
+        self.auto_info.setText(
+            f"Auto (whole image, swept on {where}): resolution {sweep.best:.4g} (mean NMI {sweep.nmi[i]:.3f}); "
+            f"applied: {n_objects} objects in {layer.name}. Solid line: NMI with the samples, dashed: objects in the swept area"
+        )
+        self._set_status(f"{n_objects} objects in {layer.name} at resolution {sweep.best:.4g} (Auto, whole image)")
 
     def apply_to_whole_image(self):
         """Run the consensus on the whole image at the current resolution (background, cancellable)."""
@@ -584,9 +717,18 @@ class ConsensusWidget(EngineWidget):
                 self._set_status("building the graph first; it ends with the whole image at this resolution")
                 return self.worker
             return None
-        self._set_status(f"consensus of the whole image at resolution {self.resolution:.4g}…")
+        self._applying = self._pick_note()
+        self._set_status(f"consensus of the whole image at resolution {self.resolution:.4g}{self._applying}…")
         return self.start_job(_whole, self.consensus, self.resolution, self.objective, self.seed, self.min_size,
                               on_result=self._on_whole)
+
+    def _pick_note(self) -> str:
+        """A note when the slider holds Auto's pick for a region, which may not fit the whole image."""
+        if self._region_pick is None:
+            return ""
+        y0, x0, y1, x1 = self._region_pick
+        return (f" (Auto's pick for the {y1 - y0}x{x1 - x0} px region; "
+                "'Auto (whole image)' picks one for the whole image)")
 
     def _on_whole(self, outcome: Outcome) -> None:
         if outcome.error:
@@ -597,11 +739,12 @@ class ConsensusWidget(EngineWidget):
             return
         labels = outcome.value
         layer = self._write_layer(labels)
-        self._set_status(f"{int(labels.max())} objects in {layer.name} at resolution {self.resolution:.4g}")
+        self._set_status(f"{int(labels.max())} objects in {layer.name} at resolution {self.resolution:.4g}{self._applying}")
 
     def _set_running(self, running: bool) -> None:
         super()._set_running(running)
         self.auto_button.setEnabled(not running)
+        self.auto_whole_button.setEnabled(not running)
         self.apply_button.setEnabled(not running)
         self.undo_button.setEnabled(not running and bool(self._history))
 

@@ -1,9 +1,13 @@
 """The Predict widget: segment an image layer with a trained model and show the samples.
 
-Results go to layers named after the image ("<image> segmentation",
-"... samples", "... embeddings" (for methods that have them), "... uncertainty",
-"... probability"). Running again updates those layers in place, so the layer
-list does not fill up and any display settings the user chose on them stay.
+Results go to layers named after the image and the model,
+"<image> · <model> segmentation", "... samples", "... embeddings" (for
+methods that have them), "... uncertainty", "... probability", where
+<model> is the model's folder name (its name in the store when it has no
+folder). Running the same model on the same image again updates its layers
+in place, so the layer list does not fill up and any display settings the
+user chose on them stay; another model gets layers of its own, so two models
+can be compared side by side.
 
 The widget keeps the network's raw output of the last run: editing a
 post-processing setting re-computes every layer from it without running the
@@ -32,6 +36,22 @@ from probseg.errors import Cancelled, InputError, ProbsegError
 from probseg.visualize import embeddings_to_rgb
 
 ROLES = ("segmentation", "samples", "embeddings", "uncertainty", "probability")
+SEPARATOR = " · "  # between the image and the model in layer names
+
+
+def model_key(folder, model_name: str) -> str:
+    """What tells two models' layers apart: the model folder, else the name in the store.
+
+    The same folder loaded twice is one model, whatever its store names.
+    """
+    return str(folder) if folder is not None else model_name
+
+
+def layer_prefix(image_name: str, folder, model_name: str) -> str:
+    """``nuclei · cellulus-2000``: the start of every result layer's name."""
+    from pathlib import Path
+
+    return f"{image_name}{SEPARATOR}{Path(folder).name if folder is not None else model_name}"
 
 
 @dataclass
@@ -143,7 +163,7 @@ class PredictWidget(EngineWidget):
         w.image_layer = "nuclei"
         w.n_samples = 8
         w.run()            # returns the worker; w.running until it is done
-        w.output_layers    # {"segmentation": Labels, "samples": Labels, ...}
+        w.output_layers    # {"segmentation": Labels, "samples": Labels, ...} of the run shown
         w.prediction       # the engine's Prediction
         w.settings_form.set_values({"min_size": 40})   # re-computes the layers from the kept raw output
         w.labels_layer = "nuclei truth"; w.tune()       # search the settings against labels
@@ -498,21 +518,28 @@ class PredictWidget(EngineWidget):
         tuned, self._tune_message = self._tune_message, ""
         self._set_status(
             (f"{tuned}. " if tuned else "")
-            + f"{n_objects} objects in {job.image_name}{notice}; {extras} are in hidden layers (eye icons in the layer list); "
+            + f"{n_objects} objects in {self.output_layers['segmentation'].name}{notice}; "
+            f"{extras} are in hidden layers (eye icons in the layer list); "
             "edit a setting below to re-compute without the network"
         )
 
     # -- output layers ----------------------------------------------------------------
     @property
     def output_layers(self) -> dict:
-        """This widget's layers for the current image, by role (missing roles left out)."""
-        name = self.image_layer if self._shown is None else self._shown.image_name
-        return {role: layer for role in ROLES if (layer := self._find_layer(name, role)) is not None}
+        """The layers of the result shown (else of the chosen image and model), by role; missing roles left out."""
+        if self._shown is not None:
+            name, key = self._shown.image_name, model_key(self._shown.folder, self._shown.model_name)
+        else:
+            entry = self.store.entry(self.model_name) if self.model_name in self.store else None
+            name, key = self.image_layer, (model_key(entry.folder, entry.name) if entry is not None else None)
+        return {role: layer for role in ROLES if (layer := self._find_layer(name, key, role)) is not None}
 
-    def _find_layer(self, source: str, role: str):
+    def _find_layer(self, source: str, key: str | None, role: str):
+        """Our layer of ``role`` made from image ``source`` by the model ``key`` (see :func:`model_key`)."""
         for layer in self.viewer.layers:
             meta = layer.metadata.get(OUTPUT_META_KEY)
-            if isinstance(meta, dict) and meta.get("source") == source and meta.get("role") == role:
+            if (isinstance(meta, dict) and meta.get("source") == source and meta.get("role") == role
+                    and meta.get("model_key") == key):
                 return layer
         return None
 
@@ -520,7 +547,10 @@ class PredictWidget(EngineWidget):
         pred = result.prediction
         # RGB layers leave the colour axis out of scale, so this fits every output.
         scale, translate = tuple(image.scale), tuple(image.translate)
-        extra = {"model": self._shown.model_name, "n_samples": int(pred.samples.shape[0])}
+        shown = self._shown
+        key = model_key(shown.folder, shown.model_name)
+        prefix = layer_prefix(image.name, shown.folder, shown.model_name)
+        extra = {"model": shown.model_name, "model_key": key, "label": prefix, "n_samples": int(pred.samples.shape[0])}
         # Added bottom to top: the segmentation ends up above the hidden extras.
         specs = {
             "embeddings": (Image, result.embeddings_rgb, dict(rgb=True, visible=False)),
@@ -536,7 +566,7 @@ class PredictWidget(EngineWidget):
             layer_scale = (1.0,) * lead + scale
             layer_translate = (0.0,) * lead + translate
             meta = {"role": role, "source": image.name, **extra}
-            layer = self._find_layer(image.name, role)
+            layer = self._find_layer(image.name, key, role)
             if layer is not None and isinstance(layer, kind) and layer.data.ndim == data.ndim:
                 layer.data = data
                 layer.scale, layer.translate = layer_scale, layer_translate
@@ -554,4 +584,4 @@ class PredictWidget(EngineWidget):
             if role == "embeddings":
                 metadata["embeddings"] = pred.embeddings
             add = self.viewer.add_labels if kind is Labels else self.viewer.add_image
-            add(data, name=f"{image.name} {role}", scale=layer_scale, translate=layer_translate, metadata=metadata, **style)
+            add(data, name=f"{prefix} {role}", scale=layer_scale, translate=layer_translate, metadata=metadata, **style)

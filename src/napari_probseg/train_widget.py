@@ -27,7 +27,15 @@ from qtpy.QtWidgets import (
 )
 
 from napari_probseg import _models
-from napari_probseg._engine_widget import EngineWidget, JobMonitor, Outcome, Snapshot, format_seconds, run_engine
+from napari_probseg._engine_widget import (
+    EngineWidget,
+    JobMonitor,
+    Outcome,
+    Snapshot,
+    format_loss,
+    format_seconds,
+    run_engine,
+)
 from napari_probseg._form import ConfigForm
 from napari_probseg._layers import default_image, image_arrays, image_layer_names
 from napari_probseg._loss_plot import LossPlot
@@ -100,6 +108,7 @@ class TrainWidget(EngineWidget):
         self.images_select.tooltip = "one or several image layers to learn from (Ctrl-click to pick several)"
         self.images_select.native.setMaximumHeight(80)
         self.labels_combo = ComboBox(choices=self._labels_choices)
+        self.labels_combo.tooltip = "labels layers of the image's shape (0 = background, one id per object)"
         self.labels_note = QLabel()
         self.labels_note.setWordWrap(True)
         self.seed_spin = SpinBox(value=0, min=0, max=2**31 - 1)
@@ -124,6 +133,11 @@ class TrainWidget(EngineWidget):
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.cancel_button)
         self.loss_plot = LossPlot()
+        # Apart from the status line, which the job's notices overwrite, so
+        # where the model goes stays in view during and after training.
+        self.folder_label = QLabel("")
+        self.folder_label.setWordWrap(True)
+        self.folder_label.setTextInteractionFlags(self.status_label.textInteractionFlags())
         self.load_button = QPushButton("Load model…")
         self.load_button.setToolTip("add a saved model folder to the models Predict can use")
         self.load_button.clicked.connect(lambda: self.load_model())
@@ -146,12 +160,14 @@ class TrainWidget(EngineWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.progress_label)
+        layout.addWidget(self.folder_label)
         layout.addWidget(self.loss_plot)
         layout.addWidget(self.load_button)
         layout.addWidget(self.status_label)
         layout.addStretch(1)
 
         self.method_combo.changed.connect(self._method_changed)
+        self.images_select.changed.connect(self._images_changed)
         self._method_changed()
         self._select_default_image()
 
@@ -205,7 +221,21 @@ class TrainWidget(EngineWidget):
         return image_layer_names(self.viewer)
 
     def _labels_choices(self, _widget=None) -> list[str]:
-        return [_NO_LABELS] + [layer.name for layer in self.viewer.layers if isinstance(layer, Labels)]
+        # Labels must cover the image pixel for pixel: a (n, Y, X) samples
+        # layer or the labels of another image cannot be trained on.
+        shapes = set()
+        for name in self.image_layers:
+            if name in self.viewer.layers:
+                layer = self.viewer.layers[name]
+                data, rgb = image_arrays(layer)
+                shapes.add(tuple(data.shape[:-1] if rgb else data.shape))
+        return [_NO_LABELS] + [
+            layer.name for layer in self.viewer.layers
+            if isinstance(layer, Labels) and len(shapes) == 1 and tuple(layer.data.shape) in shapes
+        ]
+
+    def _images_changed(self, *_) -> None:
+        self.labels_combo.reset_choices()
 
     def reset_choices(self, *_) -> None:
         """Refresh the layer lists, keeping the selection where possible."""
@@ -228,10 +258,11 @@ class TrainWidget(EngineWidget):
             self.form.deleteLater()
         self.form = ConfigForm(info.config_class)
         self._form_box.addWidget(self.form)
+        # The titles are plural ("Concrete-Dropout embeddings"), so the method is not the subject.
         notes = {
-            "none": f"{info.title} is self-supervised: labels are not used.",
-            "optional": f"{info.title} can use labels but does not need them.",
-            "required": f"{info.title} learns from labels: choose a labels layer.",
+            "none": f"{info.title}: self-supervised, labels are not used.",
+            "optional": f"{info.title}: labels are optional.",
+            "required": f"{info.title}: trained on labels; choose a labels layer of the image.",
         }
         self.labels_note.setText(notes[info.labels])
         self.labels_combo.enabled = info.labels != "none"
@@ -259,6 +290,7 @@ class TrainWidget(EngineWidget):
         self._job = job
         self.loss_plot.reset(job.config.steps)
         self._set_status(f"training {methods.get(job.method).title}; the model is saved in {job.out}")
+        self.folder_label.setText(f"model folder: {job.out}")
         return self.start_job(_train_job, job, on_result=self._on_trained)
 
     def _gather(self) -> TrainJob:
@@ -285,7 +317,7 @@ class TrainWidget(EngineWidget):
                 raise InputError("with a labels layer, train on exactly one image layer")
             labels = [self.viewer.layers[self.labels_layer].data]
         if info.labels == "required" and labels is None:
-            raise InputError(f"{info.title} learns from labels: choose a labels layer")
+            raise InputError(f"{info.title}: trained on labels; choose a labels layer of the image's shape")
 
         config = api.make_config(self.method, self.form.values())
         device = self.device.check()
@@ -316,7 +348,7 @@ class TrainWidget(EngineWidget):
         super()._show_progress(snap)
         if snap.loss is not None and snap.total > 0:
             self.progress_label.setText(
-                f"step {snap.step}/{snap.total} · loss {snap.loss:.4f} · "
+                f"step {snap.step}/{snap.total} · loss {format_loss(snap.loss)} · "
                 f"{format_seconds(snap.elapsed)} elapsed · ETA {format_seconds(snap.eta)}"
             )
         self.loss_plot.extend(snap.new_losses)
@@ -333,14 +365,18 @@ class TrainWidget(EngineWidget):
     def _on_error(self, exc: BaseException) -> None:
         super()._on_error(exc)
         if self._job is not None and self._job.created_out:
-            _remove_if_empty(self._job.out)
+            self._forget_folder(self._job.out)
+
+    def _forget_folder(self, folder: Path) -> None:
+        if _remove_if_empty(folder):
+            self.folder_label.setText(f"nothing was saved; the empty folder {folder} was removed")
 
     def _on_trained(self, outcome: Outcome) -> None:
         job = self._job
         if outcome.error:
             self._fail(outcome.error)
             if job is not None and job.created_out:
-                _remove_if_empty(job.out)
+                self._forget_folder(job.out)
             return
         model = outcome.value
         self.model = model
@@ -359,10 +395,11 @@ class TrainWidget(EngineWidget):
             )
 
 
-def _remove_if_empty(folder: Path) -> None:
+def _remove_if_empty(folder: Path) -> bool:
     # Only a folder this widget created and nothing was written to: rmdir
     # refuses anything non-empty, so no user file can be lost.
     try:
         folder.rmdir()
     except OSError:
-        pass
+        return False
+    return True

@@ -24,6 +24,11 @@ DEFAULT_OBJECTIVE = "cpm"
 # and below 1e-5 even objects of tens of thousands of pixels stay merged.
 CPM_RANGE = (1e-5, 1.0)
 SWEEP_POINTS = 21
+# A whole-image Auto sweeps a few windows instead of the whole graph: eight
+# windows of 256 px hold a few hundred typical cells, enough for the curve's
+# peak, and cost about as much as one 724x724 image whatever the image size.
+AUTO_WINDOW = 256
+AUTO_WINDOWS = 8
 
 
 @dataclass
@@ -38,10 +43,20 @@ class Sweep:
         Mean normalised mutual information between the consensus and each
         labeling, over the pixels some labeling calls foreground.
     n_objects : ndarray of int
-        Consensus objects (communities kept as foreground) per resolution.
+        Objects per resolution, counted as :meth:`Consensus.labels` (or
+        :meth:`Consensus.region_labels`) returns them at that resolution:
+        each connected part of a community kept as foreground, after
+        ``min_size``. Counted in the swept area: the whole image, the
+        region, or the sampled windows together.
     best : float
         The proposed resolution: the middle of the run of grid points within
         1e-4 of the highest NMI.
+    objective : {"cpm", "rb"}
+    min_size : int
+        The ``min_size`` the objects were counted with.
+    windows : tuple of (y0, x0, y1, x1)
+        The rectangles swept: one for a region, the sampled windows for
+        :meth:`Consensus.sweep_windows`, empty for the whole image.
     """
 
     resolutions: np.ndarray
@@ -49,6 +64,8 @@ class Sweep:
     n_objects: np.ndarray
     best: float
     objective: str = "cpm"
+    min_size: int = 0
+    windows: tuple = ()
 
     @property
     def best_index(self) -> int:
@@ -264,7 +281,8 @@ class Consensus:
         return out
 
     # -- resolution sweep ---------------------------------------------------------------
-    def sweep(self, resolutions=None, objective: str = DEFAULT_OBJECTIVE, seed: int = 0, region=None, callbacks: Callbacks | None = None) -> Sweep:
+    def sweep(self, resolutions=None, objective: str = DEFAULT_OBJECTIVE, seed: int = 0, region=None, min_size: int = 0,
+              callbacks: Callbacks | None = None) -> Sweep:
         """Consensus at each resolution and its agreement with the labelings.
 
         Parameters
@@ -277,22 +295,120 @@ class Consensus:
         region : Region or (y0, x0, y1, x1), optional
             Sweep inside this rectangle only (fast); RB resolutions keep the
             whole-image meaning.
+        min_size : int
+            Objects with fewer pixels are not counted, as :meth:`labels`
+            drops them.
         callbacks : Callbacks, optional
             Progress per resolution; cancel between resolutions.
 
         Returns
         -------
         Sweep
-            ``best`` maximises the mean NMI between consensus and labelings.
+            ``best`` maximises the mean NMI between consensus and labelings;
+            ``n_objects`` is what :meth:`labels` (or :meth:`region_labels`
+            for a region) gives at each resolution with this ``min_size``.
         """
         objective = check_objective(objective)
         cb = ensure(callbacks)
-        grid = self.sweep_grid(objective) if resolutions is None else np.asarray(resolutions, dtype=np.float64)
-        if grid.size == 0 or np.any(~np.isfinite(grid)) or np.any(grid <= 0):
-            raise InputError("resolutions to sweep must be positive numbers")
+        grid = self._check_grid(objective, resolutions)
         if region is not None and not isinstance(region, Region):
             region = self.region(region)
+        nmi, count = self._sweep_one(region, grid, objective, seed, int(min_size), cb, 0, grid.size)
+        windows = () if region is None else (region.rect,)
+        return Sweep(grid, nmi, count, _plateau_middle(grid, nmi), objective, int(min_size), windows)
+
+    def sweep_windows(self, window: int = AUTO_WINDOW, max_windows: int = AUTO_WINDOWS, resolutions=None,
+                      objective: str = DEFAULT_OBJECTIVE, seed: int = 0, min_size: int = 0,
+                      callbacks: Callbacks | None = None) -> Sweep:
+        """A whole-image sweep on a subsample of windows spread over the image.
+
+        A resolution picked on one small region fits that region's cells; this
+        sweeps up to ``max_windows`` windows taken evenly, in raster order,
+        from the non-overlapping ``window`` grid (windows without foreground
+        left out) and adds their curves, each window's NMI weighted by its
+        foreground pixels. An image no larger than one window is swept
+        whole, as :meth:`sweep` does.
+
+        Parameters
+        ----------
+        window : int
+            Window side in pixels, at least 16.
+        max_windows : int
+            How many windows at most, at least 1.
+        resolutions : sequence of float, optional
+            Default: the grid of :meth:`sweep`.
+        objective : {"cpm", "rb"}
+        seed : int
+        min_size : int
+            Objects with fewer pixels are not counted.
+        callbacks : Callbacks, optional
+            Progress per window and resolution; cancel between them.
+
+        Returns
+        -------
+        Sweep
+            ``n_objects`` counts the objects inside the sampled windows
+            (``windows``), not in the whole image.
+
+        Raises
+        ------
+        InputError
+            For a window under 16 px or fewer than one window.
+        """
+        objective = check_objective(objective)
+        cb = ensure(callbacks)
+        if not (isinstance(window, (int, np.integer)) and int(window) >= 16):
+            raise InputError(f"the Auto window must be a whole number of pixels, at least 16, got {window!r}")
+        if not (isinstance(max_windows, (int, np.integer)) and int(max_windows) >= 1):
+            raise InputError(f"Auto needs at least 1 window, got {max_windows!r}")
+        grid = self._check_grid(objective, resolutions)
+        rects = self._auto_windows(int(window), int(max_windows))
+        if not rects:
+            return self.sweep(grid, objective, seed, None, min_size, callbacks)
+        total = len(rects) * grid.size
+        nmi = np.zeros(grid.size)
+        count = np.zeros(grid.size, dtype=np.int64)
+        weight = 0.0
+        for k, rect in enumerate(rects):
+            cb.raise_if_stopped()
+            region = self.region(rect)
+            w = float(region.graph.sizes.sum())
+            part, n = self._sweep_one(region, grid, objective, seed, int(min_size), cb, k * grid.size, total)
+            nmi += w * part
+            count += n
+            weight += w
+        nmi = nmi / weight if weight > 0 else nmi
+        return Sweep(grid, nmi, count, _plateau_middle(grid, nmi), objective, int(min_size), tuple(rects))
+
+    def _auto_windows(self, window: int, max_windows: int) -> list:
+        """The windows :meth:`sweep_windows` sweeps; empty when the whole image is swept instead."""
+        height, width = self.shape
+        if height <= window and width <= window:
+            return []
+        fmap = self.fragments.map
+        keep = np.append(self._keep, False)  # index -1: pixels of no fragment
+        foreground = keep[fmap]
+        ys = np.unique(np.minimum(np.arange(0, height, window), max(0, height - window)))
+        xs = np.unique(np.minimum(np.arange(0, width, window), max(0, width - window)))
+        rects = [(int(y), int(x), int(min(height, y + window)), int(min(width, x + window))) for y in ys for x in xs]
+        rects = [r for r in rects if foreground[r[0] : r[2], r[1] : r[3]].any()]
+        if len(rects) > max_windows:
+            # Evenly over the raster order, so the sample spans the image
+            # instead of crowding one corner.
+            picks = np.unique(np.round(np.linspace(0, len(rects) - 1, max_windows)).astype(int))
+            rects = [rects[i] for i in picks]
+        return rects
+
+    def _check_grid(self, objective: str, resolutions) -> np.ndarray:
+        grid = self.sweep_grid(objective) if resolutions is None else np.asarray(resolutions, dtype=np.float64)
+        if grid.ndim != 1 or grid.size == 0 or np.any(~np.isfinite(grid)) or np.any(grid <= 0):
+            raise InputError("resolutions to sweep must be positive numbers")
+        return grid
+
+    def _sweep_one(self, region, grid, objective, seed, min_size, cb, done, total):
+        """NMI and object count per resolution on the whole graph (``region`` None) or a region."""
         graph = self.graph if region is None else region.graph
+        rect = None if region is None else region.rect
         scale = region.rb_scale if (region is not None and objective == "rb") else 1.0
         ig = self._igraph() if region is None else region.igraph()
         sig = self.fragments.signatures[graph.nodes]
@@ -305,13 +421,22 @@ class Consensus:
         count = np.zeros(grid.size, dtype=np.int64)
         for i, gamma in enumerate(grid):
             cb.raise_if_stopped()
-            node_labels = self._node_labels(graph, leiden(graph, gamma * scale, objective, seed, ig=ig, backend=self.backend))
-            count[i] = np.unique(node_labels[node_labels > 0]).size
-            scores = [ref.nmi(node_labels[covered]) for covered, ref in references]
-            nmi[i] = np.mean(scores) if scores else 0.0
-            cb.progress(i + 1, grid.size)
-        top = np.flatnonzero(nmi >= nmi.max() - 1e-4)
-        return Sweep(grid, nmi, count, float(grid[top[top.size // 2]]), objective)
+            if graph.n_nodes:
+                membership = leiden(graph, max(gamma * scale, 1e-300), objective, seed, ig=ig, backend=self.backend)
+                node_labels = self._node_labels(graph, membership)
+                # Counted as labels()/region_labels() make them: a community in
+                # several pieces is several objects, and small ones are dropped.
+                count[i] = int(split_and_filter(self._pixels(graph, node_labels, rect), min_size).max())
+                scores = [ref.nmi(node_labels[covered]) for covered, ref in references]
+                nmi[i] = np.mean(scores) if scores else 0.0
+            cb.progress(done + i + 1, total)
+        return nmi, count
+
+
+def _plateau_middle(grid: np.ndarray, nmi: np.ndarray) -> float:
+    """The middle of the run of grid points within 1e-4 of the highest NMI."""
+    top = np.flatnonzero(nmi >= nmi.max() - 1e-4)
+    return float(grid[top[top.size // 2]])
 
 
 def write_region(out: np.ndarray, new: np.ndarray, rect) -> None:
