@@ -204,7 +204,7 @@ def bad_files(tmp_path, work):
         (["segment", "{t}/broken_model", "{w}/image.tif", "--out", "{t}/x.tif"], 1, "weights.safetensors is corrupt or truncated"),
         (["segment", "{w}/model", "{t}/nan.npy", "--out", "{t}/x.tif"], 1, "nan.npy contains 1 NaN"),
         (["segment", "{w}/model", "{w}/image.tif", "--out", "{t}/x.jpg"], 1, "unsupported extension '.jpg'"),
-        (["segment", "{w}/model", "{w}/image.tif", "--out", "{t}/x.tif", "--samples", "0"], 1, "--samples must be at least 1"),
+        (["segment", "{w}/model", "{w}/image.tif", "--out", "{t}/x.tif", "--samples", "0"], 2, "--samples: must be a whole number from 1 to 256"),
         (["segment", "{w}/model", "{w}/image.tif", "--out", "{t}/x.tif", "--device", "tpu"], 1, "unknown device 'tpu'"),
         (["evaluate", "{w}/gt.tif", "{t}/four_d.npy"], 1, "must be equal"),
         (["evaluate", "{w}/gt.tif", "{t}/missing.npy"], 1, "missing.npy does not exist"),
@@ -319,9 +319,9 @@ def test_consensus_min_size_error_names_its_flag(work, tmp_path, capsys):
     folder, _ = work
     argv = ["segment", str(folder / "model"), str(folder / "image.tif"), "--out", str(tmp_path / "x.tif"),
             "--stitch", "consensus", "--consensus-min-size", "-1"]
-    assert cli.main(argv) == 1
+    assert cli.main(argv) == 2
     line = assert_one_line_error(capsys.readouterr().err)
-    assert "--consensus-min-size must be at least 0" in line
+    assert "--consensus-min-size: must be a whole number from 0" in line
 
 
 # -- raw output, instances, tune, run records -----------------------------------------------

@@ -68,7 +68,9 @@ def read_config(folder) -> dict:
     """
     folder = Path(folder)
     if not folder.exists():
-        raise CheckpointError(f"model folder {folder} does not exist")
+        from probseg.io import missing
+
+        raise CheckpointError(f"model folder {missing(folder)}")
     if not folder.is_dir():
         raise CheckpointError(f"{folder} is a file; a model is a folder holding {CONFIG_NAME} and {WEIGHTS_NAME}")
     path = folder / CONFIG_NAME
@@ -88,7 +90,34 @@ def read_config(folder) -> dict:
     for key in ("method", "config"):
         if key not in meta:
             raise CheckpointError(f"{path} lacks the field {key!r}")
+    _check_channels_and_normalization(meta, path)
     return meta
+
+
+MAX_CHANNELS = 64
+
+
+def _check_channels_and_normalization(meta: dict, path: Path) -> None:
+    """Refuse values that would otherwise fail later with an error blaming the image."""
+    if "in_channels" in meta:
+        channels = meta["in_channels"]
+        if isinstance(channels, bool) or not isinstance(channels, int) or not 1 <= channels <= MAX_CHANNELS:
+            raise CheckpointError(f"{path}: in_channels must be a whole number from 1 to {MAX_CHANNELS}, got {channels!r}")
+    norm = meta.get("normalization")
+    if norm is None:
+        return
+    if not isinstance(norm, dict):
+        raise CheckpointError(f"{path}: normalization must be an object, got {norm!r}")
+    if "percentiles" in norm:
+        pct = norm["percentiles"]
+        numbers = isinstance(pct, list) and len(pct) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in pct
+        )
+        if not numbers or not 0 <= pct[0] < pct[1] <= 100:
+            raise CheckpointError(
+                f"{path}: normalization percentiles must be two increasing numbers from 0 to 100, got {pct!r}; "
+                "the model folder was edited or damaged"
+            )
 
 
 def load_checkpoint(folder, expected_method: str | None = None) -> tuple[dict, dict]:
@@ -141,6 +170,17 @@ def load_weights_into(module: torch.nn.Module, state: dict, path) -> None:
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))
     shaped = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if not (missing or extra or shaped):
+        # A weights file edited to another dtype or to NaN would load and
+        # silently change the result; it must hold what save_checkpoint wrote.
+        for key, value in own.items():
+            if state[key].dtype != value.dtype:
+                raise CheckpointError(
+                    f"{path}: tensor {key} is {str(state[key].dtype).replace('torch.', '')}, expected "
+                    f"{str(value.dtype).replace('torch.', '')}; the weights were not written by probseg"
+                )
+            if value.is_floating_point() and not bool(torch.isfinite(state[key]).all()):
+                raise CheckpointError(f"{path}: tensor {key} holds NaN or infinite values; the weights are damaged")
     if missing or extra or shaped:
         parts = []
         if missing:

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 import probseg
+from probseg import bounds
 from probseg.errors import Cancelled, InputError, ProbsegError
 
 PROG = "probseg"
@@ -246,15 +247,32 @@ def _train_common() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("images", nargs="+", metavar="IMAGE", help="images to learn from (tif, png, jpg, npy or zarr)")
     common.add_argument("--out", required=True, metavar="DIR", help="model folder to write (created if missing)")
+    common.add_argument("--overwrite", action="store_true", help="replace the model in --out if there is one")
     common.add_argument("--labels", nargs="+", metavar="LABELS", help="instance labels, one per image, for methods that use them")
     common.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE_HELP)
-    common.add_argument("--seed", type=int, default=0, metavar="S", help="random seed; same seed and device give the same model (default: 0)")
+    common.add_argument("--seed", type=_bounded(bounds.SEED), default=0, metavar="S", help=f"random seed, {bounds.SEED.describe()}; same seed and device give the same model (default: 0)")
     common.add_argument(
-        "--checkpoint-every", type=int, default=0, metavar="N", help="also save the model every N steps (0: only at the end)"
+        "--checkpoint-every", type=_bounded(bounds.CHECKPOINT_EVERY), default=0, metavar="N", help="also save the model every N steps (0: only at the end)"
     )
     common.add_argument("--rgb", action="store_true", help="the last axis of each image holds RGB(A) colour channels")
     common.add_argument("--channel-axis", type=int, metavar="A", help="axis of each image that holds channels")
     return common
+
+
+def _bounded(bound: bounds.Bound):
+    """An argparse type: a number within ``bound``, refused while parsing, before any work."""
+
+    def parse(text: str):
+        try:
+            value = int(text) if bound.integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if bound.integer else 'a number'}, got {text!r}") from None
+        try:
+            return bound.check("value", value)
+        except InputError as exc:
+            raise argparse.ArgumentTypeError(str(exc).replace("value must", "must", 1)) from None
+
+    return parse
 
 
 def _resolution(text: str):
@@ -283,14 +301,14 @@ def _rect(text: str):
 def _add_consensus_options(parser: argparse.ArgumentParser, title: str, min_size_flag: str = "--min-size") -> None:
     group = parser.add_argument_group(title)
     group.add_argument("--resolution", type=_resolution, default="auto", metavar="R|auto",
-                       help="Leiden resolution; higher splits more; 'auto' picks the one whose consensus agrees best (mean NMI) with the labelings (default: auto)")
+                       help=f"Leiden resolution; higher splits more; cpm: {bounds.RESOLUTION_CPM.describe()}, rb: {bounds.RESOLUTION_RB.describe()}; 'auto' picks the one whose consensus agrees best (mean NMI) with the labelings (default: auto)")
     group.add_argument("--objective", choices=("cpm", "rb"), default="cpm",
                        help="cpm: constant Potts model, a resolution means the same on any image size; rb: modularity with resolution (default: cpm)")
-    group.add_argument(min_size_flag, dest="min_size", type=int, default=0, metavar="PX", help="objects with fewer pixels become background (default: 0)")
-    group.add_argument("--radius", type=float, default=4.0, metavar="PX", help="pixels at most this far apart are linked in the graph (default: 4)")
-    group.add_argument("--min-weight", type=float, default=0.01, metavar="W", help="links weaker than this fraction are dropped (default: 0.01)")
-    group.add_argument("--min-foreground", type=float, default=0.5, metavar="F",
-                       help="fraction of the labelings that must call a pixel foreground (default: 0.5)")
+    group.add_argument(min_size_flag, dest="min_size", type=_bounded(bounds.MIN_SIZE), default=0, metavar="PX", help=f"objects with fewer pixels become background, {bounds.MIN_SIZE.describe()} (default: 0)")
+    group.add_argument("--radius", type=_bounded(bounds.RADIUS), default=4, metavar="PX", help=f"pixels at most this far apart are linked in the graph, {bounds.RADIUS.describe()} (default: 4)")
+    group.add_argument("--min-weight", type=_bounded(bounds.MIN_WEIGHT), default=0.01, metavar="W", help=f"links weaker than this fraction are dropped, {bounds.MIN_WEIGHT.describe()} (default: 0.01)")
+    group.add_argument("--min-foreground", type=_bounded(bounds.MIN_FOREGROUND), default=0.5, metavar="F",
+                       help=f"fraction of the labelings that must call a pixel foreground, {bounds.MIN_FOREGROUND.describe()} (default: 0.5)")
     group.add_argument("--backend", choices=("igraph", "leidenalg"), default="igraph",
                        help="Leiden implementation: igraph's (fast) or leidenalg (reference) (default: igraph)")
 
@@ -300,6 +318,10 @@ def _add_sample_outputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples-out", metavar="SAMPLES", help="write the sampled label images, stacked on a first axis")
     parser.add_argument("--uncertainty-out", metavar="UNC", help="write the per-pixel uncertainty of the samples (float32, 0 to 1)")
     parser.add_argument("--probability-out", metavar="PROB", help="write each pixel's object probability over the samples (float32, 0 to 1)")
+
+
+def _add_overwrite(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true", help="replace output files that exist already (inputs are never replaced)")
 
 
 def build_parser(command: str | None = None, argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -349,19 +371,20 @@ def build_parser(command: str | None = None, argv: list[str] | None = None) -> a
     segment.add_argument("model", metavar="MODEL_DIR", help="model folder written by 'probseg train'")
     segment.add_argument("image", metavar="IMAGE", help="image to segment (tif, png, jpg, npy or zarr)")
     segment.add_argument("--out", required=True, metavar="LABELS", help="label image to write (.tif, .npy or .png)")
-    segment.add_argument("--samples", type=int, default=8, metavar="N", help="segmentations to draw for --samples-out and --uncertainty-out (default: 8)")
+    segment.add_argument("--samples", type=_bounded(bounds.SAMPLES), default=8, metavar="N", help="segmentations to draw for --samples-out, --uncertainty-out, --probability-out and --raw-out (default: 8); without those only 1 is drawn, as the labels are the first draw's")
     _add_sample_outputs(segment)
+    _add_overwrite(segment)
     segment.add_argument("--embeddings-out", metavar="EMB", help="write the per-pixel embeddings (float32, embedding axis first)")
     segment.add_argument("--raw-out", metavar="RAW.zarr", help="also keep the network's raw output in a zarr store; 'probseg instances' turns it into labels with other settings later")
     segment.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE_HELP)
-    segment.add_argument("--tile-size", type=int, metavar="PX", help="inference window side; lower it if memory runs out (default: the model's, 512)")
-    segment.add_argument("--seed", type=int, default=0, metavar="S", help="random seed of the samples (default: 0)")
+    segment.add_argument("--tile-size", type=_bounded(bounds.TILE_SIZE), metavar="PX", help=f"inference window side, {bounds.TILE_SIZE.describe()}; lower it if memory runs out (default: the model's)")
+    segment.add_argument("--seed", type=_bounded(bounds.SEED), default=0, metavar="S", help=f"random seed of the samples, {bounds.SEED.describe()} (default: 0)")
     segment.add_argument("--rgb", action="store_true", help="the last axis of the image holds RGB(A) colour channels")
     segment.add_argument("--channel-axis", type=int, metavar="A", help="axis of the image that holds channels")
     segment.add_argument("--stitch", choices=("none", "consensus"), default="none",
                          help="consensus: segment overlapping windows on their own and fuse them through the consensus graph (default: none)")
-    segment.add_argument("--window", type=int, default=256, metavar="PX", help="window side for --stitch consensus (default: 256)")
-    segment.add_argument("--window-overlap", type=int, metavar="PX", help="overlap of neighbouring windows for --stitch consensus (default: half a window)")
+    segment.add_argument("--window", type=_bounded(bounds.WINDOW), default=256, metavar="PX", help=f"window side for --stitch consensus, {bounds.WINDOW.describe()} (default: 256)")
+    segment.add_argument("--window-overlap", type=_bounded(bounds.WINDOW_OVERLAP), metavar="PX", help="overlap of neighbouring windows for --stitch consensus, 0 up to less than the window (default: half a window)")
     # --min-size is the method's own post-processing setting here.
     _add_consensus_options(segment, "consensus settings (with --stitch consensus)", "--consensus-min-size")
     segment.set_defaults(handler=_cmd_segment, _prog=segment.prog)
@@ -377,6 +400,7 @@ def build_parser(command: str | None = None, argv: list[str] | None = None) -> a
     instances.add_argument("raw", metavar="RAW.zarr", help="raw store written by 'probseg segment --raw-out'")
     instances.add_argument("--out", required=True, metavar="LABELS", help="label image to write (.tif, .npy or .png)")
     _add_sample_outputs(instances)
+    _add_overwrite(instances)
     instances.set_defaults(handler=_cmd_instances, _prog=instances.prog)
     if command == "instances":
         _add_settings(instances, argv, "instances")
@@ -391,7 +415,7 @@ def build_parser(command: str | None = None, argv: list[str] | None = None) -> a
     tune.add_argument("image", metavar="IMAGE", help="an image the model did not train on, if you have one")
     tune.add_argument("labels", metavar="LABELS", help="its instance labels")
     tune.add_argument("--dry-run", action="store_true", help="only print the table; store nothing")
-    tune.add_argument("--seed", type=int, default=0, metavar="S", help="random seed of the network pass (default: 0)")
+    tune.add_argument("--seed", type=_bounded(bounds.SEED), default=0, metavar="S", help=f"random seed of the network pass, {bounds.SEED.describe()} (default: 0)")
     tune.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE_HELP)
     tune.add_argument("--rgb", action="store_true", help="the last axis of the image holds RGB(A) colour channels")
     tune.add_argument("--channel-axis", type=int, metavar="A", help="axis of the image that holds channels")
@@ -405,10 +429,11 @@ def build_parser(command: str | None = None, argv: list[str] | None = None) -> a
     )
     consensus.add_argument("samples", metavar="SAMPLES", help="(n, Y, X) integer label images, e.g. from 'probseg segment --samples-out'")
     consensus.add_argument("--out", required=True, metavar="LABELS", help="consensus label image to write (.tif, .npy or .png)")
+    _add_overwrite(consensus)
     consensus.add_argument("--region", type=_rect, metavar="Y0,X0,Y1,X1", help="only re-segment this rectangle (rows y0..y1-1, columns x0..x1-1)")
     consensus.add_argument("--into", metavar="LABELS", help="with --region: labels to copy outside the rectangle (default: background)")
     consensus.add_argument("--sweep-out", metavar="CSV", help="write the resolution sweep (resolution, mean NMI, objects) of --resolution auto")
-    consensus.add_argument("--seed", type=int, default=0, metavar="S", help="random seed of Leiden (default: 0)")
+    consensus.add_argument("--seed", type=_bounded(bounds.SEED), default=0, metavar="S", help=f"random seed of Leiden, {bounds.SEED.describe()} (default: 0)")
     consensus.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE_HELP)
     _add_consensus_options(consensus, "consensus settings")
     consensus.set_defaults(handler=_cmd_consensus, _prog=consensus.prog)
@@ -464,16 +489,30 @@ def _read_checked(path: str, channel_axis=None, rgb=False) -> np.ndarray:
     return image
 
 
-def _check_model_folder(out: str) -> Path:
-    folder = Path(out)
+def _check_model_folder(args) -> Path:
+    """The model folder of ``train --out``, refused if it would replace inputs or, without --overwrite, a model."""
+    from probseg.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+    from probseg.model import SETTINGS_NAME
+    from probseg.outputs import check_outputs
+
+    folder = Path(args.out)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"--out {folder} is a file; give a folder for the model")
+    inputs = {f"IMAGE {i + 1}": p for i, p in enumerate(args.images)}
+    inputs.update({f"LABELS {i + 1}": p for i, p in enumerate(args.labels or [])})
+    # The folder itself may exist (and may even hold the images); the files a
+    # model consists of must not be inputs.
+    check_outputs(inputs, {"--out": folder}, overwrite=True)
+    check_outputs(inputs, {f"--out {folder}/{name}": folder / name for name in (CONFIG_NAME, WEIGHTS_NAME, SETTINGS_NAME)},
+                  overwrite=True)
+    if (folder / CONFIG_NAME).exists() and not args.overwrite:
+        raise InputError(f"--out {folder} holds a model already; add --overwrite to replace it, or choose another folder")
     return folder
 
 
 def _prepare_model_folder(folder: Path, reporter: _Reporter) -> Path:
     if (folder / "config.json").exists():
-        reporter.message(f"replacing the model in {folder}")
+        reporter.message(f"replacing the model in {folder} (--overwrite)")
     # Creating the folder before training, but only once the inputs proved
     # usable, finds an unwritable place at once rather than after hours of
     # training, and a failed start leaves nothing behind.
@@ -495,7 +534,7 @@ def _cmd_train(args) -> int:
     config = api.make_config(info.name, values)
     if args.checkpoint_every < 0:
         raise InputError(f"--checkpoint-every must be 0 or more, got {args.checkpoint_every}")
-    folder = _check_model_folder(args.out)
+    folder = _check_model_folder(args)
     images = [_read_checked(p, args.channel_axis, args.rgb) for p in args.images]
     labels = [read_image(p) for p in args.labels] if args.labels else None
     if labels is not None and len(labels) != len(images):
@@ -576,16 +615,42 @@ def _write_results(args, prediction, seconds: float, source: dict) -> None:
         write_image(args.samples_out, samples.astype(_label_dtype(samples)))
         print(f"wrote {samples.shape[0]} samples to {args.samples_out}")
     if getattr(args, "embeddings_out", None):
-        if prediction.embeddings is None:
+        # The property stacks a fresh copy on every access; take it once.
+        embeddings = prediction.embeddings
+        if embeddings is None:
             raise InputError("this method has no embeddings to write; drop --embeddings-out")
-        write_image(args.embeddings_out, prediction.embeddings.astype(np.float32))
-        print(f"wrote embeddings {prediction.embeddings.shape} to {args.embeddings_out}")
+        write_image(args.embeddings_out, embeddings.astype(np.float32, copy=False))
+        print(f"wrote embeddings {embeddings.shape} to {args.embeddings_out}")
+        del embeddings
     if getattr(args, "uncertainty_out", None):
-        write_image(args.uncertainty_out, prediction.uncertainty.astype(np.float32))
+        write_image(args.uncertainty_out, prediction.uncertainty.astype(np.float32, copy=False))
         print(f"wrote uncertainty to {args.uncertainty_out}")
     if getattr(args, "probability_out", None):
-        write_image(args.probability_out, prediction.probability.astype(np.float32))
+        write_image(args.probability_out, prediction.probability.astype(np.float32, copy=False))
         print(f"wrote object probabilities to {args.probability_out}")
+
+
+def _not_a_raw_store(flag: str, path: Path) -> str | None:
+    """Why an existing ``--raw-out`` must stay, or None for a probseg raw store that --overwrite may replace."""
+    if flag != "--raw-out":
+        return "is a folder" if path.is_dir() else None
+    from probseg.rawstore import store_method
+
+    return None if store_method(path) is not None else "is not a raw store written by probseg"
+
+
+def _guard_outputs(args, inputs: dict, outputs: dict, sidecar: bool = True) -> None:
+    """Refuse outputs that are inputs, repeat each other, or exist without --overwrite (see probseg.outputs).
+
+    ``sidecar``: whether ``--out`` comes with its JSON description, which is checked like an output.
+    """
+    from probseg.outputs import check_outputs
+    from probseg.record import labels_sidecar
+
+    named = {f"--{key.replace('_', '-')}": value for key, value in outputs.items()}
+    if sidecar and outputs.get("out") is not None:
+        named["the description of --out"] = labels_sidecar(outputs["out"])
+    check_outputs(inputs, named, overwrite=args.overwrite, replaceable=_not_a_raw_store)
 
 
 def _cmd_segment(args) -> int:
@@ -599,20 +664,17 @@ def _cmd_segment(args) -> int:
     for value in outputs.values():
         if value is not None:
             check_output_path(value)
-    if args.raw_out is not None and Path(args.raw_out).exists():
-        raise InputError(f"--raw-out {args.raw_out} exists; choose another name or remove it first")
-    if args.samples < 1:
-        raise InputError(f"--samples must be at least 1, got {args.samples}")
-    if args.tile_size is not None and args.tile_size < 64:
-        raise InputError(f"--tile-size must be at least 64 px, got {args.tile_size}")
+    _guard_outputs(args, {"MODEL_DIR": args.model, "IMAGE": args.image}, {**outputs, "raw_out": args.raw_out})
     stitch = args.stitch == "consensus"
+    if stitch and args.window_overlap is not None and args.window_overlap >= args.window:
+        raise InputError(f"--window-overlap must be less than the window ({args.window} px), got {args.window_overlap}")
     if stitch:
         extra = [f"--{k.replace('_', '-')}" for k in ("samples_out", "embeddings_out", "uncertainty_out", "probability_out") if outputs[k]]
         if args.raw_out:
             extra.append("--raw-out")
         if extra:
             raise InputError(f"--stitch consensus writes the labels only; drop {', '.join(extra)}")
-        _check_consensus_options(args, "--consensus-min-size")
+        _check_consensus_options(args)
     settings = _settings_of(args)
     image = _read_checked(args.image, args.channel_axis, args.rgb)
     model = load_model(args.model, device=args.device)
@@ -627,18 +689,33 @@ def _cmd_segment(args) -> int:
     reporter.message(f"segmenting with a {model.method} model on {describe_device(model.device)}")
     callbacks = Callbacks(on_progress=reporter.progress, on_message=reporter.message)
     start = time.perf_counter()
+    # The labels are draw 0's segmentation; the other draws only feed the
+    # sample outputs, so without those one draw is the whole (and 9x cheaper) job.
+    wants_samples = any((args.samples_out, args.uncertainty_out, args.probability_out, args.raw_out))
+    n_samples = args.samples if wants_samples or not model.draws_independent(model.settings) else 1
+    writer = None
+    if args.raw_out:
+        from probseg.rawstore import RawWriter
+
+        if args.overwrite and Path(args.raw_out).exists():
+            import shutil
+
+            shutil.rmtree(args.raw_out)  # a probseg raw store, checked by _guard_outputs
+        writer = RawWriter(args.raw_out, model.meta(), n_samples)
+    # Each draw is post-processed (and stored, with --raw-out) as it comes, so
+    # only one draw's raw maps are in memory where the method allows it.
     try:
-        raw = model.predict_raw(
-            image, n_samples=args.samples, seed=args.seed, channel_axis=args.channel_axis, rgb=args.rgb, callbacks=callbacks
-        )
+        prediction = model.predict(image, n_samples, seed=args.seed, channel_axis=args.channel_axis, rgb=args.rgb,
+                                   callbacks=callbacks, keep_raw=False, on_draw=writer.add if writer else None)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
     finally:
         reporter.close()
-    if args.raw_out:
-        from probseg.rawstore import save_raw
-
-        save_raw(args.raw_out, raw, model.meta())
+    if writer is not None:
+        writer.close(prediction.raw)
         print(f"wrote the raw output to {args.raw_out}")
-    prediction = model.postprocess(raw)
     source = {"model": str(Path(args.model).resolve()), "method": model.method,
               "weights_sha256": model.record.get("weights_sha256"), "image": str(Path(args.image).resolve()),
               "seed": args.seed}
@@ -651,9 +728,12 @@ def _cmd_instances(args) -> int:
     from probseg.io import check_output_path
     from probseg.rawstore import load_raw
 
-    for value in (args.out, args.samples_out, args.uncertainty_out, args.probability_out):
+    outputs = {"out": args.out, "samples_out": args.samples_out, "uncertainty_out": args.uncertainty_out,
+               "probability_out": args.probability_out}
+    for value in outputs.values():
         if value is not None:
             check_output_path(value)
+    _guard_outputs(args, {"RAW.zarr": args.raw}, outputs)
     start = time.perf_counter()
     raw, meta = load_raw(args.raw)
     info = methods.get(meta["method"])
@@ -697,15 +777,24 @@ def _cmd_tune(args) -> int:
     return 0
 
 
-def _check_consensus_options(args, min_size_flag: str = "--min-size") -> None:
-    if args.min_size < 0:
-        raise InputError(f"{min_size_flag} must be at least 0, got {args.min_size}")
-    if not args.radius >= 1:
-        raise InputError(f"--radius must be at least 1 px, got {args.radius}")
-    if not 0 < args.min_weight <= 1:
-        raise InputError(f"--min-weight must be in (0, 1], got {args.min_weight}")
-    if not 0 <= args.min_foreground <= 1:
-        raise InputError(f"--min-foreground must be between 0 and 1, got {args.min_foreground}")
+def _check_consensus_options(args) -> None:
+    # The other options were checked while parsing; the resolution's range
+    # depends on --objective.
+    if args.resolution != "auto":
+        bounds.resolution_bound(args.objective).check(f"--resolution with --objective {args.objective}", args.resolution)
+
+
+def _check_region(rect, shape) -> None:
+    """Refuse a --region that is reversed, empty or beyond the image, rather than quietly fixing it."""
+    y0, x0, y1, x1 = rect
+    given = ",".join(map(str, rect))
+    if y1 <= y0 or x1 <= x0:
+        raise InputError(f"--region {given} is empty or reversed: give y0,x0,y1,x1 with y0 < y1 and x0 < x1")
+    height, width = shape
+    if y0 < 0 or x0 < 0 or y1 > height or x1 > width:
+        clipped = f"{max(y0, 0)},{max(x0, 0)},{min(y1, height)},{min(x1, width)}"
+        raise InputError(f"--region {given} reaches beyond the {height}x{width} image; "
+                         f"rows 0..{height} and columns 0..{width} exist (e.g. --region {clipped})")
 
 
 def _consensus_options(args) -> dict:
@@ -713,8 +802,10 @@ def _consensus_options(args) -> dict:
 
 
 def _print_sweep(sweep) -> None:
+    # The count is of what is then written (split communities, after --min-size).
+    where = " in the region" if sweep.windows else ""
     print(f"auto resolution ({sweep.objective}): {sweep.best:.4g}, mean NMI {sweep.nmi[sweep.best_index]:.4f}, "
-          f"{int(sweep.n_objects[sweep.best_index])} objects")
+          f"{int(sweep.n_objects[sweep.best_index])} objects{where}")
 
 
 def _segment_stitched(args, model, image) -> int:
@@ -759,7 +850,11 @@ def _cmd_consensus(args) -> int:
         raise InputError("--into needs --region (outside the region its labels are kept)")
     if args.sweep_out and args.resolution != "auto":
         raise InputError("--sweep-out needs --resolution auto")
+    _guard_outputs(args, {"SAMPLES": args.samples, "--into": args.into}, {"out": args.out, "sweep_out": args.sweep_out},
+                   sidecar=False)
     samples = check_labelings(read_image(args.samples), args.samples)
+    if args.region:
+        _check_region(args.region, samples.shape[1:])
     into = None
     if args.into:
         into = read_image(args.into)
@@ -773,7 +868,7 @@ def _cmd_consensus(args) -> int:
     region = consensus.region(args.region) if args.region else None
     resolution = args.resolution
     if resolution == "auto":
-        sweep = consensus.sweep(objective=args.objective, seed=args.seed, region=region)
+        sweep = consensus.sweep(objective=args.objective, seed=args.seed, region=region, min_size=args.min_size)
         _print_sweep(sweep)
         resolution = sweep.best
         if args.sweep_out:

@@ -37,8 +37,14 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name.startswith("cuda"):
+        index = name[len("cuda"):]
+        if index and not (index.startswith(":") and index[1:].isdigit()):
+            raise InputError(f"unknown device {name!r}; write cuda or cuda:N with N a GPU number, e.g. cuda:0")
         if not torch.cuda.is_available():
-            raise InputError("device 'cuda' was requested but torch cannot use a CUDA GPU here; use --device cpu or auto")
+            raise InputError(f"device {name!r} was requested but torch cannot use a CUDA GPU here; use --device cpu or auto")
+        count = torch.cuda.device_count()
+        if index and int(index[1:]) >= count:
+            raise InputError(f"device {name!r} was requested but this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
         return torch.device(name)
     if name == "mps":
         if not _mps_available():

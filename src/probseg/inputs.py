@@ -33,8 +33,11 @@ class Planes:
         return tuple(self.data.shape[2:])
 
 
-def check_finite(image: np.ndarray, name: str = "image") -> np.ndarray:
+def check_finite(image: np.ndarray, name: str = "image", allow_constant: bool = False) -> np.ndarray:
     """Return ``image`` as an ndarray after checking dtype, size and values.
+
+    ``allow_constant`` leaves the constant-image check to the caller, e.g. to
+    say first that an image is too small, which is the more useful news.
 
     Raises
     ------
@@ -53,9 +56,14 @@ def check_finite(image: np.ndarray, name: str = "image") -> np.ndarray:
         bad = ~np.isfinite(array)
         if bad.any():
             raise InputError(f"{name} contains {int(bad.sum())} NaN or infinite pixel(s); fix or mask them first")
+    if not allow_constant:
+        _check_not_constant(array, name)
+    return array
+
+
+def _check_not_constant(array: np.ndarray, name: str) -> None:
     if array.min() == array.max():
         raise InputError(f"{name} is constant (every pixel is {array.flat[0]}); nothing to segment")
-    return array
 
 
 def to_planes(image: np.ndarray, channel_axis: int | None = None, rgb: bool = False, name: str = "image") -> Planes:
@@ -84,7 +92,7 @@ def to_planes(image: np.ndarray, channel_axis: int | None = None, rgb: bool = Fa
         For shapes that fit none of the layouts above, images smaller than
         16 px on a side, and the value problems listed in :func:`check_finite`.
     """
-    array = check_finite(image, name)
+    array = check_finite(image, name, allow_constant=True)
     if rgb:
         if array.ndim not in (3, 4) or array.shape[-1] not in (3, 4):
             raise InputError(f"{name} has shape {array.shape}; RGB needs a last axis of 3 or 4 channels")
@@ -117,7 +125,8 @@ def to_planes(image: np.ndarray, channel_axis: int | None = None, rgb: bool = Fa
         notice = stack_notice if notice is None else notice + "; " + stack_notice
     if min(data.shape[2:]) < MIN_SIDE:
         hint = " (it looks like an RGB image: use the RGB option)" if is_stack and array.shape[-1] in (3, 4) else ""
-        raise InputError(f"{name} is {data.shape[2]}x{data.shape[3]} px; at least {MIN_SIDE} px per side is needed{hint}")
+        raise InputError(f"{name} is {data.shape[2]}x{data.shape[3]} px, too small: at least {MIN_SIDE} px per side is needed{hint}")
+    _check_not_constant(array, name)
     # Always a copy: normalisation works in place and must never touch the caller's array.
     return Planes(np.array(data, dtype=np.float32, order="C", copy=True), is_stack, notice)
 

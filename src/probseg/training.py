@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from probseg.bounds import check_seed
 from probseg.callbacks import Callbacks, ensure
 from probseg.errors import ProbsegError
 
@@ -48,7 +49,14 @@ class TrainLog:
 
 
 def seed_everything(seed: int) -> np.random.Generator:
-    """Seed torch, numpy and random; return a numpy Generator for batches."""
+    """Seed torch, numpy and random; return a numpy Generator for batches.
+
+    Raises
+    ------
+    InputError
+        Unless ``seed`` is a whole number from 0 to 2**32 - 1.
+    """
+    seed = check_seed(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

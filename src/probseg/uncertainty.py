@@ -27,11 +27,11 @@ def shifted_pair(a, b_offset: tuple) -> tuple:
     """
     dy, dx = b_offset
     h, w = a.shape[-2:]
-    ys = slice(max(0, -dy), h - max(0, dy))
-    xs = slice(max(0, -dx), w - max(0, dx))
-    ys2 = slice(max(0, dy), h - max(0, -dy) if dy < 0 else h)
-    xs2 = slice(max(0, dx), w + min(0, dx) if dx < 0 else w)
-    return (ys, xs), (ys2, xs2)
+    # Lengths are clamped at 0: an offset as long as the image leaves no pair
+    # (negative stops would wrap around and give slices of unequal length).
+    ny, nx = max(0, h - abs(dy)), max(0, w - abs(dx))
+    ya, xa, yb, xb = max(0, -dy), max(0, -dx), max(0, dy), max(0, dx)
+    return (slice(ya, ya + ny), slice(xa, xa + nx)), (slice(yb, yb + ny), slice(xb, xb + nx))
 
 
 def pixel_disagreement(samples: np.ndarray, distance: int = 2) -> np.ndarray:

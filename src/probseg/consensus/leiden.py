@@ -13,6 +13,7 @@ import threading
 
 import numpy as np
 
+from probseg.bounds import check_seed
 from probseg.consensus.graph import Graph
 from probseg.errors import InputError, ProbsegError
 
@@ -89,6 +90,7 @@ def leiden(graph: Graph, resolution: float, objective: str = "rb", seed: int = 0
     """
     objective = check_objective(objective)
     backend = check_backend(backend)
+    seed = check_seed(seed)
     resolution = float(resolution)
     if not np.isfinite(resolution) or resolution <= 0:
         raise InputError(f"the resolution must be a positive number, got {resolution}")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from probseg.bounds import check_seed
 from probseg.callbacks import Callbacks, ensure
 from probseg.consensus.engine import DEFAULT_OBJECTIVE, Consensus, Sweep
 from probseg.errors import InputError
@@ -70,7 +71,7 @@ def segment_windows(model, image, *, window: int = DEFAULT_WINDOW, overlap: int 
     shape = plane.shape[1:]
     overlap = window // 2 if overlap is None else overlap
     origins = window_origins(shape, window, overlap)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     quiet = Callbacks(should_stop=cb.should_stop, on_message=cb.on_message)
     windows = []
     for i, (y0, x0) in enumerate(origins):
@@ -121,7 +122,7 @@ def segment_stitched(model, image, *, window: int = DEFAULT_WINDOW, overlap: int
     if isinstance(resolution, str):
         if resolution.strip().lower() != "auto":
             raise InputError(f"the resolution is a positive number or 'auto', got {resolution!r}")
-        sweep = consensus.sweep(objective=objective, seed=seed)
+        sweep = consensus.sweep(objective=objective, seed=seed, min_size=min_size)
         resolution = sweep.best
     labels = consensus.labels(float(resolution), objective, seed, min_size)
     return Stitched(labels, float(resolution), sweep, len(windows), consensus)
