@@ -496,6 +496,11 @@ def test_two_models_side_by_side_get_their_own_layers(viewer, qtbot, tmp_path, s
     proof = ProofreadWidget(viewer)
     assert {"nuclei · tiny segmentation", "nuclei · other segmentation"} <= set(proof.labels_combo.choices)
     assert {"nuclei · tiny uncertainty", "nuclei · other uncertainty"} <= set(proof.uncertainty_combo.choices)
+    # Proofread pairs the newest segmentation with the uncertainty of the same run, not the newest one.
+    viewer.layers.move(viewer.layers.index("nuclei · tiny segmentation"), len(viewer.layers))
+    proof.reset_choices()
+    assert proof.labels_layer == "nuclei · tiny segmentation"
+    assert proof.uncertainty_layer == "nuclei · tiny uncertainty"
 
 
 @pytest.mark.parametrize("cls", ["TrainWidget", "PredictWidget", "ConsensusWidget", "ProofreadWidget"])

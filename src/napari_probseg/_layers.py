@@ -33,6 +33,14 @@ def layer_role(layer) -> str | None:
     return meta.get("role") if isinstance(meta, dict) else None
 
 
+def layer_run(layer) -> tuple | None:
+    """``(image name, model key)`` of the Predict run that made a layer, or None for other layers."""
+    meta = layer.metadata.get(OUTPUT_META_KEY)
+    if not isinstance(meta, dict) or "model_key" not in meta:
+        return None
+    return meta.get("source"), meta.get("model_key")
+
+
 def viewer_camera(viewer):
     """The camera of the 2-D view (``viewer.scene.camera`` since napari 0.9)."""
     scene = getattr(viewer, "scene", None)

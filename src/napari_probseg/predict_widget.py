@@ -30,7 +30,7 @@ from napari_probseg import _models
 from napari_probseg._form import ConfigForm
 from napari_probseg._engine_widget import EngineWidget, JobMonitor, Outcome, run_engine
 from napari_probseg._layers import OUTPUT_META_KEY, default_image, image_arrays, image_layer_names
-from probseg import api
+from probseg import api, bounds
 from probseg.device import resolve_device
 from probseg.errors import Cancelled, InputError, ProbsegError
 from probseg.visualize import embeddings_to_rgb
@@ -203,9 +203,9 @@ class PredictWidget(EngineWidget):
         model_row.addWidget(load)
 
         self.image_combo = ComboBox(choices=self._image_choices)
-        self.samples_spin = SpinBox(value=8, min=1, max=256)
+        self.samples_spin = SpinBox(value=8, min=int(bounds.SAMPLES.low), max=int(bounds.SAMPLES.high))
         self.samples_spin.tooltip = "segmentations drawn from the model; their disagreement is the uncertainty"
-        self.tile_spin = SpinBox(value=512, min=64, max=8192, step=64)
+        self.tile_spin = SpinBox(value=512, min=int(bounds.TILE_SIZE.low), max=int(bounds.TILE_SIZE.high), step=64)
         self.tile_spin.tooltip = "side of the windows the image is processed in; lower it if memory runs out"
         self.seed_spin = SpinBox(value=0, min=0, max=2**31 - 1)
         self.seed_spin.tooltip = "same seed, same samples"

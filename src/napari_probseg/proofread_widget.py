@@ -34,7 +34,8 @@ from qtpy.QtWidgets import (
 )
 
 from napari_probseg._engine_widget import EngineWidget
-from napari_probseg._layers import OUTPUT_META_KEY, canvas_size, image_layer_names, layer_role, viewer_camera
+from napari_probseg._layers import OUTPUT_META_KEY, canvas_size, image_layer_names, layer_role, layer_run, viewer_camera
+from probseg import bounds
 from probseg.errors import InputError, ProbsegError
 from probseg.proofreading import edits
 from probseg.proofreading.queue import proofreading_queue
@@ -138,7 +139,7 @@ class ProofreadWidget(EngineWidget):
         self.uncertainty_combo.tooltip = "ranks the patches; the Predict widget's uncertainty layer"
         self.samples_combo = ComboBox(choices=self._samples_choices)
         self.samples_combo.tooltip = "optional: (n, Y, X) samples, for splitting a patch by consensus"
-        self.patch_spin = SpinBox(value=64, min=8, max=4096, step=8)
+        self.patch_spin = SpinBox(value=64, min=8, max=int(bounds.PATCH_SIZE.high), step=8)
         self.patch_spin.tooltip = "side of a proofreading patch in pixels"
         self.start_button = QPushButton("Start / resume")
         self.start_button.clicked.connect(lambda: self.start())
@@ -264,10 +265,17 @@ class ProofreadWidget(EngineWidget):
         self._resume_if_saved()
 
     def _select_defaults(self) -> None:
+        # The newest segmentation, then the uncertainty and samples of the same
+        # run, so that two models side by side are never mixed.
         roles = {"segmentation": self.labels_combo, "uncertainty": self.uncertainty_combo, "samples": self.samples_combo}
+        segmentations = [layer for layer in self.viewer.layers
+                         if layer_role(layer) == "segmentation" and layer.name in self.labels_combo.choices]
+        run = layer_run(segmentations[-1]) if segmentations else None
         for layer in self.viewer.layers:
             combo = roles.get(layer_role(layer))
-            if combo is not None and layer.name in combo.choices:
+            if combo is None or layer.name not in combo.choices:
+                continue
+            if run is None or layer_run(layer) in (run, None):
                 combo.value = layer.name
         images = self._image_choices()
         if images and self.image_combo.value is None:

@@ -75,7 +75,7 @@ SAMPLES = Bound(1, 256)
 TILE_SIZE = Bound(64, 8192, "px")
 WINDOW = Bound(32, 8192, "px")
 WINDOW_OVERLAP = Bound(0, 8191, "px")  # and less than the window, checked with it
-PATCH_SIZE = Bound(8, 4096, "px")
+PATCH_SIZE = Bound(4, 4096, "px")
 # The consensus graph links every pixel pair within the radius: the work grows
 # with its square, and beyond a few object widths no pair is informative.
 RADIUS = Bound(1, 16, "px")

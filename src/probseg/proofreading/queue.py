@@ -15,12 +15,13 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.morphology import local_maxima
 
+from probseg.bounds import PATCH_SIZE
 from probseg.errors import InputError
 from probseg.inputs import check_label_stack
 
 __all__ = ["QueueEntry", "proofreading_queue", "MIN_PATCH"]
 
-MIN_PATCH = 4
+MIN_PATCH = int(PATCH_SIZE.low)
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ def proofreading_queue(uncertainty, labels, patch: int = 64, max_entries: int = 
         The segmentation being proofread, 0 = background; used to list the
         objects in each patch.
     patch : int
-        Side of a patch in pixels, ``>= 4``.
+        Side of a patch in pixels, 4 to 4096 (:data:`probseg.bounds.PATCH_SIZE`).
     max_entries : int
         Most entries returned, ``>= 1``.
     min_score : float
@@ -178,7 +179,7 @@ def proofreading_queue(uncertainty, labels, patch: int = 64, max_entries: int = 
     if lab.shape != u.shape:
         raise InputError(f"labels have shape {lab.shape} but uncertainty has shape {u.shape}; they must be equal")
     lab = check_label_stack(lab, "labels")[0]
-    patch = _check_int(patch, "patch", MIN_PATCH)
+    patch = PATCH_SIZE.check("patch", patch)
     max_entries = _check_int(max_entries, "max_entries", 1)
     try:
         min_score = float(min_score)
