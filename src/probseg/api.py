@@ -27,6 +27,21 @@ def make_config(method: str, config=None):
     return make(methods.get(method).config_class, config)
 
 
+def _check_object_size(cfg, ts) -> None:
+    """Refuse an object size no training image can show, before hours of training find nothing."""
+    from probseg.errors import InputError
+
+    size = getattr(cfg, "object_size", None)
+    if size is None or not ts.planes:
+        return
+    side = min(min(plane.shape[-2:]) for plane in ts.planes)
+    if size > side / 2:
+        raise InputError(
+            f"object_size {size:g} px is more than half the smallest training image side ({side} px); "
+            f"give the typical object diameter, at most {side // 2} px here"
+        )
+
+
 def train(
     method: str,
     images,
@@ -95,6 +110,7 @@ def train(
         cb.message(f"{info.title} is self-supervised; the labels are not used for training")
         labels = None
     ts = training_set(images, labels, channel_axis=channel_axis, rgb=rgb)
+    _check_object_size(cfg, ts)
     for notice in ts.notices:
         cb.message(notice)
     dev = resolve_device(device)

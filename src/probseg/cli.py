@@ -370,7 +370,7 @@ def build_parser(command: str | None = None, argv: list[str] | None = None) -> a
     )
     segment.add_argument("model", metavar="MODEL_DIR", help="model folder written by 'probseg train'")
     segment.add_argument("image", metavar="IMAGE", help="image to segment (tif, png, jpg, npy or zarr)")
-    segment.add_argument("--out", required=True, metavar="LABELS", help="label image to write (.tif, .npy or .png)")
+    segment.add_argument("--out", required=True, metavar="LABELS", help="label image to write (.tif, .npy, .png, or .zarr for very large images)")
     segment.add_argument("--samples", type=_bounded(bounds.SAMPLES), default=8, metavar="N", help="segmentations to draw for --samples-out, --uncertainty-out, --probability-out and --raw-out (default: 8); without those only 1 is drawn, as the labels are the first draw's")
     _add_sample_outputs(segment)
     _add_overwrite(segment)
@@ -398,7 +398,7 @@ def build_parser(command: str | None = None, argv: list[str] | None = None) -> a
         "settings; the network does not run and the model's weights are not needed.",
     )
     instances.add_argument("raw", metavar="RAW.zarr", help="raw store written by 'probseg segment --raw-out'")
-    instances.add_argument("--out", required=True, metavar="LABELS", help="label image to write (.tif, .npy or .png)")
+    instances.add_argument("--out", required=True, metavar="LABELS", help="label image to write (.tif, .npy, .png, or .zarr for very large images)")
     _add_sample_outputs(instances)
     _add_overwrite(instances)
     instances.set_defaults(handler=_cmd_instances, _prog=instances.prog)
@@ -428,7 +428,7 @@ def build_parser(command: str | None = None, argv: list[str] | None = None) -> a
         "pixels by how often the samples put them in one object, and Leiden splits it into objects.",
     )
     consensus.add_argument("samples", metavar="SAMPLES", help="(n, Y, X) integer label images, e.g. from 'probseg segment --samples-out'")
-    consensus.add_argument("--out", required=True, metavar="LABELS", help="consensus label image to write (.tif, .npy or .png)")
+    consensus.add_argument("--out", required=True, metavar="LABELS", help="consensus label image to write (.tif, .npy, .png or .zarr)")
     _add_overwrite(consensus)
     consensus.add_argument("--region", type=_rect, metavar="Y0,X0,Y1,X1", help="only re-segment this rectangle (rows y0..y1-1, columns x0..x1-1)")
     consensus.add_argument("--into", metavar="LABELS", help="with --region: labels to copy outside the rectangle (default: background)")

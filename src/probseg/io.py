@@ -17,8 +17,10 @@ Reading:
   chosen over a special ``store::name`` syntax because it is what a file
   browser shows and needs no quoting in a shell.
 
-Writing: TIFF (labels and other integer images zlib-compressed), ``.npy`` and
-PNG (2-D ``uint8``/``uint16`` only). Every write goes to a temporary file in
+Writing: TIFF (labels and other integer images zlib-compressed), ``.npy``,
+PNG (2-D ``uint8``/``uint16`` only) and zarr (a ``*.zarr`` folder holding one
+array chunked in 1024 px tiles, one plane per chunk, for outputs that are
+read back piece by piece). Every write goes to a temporary file in
 the target folder that is fsynced and renamed over the target at the end
 (:func:`probseg.atomic.atomic_write`), so an interrupted or failed write
 never leaves a half-written image behind.
@@ -42,7 +44,8 @@ __all__ = ["read_image", "write_image", "check_output_path", "READ_SUFFIXES", "W
 TIFF_SUFFIXES = (".tif", ".tiff")
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 READ_SUFFIXES = TIFF_SUFFIXES + PICTURE_SUFFIXES + (".npy", ".zarr")
-WRITE_SUFFIXES = TIFF_SUFFIXES + (".npy", ".png")
+WRITE_SUFFIXES = TIFF_SUFFIXES + (".npy", ".png", ".zarr")
+ZARR_CHUNK = 1024  # px; chunks of a written zarr array, one plane deep
 _FORMAT_NAMES = {".tif": "TIFF", ".tiff": "TIFF", ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".npy": "NumPy .npy"}
 
 
@@ -83,7 +86,7 @@ def read_image(path, name: str | None = None) -> np.ndarray:
     """
     path = Path(path)
     if not path.exists():
-        raise InputError(f"{path} does not exist")
+        raise InputError(missing(path))
     if path.is_dir():
         if not _is_zarr_folder(path):
             raise InputError(f"{path} is a folder but not a zarr store (no zarr.json, .zarray or .zgroup inside)")
@@ -105,9 +108,27 @@ def read_image(path, name: str | None = None) -> np.ndarray:
             array = np.load(path, allow_pickle=False)
     except PermissionError:
         raise InputError(f"{path} cannot be read: permission denied") from None
+    except _MixedPages as exc:
+        raise InputError(f"{path}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - decoders raise many unrelated types for corrupt data
         raise InputError(f"{path} is not a readable {_FORMAT_NAMES[suffix]} file ({_reason(exc)})") from None
     return _as_pixels(np.asarray(array), path)
+
+
+def missing(path) -> str:
+    """Why ``path``, which does not exist as far as ``Path.exists`` can tell, cannot be opened: one line."""
+    import errno
+    import os
+
+    path = Path(path)
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"{path} is a symbolic link loop (it leads back to itself); point it at a real file"
+    if path.is_symlink():
+        return f"{path} is a broken symbolic link to {os.readlink(path)}, which does not exist"
+    return f"{path} does not exist"
 
 
 class _Collect(logging.Handler):
@@ -133,12 +154,33 @@ def _read_tiff(path: Path) -> np.ndarray:
     collect = _Collect()
     logger.addHandler(collect)
     try:
-        array = tifffile.imread(path)
+        with tifffile.TiffFile(path) as tif:
+            _check_one_series(tif)
+            array = tif.asarray()
     finally:
         logger.removeHandler(collect)
     if array is None or np.asarray(array).size == 0:
         raise ValueError(collect.messages[0] if collect.messages else "no image data; the file is corrupt or truncated")
     return array
+
+
+class _MixedPages(ValueError):
+    """A TIFF whose pages cannot form one stack; reported as is, not as a decoding failure."""
+
+
+def _check_one_series(tif) -> None:
+    # tifffile splits pages of different shapes into separate series and
+    # reads only the first, so the rest of the file would vanish unnoticed.
+    series = tif.series
+    if len(series) <= 1:
+        return
+    first = series[0]
+    other = next((s for s in series[1:] if s.shape != first.shape), series[1])
+    page = tif.pages.index(other.pages[0]) + 1 if other.pages and other.pages[0] is not None else "?"
+    raise _MixedPages(
+        f"its pages do not form one image: page {page} is {'x'.join(map(str, other.shape))} but the first is "
+        f"{'x'.join(map(str, first.shape))}; save one image per file"
+    )
 
 
 def _read_zarr(path: Path, name: str | None) -> np.ndarray:
@@ -208,6 +250,8 @@ def check_output_path(path) -> Path:
         )
     if path.is_dir():
         raise InputError(f"cannot write {path}: it is a folder")
+    if path.suffix.lower() == ".zarr" and path.exists():
+        raise InputError(f"cannot write {path}: it exists; a zarr output must be a new folder")
     return path
 
 
@@ -220,7 +264,9 @@ def write_image(path, array) -> Path:
         ``.tif``/``.tiff`` (any shape and numeric dtype, stored as grayscale
         planes, never as RGB; integer data is zlib-compressed, which shrinks
         label images many times), ``.npy``
-        (any array), or ``.png`` (2-D ``uint8`` or ``uint16`` only).
+        (any array), ``.png`` (2-D ``uint8`` or ``uint16`` only), or
+        ``.zarr`` (a new folder holding one chunked array of any numeric
+        dtype; an existing folder is never replaced).
     array : array_like
 
     Returns
@@ -238,6 +284,8 @@ def write_image(path, array) -> Path:
     path = check_output_path(path)
     array = np.asarray(array)
     suffix = path.suffix.lower()
+    if suffix == ".zarr":
+        return _write_zarr(path, array)
     if suffix == ".png" and (array.ndim != 2 or array.dtype not in (np.uint8, np.uint16)):
         raise InputError(
             f"cannot write {path}: PNG holds 2-D uint8 or uint16 images, got {array.ndim}-D {array.dtype}; use .tif"
@@ -263,4 +311,34 @@ def write_image(path, array) -> Path:
             iio.imwrite(handle, array, extension=".png")
 
     atomic_write(path, write)
+    return path
+
+
+def _write_zarr(path: Path, array: np.ndarray) -> Path:
+    """Write ``array`` as a zarr store at ``path``, built beside it under a hidden name and renamed into place."""
+    import os
+    import shutil
+
+    import zarr
+
+    if array.dtype.fields is not None or array.dtype == object or np.iscomplexobj(array):
+        raise InputError(f"cannot write {path}: {array.dtype} data is not an image; use .npy")
+    if path.exists() or path.is_symlink():
+        raise InputError(f"cannot write {path}: it exists; remove it first or choose another name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    if array.ndim >= 2:
+        chunks = (1,) * (array.ndim - 2) + tuple(min(ZARR_CHUNK, max(1, n)) for n in array.shape[-2:])
+    else:
+        chunks = tuple(max(1, n) for n in array.shape)
+    try:
+        out = zarr.create_array(store=str(partial), shape=array.shape, dtype=array.dtype, chunks=chunks)
+        # Plane by plane, so zarr never needs a second copy of a large stack.
+        for index in np.ndindex(array.shape[:-2]):
+            out[index] = array[index]
+        partial.rename(path)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     return path

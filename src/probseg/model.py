@@ -33,6 +33,20 @@ A method is one module that defines a model class deriving from
     Optional: the default is the samples' pixel disagreement.
 ``tune_grid()``
     Optional: the settings :func:`probseg.tune` tries by default.
+``draws_independent(settings)``
+    Optional, default False: True where, under ``settings``, ``instances``
+    of a raw holding only draw ``k`` (draw maps with a first axis of 1, the
+    other maps unchanged) gives draw ``k``'s segmentation, and the
+    segmentation is draw 0's alone. Then ``probseg segment`` without sample
+    outputs draws one sample, and :meth:`~SegmentationModel.predict` with
+    ``keep_raw=False`` post-processes each draw as it comes, so the raw maps
+    of only one draw are ever in memory.
+``raw_draws(plane, n_samples, rng, callbacks)``
+    Optional: :meth:`~SegmentationModel.raw` one draw at a time, a generator
+    of one-draw dicts as above, consuming ``rng`` as ``raw`` does. The
+    default slices the result of ``raw``; a method that computes its draws
+    in turn should override it, since only then does ``keep_raw=False``
+    save memory.
 
 Input checking, stacks, normalisation, agglomeration, saving and loading
 live here, written once.
@@ -50,6 +64,7 @@ import torch
 
 from probseg import checkpoint
 from probseg.agglomerate import Agglomeration, agglomerate
+from probseg.bounds import check_seed
 from probseg.callbacks import Callbacks, ensure
 from probseg.config import config_from_dict, config_to_dict, make_config
 from probseg.device import resolve_device
@@ -178,6 +193,35 @@ class SegmentationModel:
         """Settings :func:`probseg.tune` tries by default: ``{name: [values]}``."""
         return {}
 
+    def draws_independent(self, settings) -> bool:
+        """Whether each draw can be post-processed alone under ``settings`` (see the module docstring).
+
+        The default, False, is always safe: callers then draw and keep every sample.
+        """
+        return False
+
+    def raw_draws(self, plane: np.ndarray, n_samples: int, rng: np.random.Generator, callbacks: Callbacks):
+        """The maps of :meth:`raw`, one draw at a time: dicts whose draw maps have a first axis of 1.
+
+        This default computes :meth:`raw` first; methods that compute their
+        draws in turn override it so that one draw is in memory at a time.
+        """
+        full = self.raw(plane, n_samples, rng, callbacks)
+        yield from _split_draws(full)
+
+    def _stack_draws(self, draws, n_draws: int) -> dict:
+        """:meth:`raw`'s result from :meth:`raw_draws`: each draw written into arrays allocated once."""
+        out = {}
+        for k, draw in enumerate(draws):
+            for name, array in draw.items():
+                if array.ndim >= 3:
+                    if k == 0:
+                        out[name] = np.empty((n_draws,) + array.shape[1:], dtype=np.float32)
+                    out[name][k] = array[0]
+                elif k == 0:
+                    out[name] = array
+        return out
+
     # -- settings -----------------------------------------------------------------------
     def make_settings(self, settings=None):
         """A validated settings object from None (the model's), a dict of changes or an instance."""
@@ -205,6 +249,7 @@ class SegmentationModel:
         Parameters as :meth:`predict`.
         """
         n_samples = _check_samples(n_samples)
+        seed = check_seed(seed)
         if self.net is None:
             raise InputError("this model has no network weights; load it from its model folder to segment images")
         cb = ensure(callbacks)
@@ -230,23 +275,36 @@ class SegmentationModel:
         """
         settings = self.make_settings(settings)
         cb = ensure(callbacks)
-        segs, samples, uncs, probs = [], [], [], []
+        n_planes = len(raw.planes)
+        seg = smp = unc = prob = None
         for z, plane in enumerate(raw.planes):
             cb.raise_if_stopped()
-            seg, smp = self.instances(plane, settings, raw.n_samples)
-            agg = agglomerate(smp)
-            segs.append(seg.astype(np.int32))
-            samples.append(smp.astype(np.int32))
-            uncs.append(np.asarray(self.uncertainty(smp, agg), dtype=np.float32))
-            probs.append(agg.probability)
-            cb.progress(z + 1, len(raw.planes))
-        seg, smp, unc, prob = np.stack(segs), np.stack(samples, axis=1), np.stack(uncs), np.stack(probs)
-        if not raw.is_stack:
-            seg, smp, unc, prob = seg[0], smp[:, 0], unc[0], prob[0]
+            plane_seg, plane_smp = self.instances(plane, settings, raw.n_samples)
+            agg = agglomerate(plane_smp)
+            plane_unc = self.uncertainty(plane_smp, agg)
+            if not raw.is_stack:
+                # asarray copies only when a method returns another dtype.
+                seg, smp = np.asarray(plane_seg, dtype=np.int32), np.asarray(plane_smp, dtype=np.int32)
+                if np.shares_memory(seg, smp):
+                    # One draw: methods return the segmentation as the sample;
+                    # painting one layer must not change the other.
+                    seg = seg.copy()
+                unc, prob = np.asarray(plane_unc, dtype=np.float32), np.asarray(agg.probability, dtype=np.float32)
+            else:
+                if z == 0:
+                    # Each plane is written into the stacks as it finishes, so
+                    # no plane's results are held twice.
+                    seg = np.empty((n_planes,) + plane_seg.shape, dtype=np.int32)
+                    smp = np.empty((plane_smp.shape[0], n_planes) + plane_seg.shape, dtype=np.int32)
+                    unc = np.empty(seg.shape, dtype=np.float32)
+                    prob = np.empty(seg.shape, dtype=np.float32)
+                seg[z], smp[:, z], unc[z], prob[z] = plane_seg, plane_smp, plane_unc, agg.probability
+            del plane_seg, plane_smp, plane_unc, agg
+            cb.progress(z + 1, n_planes)
         return Prediction(seg, smp, unc, prob, raw, settings, raw.notice)
 
     def predict(self, image, n_samples: int = 8, *, seed: int = 0, settings=None, channel_axis=None, rgb=False,
-                callbacks: Callbacks | None = None) -> Prediction:
+                callbacks: Callbacks | None = None, keep_raw: bool = True, on_draw=None) -> Prediction:
         """Segment ``image`` and draw ``n_samples`` segmentations from the model.
 
         Parameters
@@ -263,6 +321,18 @@ class SegmentationModel:
             Post-processing settings; None uses the model's.
         callbacks : Callbacks, optional
             Progress, cancel and notices.
+        keep_raw : bool
+            False: where the method allows it (:meth:`draws_independent`),
+            each draw is post-processed as soon as the network made it and
+            its maps are dropped, so memory holds one draw's maps rather
+            than all of them (the results are the same). The returned
+            ``raw`` then holds draw 0 only (``n_samples`` 1): enough for
+            the embeddings, not for post-processing the samples again.
+        on_draw : callable, optional
+            Called as ``on_draw(z, k, draw)`` with the maps of draw ``k`` of
+            plane ``z`` (draw maps with a first axis of 1, as
+            :meth:`raw_draws` yields them), every draw in order, e.g.
+            :meth:`probseg.rawstore.RawWriter.add` to store them as they come.
 
         Returns
         -------
@@ -270,8 +340,68 @@ class SegmentationModel:
             Its ``raw`` can be post-processed again with other settings
             (:meth:`postprocess`) without running the network.
         """
+        if not keep_raw and self.draws_independent(self.make_settings(settings)):
+            return self._predict_draw_by_draw(image, n_samples, seed, settings, channel_axis, rgb, callbacks, on_draw)
         raw = self.predict_raw(image, n_samples, seed=seed, channel_axis=channel_axis, rgb=rgb, callbacks=callbacks)
+        if on_draw is not None:
+            for z, plane in enumerate(raw.planes):
+                for k, draw in enumerate(_split_draws(plane)):
+                    on_draw(z, k, draw)
         return self.postprocess(raw, settings, callbacks)
+
+    def _predict_draw_by_draw(self, image, n_samples, seed, settings, channel_axis, rgb, callbacks, on_draw) -> Prediction:
+        """:meth:`predict` post-processing each draw as it comes; see ``keep_raw``."""
+        n_samples = _check_samples(n_samples)
+        seed = check_seed(seed)
+        if self.net is None:
+            raise InputError("this model has no network weights; load it from its model folder to segment images")
+        settings = self.make_settings(settings)
+        cb = ensure(callbacks)
+        planes = self.prepare(image, channel_axis, rgb)
+        if planes.notice:
+            cb.message(planes.notice)
+        rng = np.random.default_rng(seed)
+        n_planes = planes.data.shape[0]
+        n_out = n_samples if n_samples > 1 else 1
+        firsts, seg = [], None
+        smp = unc = prob = None  # (n, Z, Y, X) and (Z, Y, X) for a stack, the plane's own arrays otherwise
+        for z in range(n_planes):
+            plane_smp = None
+            for k, draw in enumerate(self.raw_draws(planes.data[z], n_samples, rng, cb)):
+                if on_draw is not None:
+                    on_draw(z, k, draw)
+                labels, _ = self.instances(draw, settings, 1)
+                if k == 0:
+                    if seg is None:
+                        seg = np.empty((n_planes,) + labels.shape, dtype=np.int32)
+                    seg[z] = labels
+                    # Draw 0's maps are kept for the embeddings; later draws are dropped.
+                    firsts.append(draw)
+                    plane_smp = np.empty((n_out,) + labels.shape, dtype=np.int32)
+                    if n_samples == 1:
+                        plane_smp[0] = labels
+                else:
+                    plane_smp[k - 1] = labels
+                del draw, labels
+            agg = agglomerate(plane_smp)
+            plane_unc = np.asarray(self.uncertainty(plane_smp, agg), dtype=np.float32)
+            plane_prob = np.asarray(agg.probability, dtype=np.float32)
+            if not planes.is_stack:
+                smp, unc, prob = plane_smp, plane_unc, plane_prob
+            else:
+                if smp is None:
+                    smp = np.empty((n_out, n_planes) + seg.shape[1:], dtype=np.int32)
+                    unc = np.empty(seg.shape, dtype=np.float32)
+                    prob = np.empty(seg.shape, dtype=np.float32)
+                smp[:, z], unc[z], prob[z] = plane_smp, plane_unc, plane_prob
+            del plane_smp, plane_unc, plane_prob, agg
+            cb.raise_if_stopped()
+        attrs = {"method": self.method, "seed": int(seed), "model": str(self.folder) if self.folder else None,
+                 "weights_sha256": self.record.get("weights_sha256")}
+        raw = Raw(firsts, 1, planes.is_stack, planes.notice, attrs)
+        if not planes.is_stack:
+            seg = seg[0]
+        return Prediction(seg, smp, unc, prob, raw, settings, planes.notice)
 
     def predict_plane(self, plane: np.ndarray, n_samples: int, rng: np.random.Generator, callbacks: Callbacks,
                       settings=None) -> tuple[np.ndarray, np.ndarray]:
@@ -386,6 +516,13 @@ def read_settings(folder, cls) -> object | None:
         raise CheckpointError(f"{path} is not a valid settings file ({exc}); delete it to use the defaults") from None
     except InputError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
+
+
+def _split_draws(full: dict):
+    """One-draw dicts of a :meth:`SegmentationModel.raw` result (maps of three or more axes have the draws first)."""
+    n_draws = max((a.shape[0] for a in full.values() if a.ndim >= 3), default=1)
+    for k in range(n_draws):
+        yield {name: a[k : k + 1] if a.ndim >= 3 else a for name, a in full.items()}
 
 
 def _check_samples(n_samples) -> int:

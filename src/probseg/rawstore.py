@@ -10,6 +10,11 @@ Layout of ``RAW.zarr``::
 It holds everything :meth:`probseg.model.SegmentationModel.postprocess` needs,
 including the model's configuration, so ``probseg instances RAW.zarr`` turns
 it into labels with any settings and without the model's weights.
+
+Maps with draws are chunked one draw at a time, so :class:`RawWriter` can
+write each draw as the network finishes it (``probseg segment --raw-out``
+never holds all draws of a large image in memory) and a reader can load
+single draws.
 """
 
 from __future__ import annotations
@@ -73,10 +78,92 @@ def save_raw(path, raw: Raw, model_meta: dict) -> Path:
     for z, plane in enumerate(raw.planes):
         group = root.create_group(f"plane_{z:04d}")
         for name, array in plane.items():
-            chunks = tuple(array.shape[:-2]) + (CHUNK, CHUNK)
-            out = group.create_array(name, shape=array.shape, chunks=chunks, dtype="float32")
+            out = group.create_array(name, shape=array.shape, chunks=_chunks(array.shape), dtype="float32")
             out[...] = np.asarray(array, dtype=np.float32)
     return path
+
+
+def _chunks(shape: tuple) -> tuple:
+    # One draw per chunk along the draws axis; whole channels; CHUNK px tiles.
+    if len(shape) >= 3:
+        return (1,) + tuple(shape[1:-2]) + (CHUNK, CHUNK)
+    return tuple(shape[:-2]) + (CHUNK, CHUNK)
+
+
+class RawWriter:
+    """Writes a raw store draw by draw, as :meth:`SegmentationModel.predict` makes the draws.
+
+    The store is built in a hidden folder beside ``path`` and renamed to
+    ``path`` by :meth:`close`, so an interrupted run leaves no half-written
+    store under the name the user gave; :meth:`abort` removes it.
+
+    Parameters
+    ----------
+    path : path
+        The store to create; it must not exist.
+    model_meta : dict
+        The model's ``config.json`` contents (method, config, in_channels, ...).
+    n_samples : int
+        Samples the draws are made for (``1 + n_samples`` draws, or 1 draw
+        for one sample).
+
+    Examples
+    --------
+    >>> writer = RawWriter("raw.zarr", model.meta(), 8)  # doctest: +SKIP
+    >>> pred = model.predict(image, 8, keep_raw=False, on_draw=writer.add)  # doctest: +SKIP
+    >>> writer.close(pred.raw)  # doctest: +SKIP
+    """
+
+    def __init__(self, path, model_meta: dict, n_samples: int):
+        import os
+        import zarr
+
+        self.path = Path(path)
+        if self.path.exists():
+            raise InputError(f"{self.path} exists; choose another name for the raw output or remove it first")
+        self.partial = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
+        self.n_samples = int(n_samples)
+        self.n_draws = 1 if self.n_samples == 1 else 1 + self.n_samples
+        self.meta = model_meta
+        self.maps: list[str] = []
+        self.root = zarr.open_group(str(self.partial), mode="w")
+        self._arrays: dict = {}
+
+    def add(self, z: int, k: int, draw: dict) -> None:
+        """Write draw ``k`` of plane ``z``: one-draw maps as :meth:`SegmentationModel.raw_draws` yields them."""
+        if k == 0:
+            group = self.root.create_group(f"plane_{z:04d}")
+            self._arrays = {}
+            for name, array in draw.items():
+                shape = ((self.n_draws,) + tuple(array.shape[1:])) if array.ndim >= 3 else tuple(array.shape)
+                self._arrays[name] = group.create_array(name, shape=shape, chunks=_chunks(shape), dtype="float32")
+                if z == 0:
+                    self.maps.append(name)
+                if array.ndim < 3:
+                    self._arrays[name][...] = np.asarray(array, dtype=np.float32)
+        for name, array in draw.items():
+            if array.ndim >= 3:
+                self._arrays[name][k] = np.asarray(array[0], dtype=np.float32)
+
+    def close(self, raw: Raw) -> Path:
+        """Write the attributes (from ``raw``, whose maps may hold draw 0 only) and move the store into place."""
+        self.root.attrs.update({
+            "format": FORMAT, "format_version": FORMAT_VERSION, "method": self.meta["method"],
+            "n_samples": self.n_samples, "is_stack": bool(raw.is_stack), "notice": raw.notice,
+            "model": {k: self.meta[k] for k in ("method", "config", "in_channels", "normalization", "settings") if k in self.meta},
+            "run": raw.attrs,
+            "maps": list(self.maps),
+        })
+        if self.path.exists():
+            raise InputError(f"{self.path} appeared while segmenting; the raw output is kept in {self.partial}")
+        self.partial.rename(self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Remove the partial store."""
+        import shutil
+
+        shutil.rmtree(self.partial, ignore_errors=True)
 
 
 def load_raw(path) -> tuple[Raw, dict]:

@@ -1,4 +1,9 @@
-"""Tiled inference: any image size, memory bounded by one window.
+"""Tiled inference: any image size, network memory bounded by one window.
+
+Each window's output is added into one preallocated ``(channels, Y, X)``
+result (the caller's ``out`` when given) as soon as it is computed, and the
+blending weights are divided out in place, so besides the result only one
+``(Y, X)`` weight map and one window live in memory.
 
 Windows overlap; each window's output is weighted by zero within ``margin``
 pixels of an inner window edge (where the network saw padding instead of
@@ -55,6 +60,7 @@ def tiled_apply(
     callbacks: Callbacks | None = None,
     min_tile: int = 64,
     align: int = 1,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Apply a fully convolutional ``fn`` window by window and blend.
 
@@ -84,16 +90,21 @@ def tiled_apply(
         Window starts and sizes are multiples of this (the network's total
         downsampling factor), so pooling grids line up across windows and the
         result matches whole-image inference exactly.
+    out : ndarray, optional
+        A C-contiguous float32 ``(out_channels, Y, X)`` array to write the
+        result into (e.g. one draw of a preallocated stack of draws), so no
+        second full-size array is made. Its old values are overwritten.
 
     Returns
     -------
     ndarray
-        ``(out_channels, Y, X)`` float32.
+        ``(out_channels, Y, X)`` float32: ``out`` when given.
 
     Raises
     ------
     ValueError
-        If ``overlap <= 2 * margin``.
+        If ``overlap <= 2 * margin``, or ``out`` has the wrong shape, dtype
+        or layout.
     probseg.errors.Cancelled
         If the user cancelled.
     """
@@ -102,6 +113,11 @@ def tiled_apply(
     cb = ensure(callbacks)
     device = torch.device(device)
     height, width = image.shape[1:]
+    if out is None:
+        out = np.empty((out_channels, height, width), dtype=np.float32)
+    elif out.shape != (out_channels, height, width) or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float32 array of shape {(out_channels, height, width)}, "
+                         f"got {out.dtype} {out.shape}")
     pad_y, pad_x = (-height) % align, (-width) % align
     if pad_y or pad_x:
         image = np.pad(image, ((0, 0), (0, pad_y), (0, pad_x)), mode="reflect")
@@ -109,8 +125,8 @@ def tiled_apply(
     while True:
         tile = max(align, tile // align * align)
         try:
-            out = _tiled_apply_once(fn, image, out_channels, tile, overlap, margin, device, cb)
-            return out[:, :height, :width]
+            _tiled_apply_once(fn, image, out, tile, overlap, margin, device, cb)
+            return out
         except torch.cuda.OutOfMemoryError:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -120,26 +136,34 @@ def tiled_apply(
             cb.message(f"GPU out of memory: retrying with {tile}x{tile} px tiles")
 
 
-def _tiled_apply_once(fn, image, out_channels, tile, overlap, margin, device, cb) -> np.ndarray:
+def _tiled_apply_once(fn, image, out, tile, overlap, margin, device, cb) -> None:
+    """Blend the windows of the padded ``image`` into ``out``, which covers its unpadded top-left part."""
     _, height, width = image.shape
+    out_h, out_w = out.shape[1:]
     tile_y, tile_x = min(tile, height), min(tile, width)
     ys = window_starts(height, tile_y, overlap)
     xs = window_starts(width, tile_x, overlap)
-    out = np.zeros((out_channels, height, width), dtype=np.float32)
-    weight = np.zeros((height, width), dtype=np.float32)
+    out.fill(0.0)
+    weight = np.zeros((out_h, out_w), dtype=np.float32)
     total = len(ys) * len(xs)
     done = 0
     for y0 in ys:
         wy = _ramp(tile_y, y0, y0 + tile_y, height, overlap, margin)
+        # Rows and columns of the window that fall on the unpadded image.
+        h = min(tile_y, out_h - y0)
         for x0 in xs:
             cb.raise_if_stopped()
             wx = _ramp(tile_x, x0, x0 + tile_x, width, overlap, margin)
+            w = min(tile_x, out_w - x0)
             window = torch.from_numpy(np.ascontiguousarray(image[:, y0 : y0 + tile_y, x0 : x0 + tile_x]))
             with torch.no_grad():
                 pred = fn(window[None].to(device))[0].float().cpu().numpy()
-            w2 = wy[:, None] * wx[None, :]
-            out[:, y0 : y0 + tile_y, x0 : x0 + tile_x] += pred * w2
-            weight[y0 : y0 + tile_y, x0 : x0 + tile_x] += w2
+            if h > 0 and w > 0:
+                w2 = wy[:h, None] * wx[None, :w]
+                # Not in place: pred may share memory with the input window.
+                out[:, y0 : y0 + h, x0 : x0 + w] += pred[:, :h, :w] * w2
+                weight[y0 : y0 + h, x0 : x0 + w] += w2
             done += 1
             cb.progress(done, total, None)
-    return out / np.maximum(weight, 1e-12)
+    np.maximum(weight, 1e-12, out=weight)
+    out /= weight

@@ -209,15 +209,19 @@ class CellulusModel(SegmentationModel):
         return loss_fn
 
     # -- network ------------------------------------------------------------------------
-    def _offsets(self, small: np.ndarray, shape: tuple, scale: float, callbacks: Callbacks) -> np.ndarray:
+    def _offsets(self, small: np.ndarray, out: np.ndarray, scale: float, callbacks: Callbacks) -> None:
+        """Write the offsets ``(2, Y, X)`` in image px of the rescaled plane ``small`` into ``out``."""
         context = self.net.context
-        r = tiled_apply(
-            self.net.forward_same, small, 2, tile=self.tile_size, overlap=4 * context, margin=context,
-            align=self.net.align, device=self.device, callbacks=callbacks,
-        )
-        if scale != 1.0:
-            r = resize(r, (2,) + shape, order=1, preserve_range=True).astype(np.float32) / scale
-        return r
+        kwargs = dict(tile=self.tile_size, overlap=4 * context, margin=context, align=self.net.align,
+                      device=self.device, callbacks=callbacks)
+        if scale == 1.0:
+            tiled_apply(self.net.forward_same, small, 2, out=out, **kwargs)
+            return
+        r = tiled_apply(self.net.forward_same, small, 2, **kwargs)
+        # One channel at a time: the float64 that resize returns is then one
+        # (Y, X) plane, not two.
+        for c in range(2):
+            out[c] = resize(r[c], out.shape[1:], order=1, preserve_range=True).astype(np.float32) / scale
 
     def raw(self, plane: np.ndarray, n_samples: int, rng: np.random.Generator, callbacks: Callbacks) -> dict:
         """Offsets ``"embeddings"`` ``(draws, 2, Y, X)`` in image px, and the ``"intensity"`` ``(Y, X)``.
@@ -225,11 +229,17 @@ class CellulusModel(SegmentationModel):
         Draw 0 is the clean image; with more than one sample, draws 1..n are
         salt-and-pepper noise draws, one per sample. For a 2-D image the
         first draws come out of ``rng`` the same whatever ``n_samples`` is.
+        Each draw is written into one preallocated array as it finishes.
         """
+        n_draws = 1 if n_samples == 1 else 1 + n_samples
+        return self._stack_draws(self.raw_draws(plane, n_samples, rng, callbacks), n_draws)
+
+    def raw_draws(self, plane: np.ndarray, n_samples: int, rng: np.random.Generator, callbacks: Callbacks):
+        """:meth:`raw` one draw at a time: ``"embeddings"`` ``(1, 2, Y, X)`` and the ``"intensity"``."""
         scale = _scale(self.config)
         small = _rescale(plane, scale)
+        intensity = plane.mean(axis=0).astype(np.float32)
         n_draws = 1 if n_samples == 1 else 1 + n_samples
-        draws = []
         for k in range(n_draws):
             noisy = small
             if k > 0:
@@ -238,13 +248,17 @@ class CellulusModel(SegmentationModel):
                 salt = rng.random(small.shape[1:]) < 0.5
                 noisy[:, hit & salt] = 1.0
                 noisy[:, hit & ~salt] = 0.0
+                del hit, salt
             sub = Callbacks(
                 on_progress=lambda done, total, _l, k=k: callbacks.progress(k * total + done, n_draws * total),
                 should_stop=callbacks.should_stop,
                 on_message=callbacks.on_message,
             )
-            draws.append(self._offsets(noisy, plane.shape[1:], scale, sub))
-        return {"embeddings": np.stack(draws), "intensity": plane.mean(axis=0).astype(np.float32)}
+            # A fresh array per draw: a caller may keep one draw while the next is made.
+            embedding = np.empty((1, 2) + plane.shape[1:], dtype=np.float32)
+            self._offsets(noisy, embedding[0], scale, sub)
+            del noisy
+            yield {"embeddings": embedding, "intensity": intensity}
 
     # -- post-processing ----------------------------------------------------------------
     def bandwidth(self, settings: Settings) -> float:
@@ -299,8 +313,17 @@ class CellulusModel(SegmentationModel):
             return shrink(labels, settings.halo_shrink)
 
         segmentation = finish(offsets[0])
-        samples = segmentation[None] if len(offsets) == 1 else np.stack([finish(o) for o in offsets[1 : 1 + n_samples]])
+        if len(offsets) == 1:
+            return segmentation, segmentation[None]
+        # Filled draw by draw: a list of draws and its stack would hold them twice.
+        samples = np.empty((min(n_samples, len(offsets) - 1),) + segmentation.shape, dtype=np.int32)
+        for k in range(len(samples)):
+            samples[k] = finish(offsets[1 + k])
         return segmentation, samples
+
+    def draws_independent(self, settings: Settings) -> bool:
+        """Each draw is partitioned alone, except that the ``"spread"`` foreground comes from all the noise draws."""
+        return settings.foreground != "spread"
 
     def tune_grid(self) -> dict:
         size = self.config.object_size

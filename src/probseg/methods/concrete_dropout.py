@@ -112,7 +112,7 @@ class Settings:
     mask_threshold: float = param(0.5, "watershed and mutex: probability of background below which a pixel belongs to an object", minimum=0.01, maximum=0.99)
     min_distance: int = param(6, "watershed: smallest distance between two objects' seeds (peaks of the cores' distance transform)", unit="px", minimum=1, maximum=200)
     smoothing: float = param(2.0, "watershed: Gaussian sigma smoothing the cores' distance transform", unit="px", minimum=0.0, maximum=20.0)
-    bandwidth: float = param(0.0, "meanshift and mutex: distance scale in embedding units (the loss keeps objects delta_d apart); 0: half of delta_d", minimum=0.0, maximum=100.0)
+    bandwidth: float = param(0.0, "meanshift and mutex: distance scale in embedding units (the loss keeps objects delta_d apart); 0: half of delta_d", unit="embedding units", minimum=0.0, maximum=100.0)
     bias: float = param(0.5, "mutex: affinity below which two pixels repel; higher splits more", minimum=0.0, maximum=1.0)
     min_size: int = param(40, "smallest object kept", unit="px", minimum=0)
 
@@ -447,11 +447,13 @@ class ConcreteDropoutModel(SegmentationModel):
         return loss_fn
 
     # -- network ------------------------------------------------------------------------
-    def maps(self, plane: np.ndarray, seed: int | None = None, callbacks: Callbacks | None = None) -> np.ndarray:
+    def maps(self, plane: np.ndarray, seed: int | None = None, callbacks: Callbacks | None = None,
+             out: np.ndarray | None = None) -> np.ndarray:
         """Network output ``(D + 3, Y, X)`` for a normalised ``(C, Y, X)`` plane: embeddings, then class scores.
 
         ``seed`` None runs with dropout off; an int draws one dropout mask
-        from it (the same for every tile, so tiling leaves no seams).
+        from it (the same for every tile, so tiling leaves no seams). ``out``,
+        a float32 ``(D + 3, Y, X)`` array, receives the result when given.
         """
         generator = None if seed is None else torch.Generator(device=self.device)
 
@@ -464,7 +466,7 @@ class ConcreteDropoutModel(SegmentationModel):
         with dropout_sampling(self.net, seed is not None, generator):
             return tiled_apply(
                 forward, plane, self.config.embedding_dims + N_CLASSES, tile=self.tile_size, overlap=2 * context + 8,
-                margin=context, align=self.net.align, device=self.device, callbacks=callbacks,
+                margin=context, align=self.net.align, device=self.device, callbacks=callbacks, out=out,
             )
 
     def raw(self, plane: np.ndarray, n_samples: int, rng: np.random.Generator, callbacks: Callbacks) -> dict:
@@ -473,7 +475,13 @@ class ConcreteDropoutModel(SegmentationModel):
         Draw 0 has dropout off; with more than one sample, draws 1..n are
         Monte-Carlo dropout passes, one per sample, each from its own seed
         (drawn in order, so the first draws do not depend on ``n_samples``).
+        Each pass is written into the preallocated stacks as it finishes.
         """
+        passes = 1 if n_samples == 1 else 1 + n_samples
+        return self._stack_draws(self.raw_draws(plane, n_samples, rng, callbacks), passes)
+
+    def raw_draws(self, plane: np.ndarray, n_samples: int, rng: np.random.Generator, callbacks: Callbacks):
+        """:meth:`raw` one pass at a time: ``"embeddings"`` ``(1, D, Y, X)`` and ``"classes"`` ``(1, 3, Y, X)``."""
         passes = 1 if n_samples == 1 else 1 + n_samples
         seeds = [None] + [int(rng.integers(2**62)) for _ in range(passes - 1)]
 
@@ -484,11 +492,16 @@ class ConcreteDropoutModel(SegmentationModel):
             )
 
         d = self.config.embedding_dims
-        outs = [self.maps(plane, s, part(k)) for k, s in enumerate(seeds)]
-        embeddings = np.stack([o[:d] for o in outs]).astype(np.float32)
-        scores = torch.from_numpy(np.stack([o[d:] for o in outs]))
-        classes = torch.softmax(scores.float(), dim=1).numpy().astype(np.float32)
-        return {"embeddings": embeddings, "classes": classes}
+        shape = plane.shape[1:]
+        for k, s in enumerate(seeds):
+            # A fresh array per pass (a caller may keep one pass while the
+            # next is made); both maps are views of it, the class scores
+            # turned into probabilities in place.
+            out = self.maps(plane, s, part(k), out=np.empty((d + N_CLASSES,) + shape, dtype=np.float32))
+            scores = torch.from_numpy(out[d:])
+            scores.copy_(torch.softmax(scores, dim=0))
+            yield {"embeddings": out[None, :d], "classes": out[None, d:]}
+            del out, scores
 
     # -- post-processing ----------------------------------------------------------------
     def bandwidth(self, settings: Settings) -> float:
@@ -510,7 +523,15 @@ class ConcreteDropoutModel(SegmentationModel):
         segmentation = self.partition(emb[0], cls[0], settings)
         if len(emb) == 1:
             return segmentation, segmentation[None]
-        return segmentation, np.stack([self.partition(emb[k], cls[k], settings) for k in range(1, 1 + n_samples)])
+        # Filled draw by draw: a list of draws and its stack would hold them twice.
+        samples = np.empty((min(n_samples, len(emb) - 1),) + segmentation.shape, dtype=np.int32)
+        for k in range(len(samples)):
+            samples[k] = self.partition(emb[1 + k], cls[1 + k], settings)
+        return segmentation, samples
+
+    def draws_independent(self, settings: Settings) -> bool:
+        """Every pass is partitioned alone."""
+        return True
 
     def uncertainty(self, samples, agglomeration) -> np.ndarray:
         """The Bernoulli entropy of the agglomerated per-object probabilities, in bits, clipped at 1.
