@@ -248,6 +248,12 @@ class SegmentationModel:
 
         Parameters as :meth:`predict`.
         """
+        n_samples, planes, rng, cb = self._start(image, n_samples, seed, channel_axis, rgb, callbacks)
+        maps = [self.raw(planes.data[z], n_samples, rng, cb) for z in range(planes.data.shape[0])]
+        return Raw(maps, n_samples, planes.is_stack, planes.notice, self._run_attrs(seed))
+
+    def _start(self, image, n_samples, seed, channel_axis, rgb, callbacks):
+        """What every network run begins with: checked arguments, normalised planes, the generator, callbacks."""
         n_samples = _check_samples(n_samples)
         seed = check_seed(seed)
         if self.net is None:
@@ -256,11 +262,12 @@ class SegmentationModel:
         planes = self.prepare(image, channel_axis, rgb)
         if planes.notice:
             cb.message(planes.notice)
-        rng = np.random.default_rng(seed)
-        maps = [self.raw(planes.data[z], n_samples, rng, cb) for z in range(planes.data.shape[0])]
-        attrs = {"method": self.method, "seed": int(seed), "model": str(self.folder) if self.folder else None,
-                 "weights_sha256": self.record.get("weights_sha256")}
-        return Raw(maps, n_samples, planes.is_stack, planes.notice, attrs)
+        return n_samples, planes, np.random.default_rng(seed), cb
+
+    def _run_attrs(self, seed: int) -> dict:
+        """The facts a raw output records about the run that made it."""
+        return {"method": self.method, "seed": int(seed), "model": str(self.folder) if self.folder else None,
+                "weights_sha256": self.record.get("weights_sha256")}
 
     def postprocess(self, raw: Raw, settings=None, callbacks: Callbacks | None = None) -> Prediction:
         """Labels, samples, uncertainty and probability from raw maps; the network does not run.
@@ -276,31 +283,15 @@ class SegmentationModel:
         settings = self.make_settings(settings)
         cb = ensure(callbacks)
         n_planes = len(raw.planes)
-        seg = smp = unc = prob = None
+        results = _PlaneResults(n_planes, raw.is_stack)
         for z, plane in enumerate(raw.planes):
             cb.raise_if_stopped()
             plane_seg, plane_smp = self.instances(plane, settings, raw.n_samples)
             agg = agglomerate(plane_smp)
-            plane_unc = self.uncertainty(plane_smp, agg)
-            if not raw.is_stack:
-                # asarray copies only when a method returns another dtype.
-                seg, smp = np.asarray(plane_seg, dtype=np.int32), np.asarray(plane_smp, dtype=np.int32)
-                if np.shares_memory(seg, smp):
-                    # One draw: methods return the segmentation as the sample;
-                    # painting one layer must not change the other.
-                    seg = seg.copy()
-                unc, prob = np.asarray(plane_unc, dtype=np.float32), np.asarray(agg.probability, dtype=np.float32)
-            else:
-                if z == 0:
-                    # Each plane is written into the stacks as it finishes, so
-                    # no plane's results are held twice.
-                    seg = np.empty((n_planes,) + plane_seg.shape, dtype=np.int32)
-                    smp = np.empty((plane_smp.shape[0], n_planes) + plane_seg.shape, dtype=np.int32)
-                    unc = np.empty(seg.shape, dtype=np.float32)
-                    prob = np.empty(seg.shape, dtype=np.float32)
-                seg[z], smp[:, z], unc[z], prob[z] = plane_seg, plane_smp, plane_unc, agg.probability
-            del plane_seg, plane_smp, plane_unc, agg
+            results.add(z, plane_seg, plane_smp, self.uncertainty(plane_smp, agg), agg.probability)
+            del plane_seg, plane_smp, agg
             cb.progress(z + 1, n_planes)
+        seg, smp, unc, prob = results.arrays
         return Prediction(seg, smp, unc, prob, raw, settings, raw.notice)
 
     def predict(self, image, n_samples: int = 8, *, seed: int = 0, settings=None, channel_axis=None, rgb=False,
@@ -351,56 +342,33 @@ class SegmentationModel:
 
     def _predict_draw_by_draw(self, image, n_samples, seed, settings, channel_axis, rgb, callbacks, on_draw) -> Prediction:
         """:meth:`predict` post-processing each draw as it comes; see ``keep_raw``."""
-        n_samples = _check_samples(n_samples)
-        seed = check_seed(seed)
-        if self.net is None:
-            raise InputError("this model has no network weights; load it from its model folder to segment images")
         settings = self.make_settings(settings)
-        cb = ensure(callbacks)
-        planes = self.prepare(image, channel_axis, rgb)
-        if planes.notice:
-            cb.message(planes.notice)
-        rng = np.random.default_rng(seed)
+        n_samples, planes, rng, cb = self._start(image, n_samples, seed, channel_axis, rgb, callbacks)
         n_planes = planes.data.shape[0]
-        n_out = n_samples if n_samples > 1 else 1
-        firsts, seg = [], None
-        smp = unc = prob = None  # (n, Z, Y, X) and (Z, Y, X) for a stack, the plane's own arrays otherwise
+        firsts = []  # draw 0's maps of each plane, kept for the embeddings; later draws are dropped
+        results = _PlaneResults(n_planes, planes.is_stack)
         for z in range(n_planes):
-            plane_smp = None
+            plane_seg = plane_smp = None
             for k, draw in enumerate(self.raw_draws(planes.data[z], n_samples, rng, cb)):
                 if on_draw is not None:
                     on_draw(z, k, draw)
                 labels, _ = self.instances(draw, settings, 1)
                 if k == 0:
-                    if seg is None:
-                        seg = np.empty((n_planes,) + labels.shape, dtype=np.int32)
-                    seg[z] = labels
-                    # Draw 0's maps are kept for the embeddings; later draws are dropped.
+                    plane_seg = labels
                     firsts.append(draw)
-                    plane_smp = np.empty((n_out,) + labels.shape, dtype=np.int32)
+                    # With one draw the segmentation is also the sample; with more, draws 1..n are.
+                    plane_smp = np.empty((n_samples,) + labels.shape, dtype=np.int32)
                     if n_samples == 1:
                         plane_smp[0] = labels
                 else:
                     plane_smp[k - 1] = labels
                 del draw, labels
             agg = agglomerate(plane_smp)
-            plane_unc = np.asarray(self.uncertainty(plane_smp, agg), dtype=np.float32)
-            plane_prob = np.asarray(agg.probability, dtype=np.float32)
-            if not planes.is_stack:
-                smp, unc, prob = plane_smp, plane_unc, plane_prob
-            else:
-                if smp is None:
-                    smp = np.empty((n_out, n_planes) + seg.shape[1:], dtype=np.int32)
-                    unc = np.empty(seg.shape, dtype=np.float32)
-                    prob = np.empty(seg.shape, dtype=np.float32)
-                smp[:, z], unc[z], prob[z] = plane_smp, plane_unc, plane_prob
-            del plane_smp, plane_unc, plane_prob, agg
+            results.add(z, plane_seg, plane_smp, self.uncertainty(plane_smp, agg), agg.probability)
+            del plane_seg, plane_smp, agg
             cb.raise_if_stopped()
-        attrs = {"method": self.method, "seed": int(seed), "model": str(self.folder) if self.folder else None,
-                 "weights_sha256": self.record.get("weights_sha256")}
-        raw = Raw(firsts, 1, planes.is_stack, planes.notice, attrs)
-        if not planes.is_stack:
-            seg = seg[0]
+        seg, smp, unc, prob = results.arrays
+        raw = Raw(firsts, 1, planes.is_stack, planes.notice, self._run_attrs(seed))
         return Prediction(seg, smp, unc, prob, raw, settings, planes.notice)
 
     def predict_plane(self, plane: np.ndarray, n_samples: int, rng: np.random.Generator, callbacks: Callbacks,
@@ -516,6 +484,36 @@ def read_settings(folder, cls) -> object | None:
         raise CheckpointError(f"{path} is not a valid settings file ({exc}); delete it to use the defaults") from None
     except InputError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
+
+
+class _PlaneResults:
+    """Each plane's segmentation, samples, uncertainty and probability, gathered as the planes finish.
+
+    A stack's planes are written into ``(Z, ...)`` arrays allocated at the
+    first plane, so no plane's results are held twice; a single plane's
+    arrays are kept as they are (converted only where a method returned
+    another dtype).
+    """
+
+    def __init__(self, n_planes: int, is_stack: bool):
+        self.n_planes, self.is_stack = n_planes, is_stack
+        self.arrays = None  # segmentation, samples, uncertainty, probability
+
+    def add(self, z: int, seg, smp, unc, prob) -> None:
+        if not self.is_stack:
+            seg, smp = np.asarray(seg, dtype=np.int32), np.asarray(smp, dtype=np.int32)
+            if np.shares_memory(seg, smp):
+                # One draw: methods return the segmentation as the sample;
+                # painting one layer must not change the other.
+                seg = seg.copy()
+            self.arrays = [seg, smp, np.asarray(unc, dtype=np.float32), np.asarray(prob, dtype=np.float32)]
+            return
+        if self.arrays is None:
+            shape = (self.n_planes,) + np.shape(seg)
+            self.arrays = [np.empty(shape, np.int32), np.empty((len(smp),) + shape, np.int32),
+                           np.empty(shape, np.float32), np.empty(shape, np.float32)]
+        out_seg, out_smp, out_unc, out_prob = self.arrays
+        out_seg[z], out_smp[:, z], out_unc[z], out_prob[z] = seg, smp, unc, prob
 
 
 def _split_draws(full: dict):
