@@ -22,6 +22,7 @@ import tifffile
 from safetensors.numpy import load_file, save_file
 
 from probseg import api
+from probseg.io import read_image
 from probseg.synthetic import perturbed_samples, touching_blobs
 
 # (case id, command line, words the one line of stderr must contain)
@@ -38,6 +39,7 @@ CASES = [
     ("train-out-holds-input", "train cellulus config.json --out . --steps 1 --overwrite", "is the input IMAGE 1"),
     ("consensus-out-is-input", "consensus samples.tif --out samples.tif", "is the input SAMPLES"),
     ("consensus-into-is-out", "consensus samples.tif --region 0,0,64,64 --into existing.tif --out existing.tif --overwrite", "is the input --into"),
+    ("zarr-out-not-an-array", "segment model img.tif --out folder.zarr --overwrite", "exists and is a folder"),
     ("raw-out-not-a-store", "segment model img.tif --out new.tif --raw-out sub --overwrite", "is not a raw store"),
     ("radius-huge", "consensus samples.tif --out c.tif --radius 1000000", "--radius"),
     ("radius-zero", "consensus samples.tif --out c.tif --radius 0", "--radius"),
@@ -93,6 +95,7 @@ def workdir(tmp_path_factory) -> Path:
     tifffile.imwrite(root / "pages.tif", np.ones((16, 16), np.float32), append=True)
     (root / "config.json").write_text("{}")
     (root / "sub").mkdir()
+    (root / "folder.zarr").mkdir()
     (root / "alias.tif").symlink_to("img.tif")
     os.link(root / "img.tif", root / "hard.tif")
     (root / "loop.tif").symlink_to("loop2.tif")
@@ -183,6 +186,13 @@ def test_overwrite_replaces_outputs_but_never_inputs(workdir, tmp_path):
     refused = _run(tmp_path, "segment model img.tif --out img.tif --samples 1 --overwrite")
     assert refused.returncode == 1 and "never writes over its inputs" in refused.stderr
     assert (tmp_path / "img.tif").read_bytes() == image
+    assert _run(tmp_path, "segment model img.tif --out big.zarr --samples 1").returncode == 0
+    refused = _run(tmp_path, "segment model img.tif --out big.zarr --samples 1")
+    assert refused.returncode == 1 and "add --overwrite" in refused.stderr
+    replaced = _run(tmp_path, "segment model img.tif --out big.zarr --samples 1 --min-size 100000 --overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    assert read_image(tmp_path / "big.zarr").max() == 0  # the new labels, not the old ones
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".big.zarr")]  # nothing left aside
     retrained = _run(tmp_path, "train cellulus img.tif --out model --steps 1 --object-size 12 --overwrite")
     assert retrained.returncode == 0, retrained.stderr
     assert "replacing the model" in retrained.stderr

@@ -270,9 +270,20 @@ def test_write_image_zarr_never_replaces_a_folder(tmp_path):
     kept = tmp_path / "labels.zarr"
     kept.mkdir()
     (kept / "mine.txt").write_text("user data")
-    with pytest.raises(InputError, match="folder"):
-        write_image(kept, np.zeros((4, 4), np.uint16))
+    for overwrite in (False, True):
+        with pytest.raises(InputError, match="it exists"):
+            write_image(kept, np.zeros((4, 4), np.uint16), overwrite=overwrite)
     assert (kept / "mine.txt").read_text() == "user data"
+    # A zarr array is replaced only when asked to.
+    array = tmp_path / "array.zarr"
+    write_image(array, np.ones((4, 4), np.uint16))
+    with pytest.raises(InputError, match="it exists"):
+        write_image(array, np.zeros((4, 4), np.uint16))
+    write_image(array, np.full((4, 4), 7, np.uint16), overwrite=True)
+    from probseg.io import read_image
+
+    assert (read_image(array) == 7).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["array.zarr", "labels.zarr"]
 
 
 def test_cli_writes_labels_and_samples_to_zarr(model, tmp_path, capsys):

@@ -604,7 +604,7 @@ def _write_results(args, prediction, seconds: float, source: dict) -> None:
 
     segmentation = prediction.segmentation
     n_objects = int(np.count_nonzero(np.unique(segmentation)))
-    write_image(args.out, segmentation.astype(_label_dtype(segmentation)))
+    write_image(args.out, segmentation.astype(_label_dtype(segmentation)), overwrite=args.overwrite)
     write_json(labels_sidecar(args.out), {
         **source, "settings": config_to_dict(prediction.settings), "n_samples": int(prediction.samples.shape[0]),
         "objects": n_objects, "probseg": probseg.__version__,
@@ -612,28 +612,34 @@ def _write_results(args, prediction, seconds: float, source: dict) -> None:
     print(f"wrote {n_objects} objects to {args.out} ({seconds:.1f} s)")
     if getattr(args, "samples_out", None):
         samples = prediction.samples
-        write_image(args.samples_out, samples.astype(_label_dtype(samples)))
+        write_image(args.samples_out, samples.astype(_label_dtype(samples)), overwrite=args.overwrite)
         print(f"wrote {samples.shape[0]} samples to {args.samples_out}")
     if getattr(args, "embeddings_out", None):
         # The property stacks a fresh copy on every access; take it once.
         embeddings = prediction.embeddings
         if embeddings is None:
             raise InputError("this method has no embeddings to write; drop --embeddings-out")
-        write_image(args.embeddings_out, embeddings.astype(np.float32, copy=False))
+        write_image(args.embeddings_out, embeddings.astype(np.float32, copy=False), overwrite=args.overwrite)
         print(f"wrote embeddings {embeddings.shape} to {args.embeddings_out}")
         del embeddings
     if getattr(args, "uncertainty_out", None):
-        write_image(args.uncertainty_out, prediction.uncertainty.astype(np.float32, copy=False))
+        write_image(args.uncertainty_out, prediction.uncertainty.astype(np.float32, copy=False), overwrite=args.overwrite)
         print(f"wrote uncertainty to {args.uncertainty_out}")
     if getattr(args, "probability_out", None):
-        write_image(args.probability_out, prediction.probability.astype(np.float32, copy=False))
+        write_image(args.probability_out, prediction.probability.astype(np.float32, copy=False), overwrite=args.overwrite)
         print(f"wrote object probabilities to {args.probability_out}")
 
 
-def _not_a_raw_store(flag: str, path: Path) -> str | None:
-    """Why an existing ``--raw-out`` must stay, or None for a probseg raw store that --overwrite may replace."""
+def _irreplaceable(flag: str, path: Path) -> str | None:
+    """Why an existing output must stay even with --overwrite, or None.
+
+    Files may be replaced; of folders, only a zarr array (an image output) or,
+    for ``--raw-out``, a raw store that probseg wrote.
+    """
     if flag != "--raw-out":
-        return "is a folder" if path.is_dir() else None
+        from probseg.io import is_zarr_array
+
+        return "is a folder" if path.is_dir() and not is_zarr_array(path) else None
     from probseg.rawstore import store_method
 
     return None if store_method(path) is not None else "is not a raw store written by probseg"
@@ -650,7 +656,7 @@ def _guard_outputs(args, inputs: dict, outputs: dict, sidecar: bool = True) -> N
     named = {f"--{key.replace('_', '-')}": value for key, value in outputs.items()}
     if sidecar and outputs.get("out") is not None:
         named["the description of --out"] = labels_sidecar(outputs["out"])
-    check_outputs(inputs, named, overwrite=args.overwrite, replaceable=_not_a_raw_store)
+    check_outputs(inputs, named, overwrite=args.overwrite, replaceable=_irreplaceable)
 
 
 def _cmd_segment(args) -> int:
@@ -661,10 +667,10 @@ def _cmd_segment(args) -> int:
 
     outputs = {"out": args.out, "samples_out": args.samples_out, "embeddings_out": args.embeddings_out,
                "uncertainty_out": args.uncertainty_out, "probability_out": args.probability_out}
+    _guard_outputs(args, {"MODEL_DIR": args.model, "IMAGE": args.image}, {**outputs, "raw_out": args.raw_out})
     for value in outputs.values():
         if value is not None:
-            check_output_path(value)
-    _guard_outputs(args, {"MODEL_DIR": args.model, "IMAGE": args.image}, {**outputs, "raw_out": args.raw_out})
+            check_output_path(value, args.overwrite)
     stitch = args.stitch == "consensus"
     if stitch and args.window_overlap is not None and args.window_overlap >= args.window:
         raise InputError(f"--window-overlap must be less than the window ({args.window} px), got {args.window_overlap}")
@@ -730,10 +736,10 @@ def _cmd_instances(args) -> int:
 
     outputs = {"out": args.out, "samples_out": args.samples_out, "uncertainty_out": args.uncertainty_out,
                "probability_out": args.probability_out}
+    _guard_outputs(args, {"RAW.zarr": args.raw}, outputs)
     for value in outputs.values():
         if value is not None:
-            check_output_path(value)
-    _guard_outputs(args, {"RAW.zarr": args.raw}, outputs)
+            check_output_path(value, args.overwrite)
     start = time.perf_counter()
     raw, meta = load_raw(args.raw)
     info = methods.get(meta["method"])
@@ -829,7 +835,7 @@ def _segment_stitched(args, model, image) -> int:
     if result.sweep is not None:
         _print_sweep(result.sweep)
     labels = result.labels
-    write_image(args.out, labels.astype(_label_dtype(labels)))
+    write_image(args.out, labels.astype(_label_dtype(labels)), overwrite=args.overwrite)
     n_objects = int(np.count_nonzero(np.unique(labels)))
     print(f"wrote {n_objects} objects from {result.n_windows} windows to {args.out} ({time.perf_counter() - start:.1f} s)")
     return 0
@@ -840,7 +846,6 @@ def _cmd_consensus(args) -> int:
     from probseg.consensus.fragments import check_labelings
     from probseg.io import check_output_path, read_image, write_image
 
-    check_output_path(args.out)
     if args.sweep_out is not None:
         sweep_path = Path(args.sweep_out)
         if sweep_path.is_dir() or not sweep_path.parent.is_dir():
@@ -852,6 +857,7 @@ def _cmd_consensus(args) -> int:
         raise InputError("--sweep-out needs --resolution auto")
     _guard_outputs(args, {"SAMPLES": args.samples, "--into": args.into}, {"out": args.out, "sweep_out": args.sweep_out},
                    sidecar=False)
+    check_output_path(args.out, args.overwrite)
     samples = check_labelings(read_image(args.samples), args.samples)
     if args.region:
         _check_region(args.region, samples.shape[1:])
@@ -881,7 +887,7 @@ def _cmd_consensus(args) -> int:
         labels = consensus.labels(resolution, args.objective, args.seed, args.min_size)
     else:
         labels = consensus.update_region(into, region, resolution, args.objective, args.seed, args.min_size)
-    write_image(args.out, labels.astype(_label_dtype(labels)))
+    write_image(args.out, labels.astype(_label_dtype(labels)), overwrite=args.overwrite)
     where = "" if region is None else f" (region {','.join(map(str, region.rect))})"
     n_objects = int(np.count_nonzero(np.unique(labels)))
     print(f"wrote {n_objects} objects to {args.out}{where} ({time.perf_counter() - start:.1f} s)")

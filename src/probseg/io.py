@@ -232,30 +232,53 @@ def _as_pixels(array: np.ndarray, path: Path) -> np.ndarray:
     return array
 
 
-def check_output_path(path) -> Path:
+def check_output_path(path, overwrite: bool = False) -> Path:
     """Check that ``path`` has an extension :func:`write_image` can write.
 
     Called before long computations so that a typo in an output name fails
     at once instead of after the work is done.
 
+    Parameters
+    ----------
+    path : str or Path
+    overwrite : bool
+        Whether an existing zarr array folder at ``path`` may be replaced.
+
     Raises
     ------
     InputError
-        For an unsupported extension or a path that is an existing folder.
+        For an unsupported extension, a path that is an existing folder, or
+        an existing ``.zarr`` folder unless ``overwrite`` is given and it
+        holds a zarr array.
     """
     path = Path(path)
     if path.suffix.lower() not in WRITE_SUFFIXES:
         raise InputError(
             f"cannot write {path}: unsupported extension {path.suffix or '(none)'!r}; use {', '.join(WRITE_SUFFIXES)}"
         )
-    if path.is_dir():
+    zarr_output = path.suffix.lower() == ".zarr"
+    if zarr_output and path.exists():
+        if not (overwrite and is_zarr_array(path)):
+            raise InputError(f"cannot write {path}: it exists; a zarr output replaces only a zarr array, and only when asked to")
+    elif path.is_dir():
         raise InputError(f"cannot write {path}: it is a folder")
-    if path.suffix.lower() == ".zarr" and path.exists():
-        raise InputError(f"cannot write {path}: it exists; a zarr output must be a new folder")
     return path
 
 
-def write_image(path, array) -> Path:
+def is_zarr_array(path) -> bool:
+    """Whether ``path`` is a folder holding one zarr array (format 2 or 3), the kind :func:`write_image` writes."""
+    import json
+
+    path = Path(path)
+    if (path / ".zarray").is_file():
+        return True
+    try:
+        return json.loads((path / "zarr.json").read_text()).get("node_type") == "array"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def write_image(path, array, overwrite: bool = False) -> Path:
     """Write ``array`` to ``path`` atomically, creating missing folders.
 
     Parameters
@@ -265,9 +288,13 @@ def write_image(path, array) -> Path:
         planes, never as RGB; integer data is zlib-compressed, which shrinks
         label images many times), ``.npy``
         (any array), ``.png`` (2-D ``uint8`` or ``uint16`` only), or
-        ``.zarr`` (a new folder holding one chunked array of any numeric
-        dtype; an existing folder is never replaced).
+        ``.zarr`` (a folder holding one chunked array of any numeric
+        dtype).
     array : array_like
+    overwrite : bool
+        Whether an existing ``.zarr`` array folder may be replaced (files of
+        the other formats are always replaced, atomically). Any other
+        existing folder is never replaced.
 
     Returns
     -------
@@ -281,11 +308,11 @@ def write_image(path, array) -> Path:
     OSError
         If the folder cannot be created or written (permissions, full disk).
     """
-    path = check_output_path(path)
+    path = check_output_path(path, overwrite)
     array = np.asarray(array)
     suffix = path.suffix.lower()
     if suffix == ".zarr":
-        return _write_zarr(path, array)
+        return _write_zarr(path, array, overwrite)
     if suffix == ".png" and (array.ndim != 2 or array.dtype not in (np.uint8, np.uint16)):
         raise InputError(
             f"cannot write {path}: PNG holds 2-D uint8 or uint16 images, got {array.ndim}-D {array.dtype}; use .tif"
@@ -314,8 +341,12 @@ def write_image(path, array) -> Path:
     return path
 
 
-def _write_zarr(path: Path, array: np.ndarray) -> Path:
-    """Write ``array`` as a zarr store at ``path``, built beside it under a hidden name and renamed into place."""
+def _write_zarr(path: Path, array: np.ndarray, overwrite: bool = False) -> Path:
+    """Write ``array`` as a zarr store at ``path``, built beside it under a hidden name and renamed into place.
+
+    With ``overwrite``, an existing zarr array at ``path`` is moved aside only
+    once the new one is complete, and removed after the new one is in place.
+    """
     import os
     import shutil
 
@@ -323,7 +354,7 @@ def _write_zarr(path: Path, array: np.ndarray) -> Path:
 
     if array.dtype.fields is not None or array.dtype == object or np.iscomplexobj(array):
         raise InputError(f"cannot write {path}: {array.dtype} data is not an image; use .npy")
-    if path.exists() or path.is_symlink():
+    if (path.exists() or path.is_symlink()) and not (overwrite and is_zarr_array(path)):
         raise InputError(f"cannot write {path}: it exists; remove it first or choose another name")
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
@@ -337,8 +368,14 @@ def _write_zarr(path: Path, array: np.ndarray) -> Path:
         # Plane by plane, so zarr never needs a second copy of a large stack.
         for index in np.ndindex(array.shape[:-2]):
             out[index] = array[index]
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.replaced-{os.getpid()}")
+            path.rename(old)
         partial.rename(path)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return path
