@@ -75,20 +75,21 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import time
 import weakref
 import zipfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from probseg.atomic import atomic_write, fsync_folder, write_json, write_npy
-from probseg.errors import InputError, ProbsegError
+from probseg.errors import InputError
 from probseg.inputs import check_labels
 from probseg.io import write_image
+from probseg.proofreading import lock as folderlock
 from probseg.proofreading.edits import KINDS, Edit, check_rect, diff
+from probseg.proofreading.errors import SessionError, SessionLocked
+from probseg.proofreading.lock import LOCK_NAME
 
 __all__ = [
     "Session",
@@ -107,30 +108,12 @@ FOLDER_SUFFIX = ".probseg"
 SESSION_NAME = "session.json"
 LABELS_NAME = "labels.npy"
 LOG_NAME = "edits.json"
-LOCK_NAME = "session.lock"
 EDITS_DIR = "edits"
 LABEL_DTYPE = np.dtype(np.int32)
 # Temporary files of probseg.atomic: ".<name>.<pid>-<8 hex>.tmp".
 _TMP_PATTERN = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.tmp$")
 
 
-class SessionError(ProbsegError):
-    """A session folder that is corrupt, incomplete, made for another image, or in use."""
-
-
-class SessionLocked(SessionError):
-    """The session is open for writing in another process.
-
-    Attributes
-    ----------
-    holder : dict or None
-        The lock file's record: ``pid``, ``host``, ``since`` (ISO 8601 UTC);
-        None when the lock file cannot be read.
-    """
-
-    def __init__(self, message: str, holder: dict | None):
-        super().__init__(message)
-        self.holder = holder
 
 
 def session_folder(image_path) -> Path:
@@ -176,8 +159,8 @@ def labels_checksum(labels) -> str | None:
     return _digest(array.astype(LABEL_DTYPE))
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+_now = folderlock.now
+_TOKENS = itertools.count(1)  # tells apart the Session objects sharing one lock
 
 
 def _edit_name(edit_id: int) -> str:
@@ -472,278 +455,6 @@ def saved_session_info(image_path) -> dict | None:
     }
 
 
-# -- the lock ------------------------------------------------------------------------------
-
-try:  # POSIX: the kernel releases a flock when its holder dies, however it dies
-    import fcntl
-except ImportError:  # Windows: judged by the lock file's content alone
-    fcntl = None
-
-#: How long an unreadable (still being written) lock file is waited for, in seconds.
-_LOCK_WAIT = 2.0
-
-
-def _host() -> str:
-    return socket.gethostname()
-
-
-def _process_start(pid: int) -> int | None:
-    """The start time of process ``pid`` in clock ticks since boot (Linux), to see through pid reuse."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            fields = handle.read().rsplit(b")", 1)[1].split()
-        return int(fields[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _process_alive(pid: int, started: int | None) -> bool:
-    """Whether process ``pid`` of this host still runs (and is the one that started at ``started``)."""
-    if pid <= 0:
-        return False
-    if os.path.isdir("/proc/self"):
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as handle:
-                fields = handle.read().rsplit(b")", 1)[1].split()
-        except FileNotFoundError:
-            return False
-        except OSError:
-            return True  # cannot tell: assume it runs
-        if fields and fields[0] in (b"Z", b"X"):
-            return False  # a zombie has closed its files; it writes nothing any more
-        if started is not None and len(fields) > 19 and fields[19].isdigit() and int(fields[19]) != started:
-            return False  # the pid was reused by another process
-        return True
-    if os.name == "nt":
-        return True  # os.kill would terminate it; a lock left on Windows is removed by hand
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by someone else
-    return True
-
-
-def _try_flock(fd: int) -> bool | None:
-    """Take an exclusive flock without waiting: True, False if another open file holds it, None if unsupported."""
-    if fcntl is None:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    except OSError:
-        return None  # e.g. a network file system without locks: judge by the content
-    return True
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        a, b = os.fstat(fd), os.stat(path)
-    except OSError:
-        return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-
-
-def _read_holder(fd: int) -> dict | None:
-    """The lock file's record, or None while it is empty or unreadable."""
-    try:
-        os.lseek(fd, 0, os.SEEK_SET)
-        data = os.read(fd, 65536)
-        info = json.loads(data.decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not (isinstance(info, dict) and isinstance(info.get("pid"), int) and isinstance(info.get("host"), str)):
-        return None
-    return info
-
-
-def _read_holder_at(path: Path) -> dict | None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        return _read_holder(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_holder(fd: int) -> None:
-    pid = os.getpid()
-    info = {"pid": pid, "host": _host(), "since": _now(), "started": _process_start(pid)}
-    data = (json.dumps(info) + "\n").encode()
-    os.ftruncate(fd, 0)
-    os.lseek(fd, 0, os.SEEK_SET)
-    os.write(fd, data)
-    os.fsync(fd)
-
-
-def _describe(holder: dict | None) -> str:
-    if holder is None:
-        return "an unknown process"
-    since = holder.get("since")
-    return f"process {holder['pid']} on {holder['host']}" + (f" since {since}" if isinstance(since, str) else "")
-
-
-def _locked_error(folder: Path, holder: dict | None) -> SessionLocked:
-    path = folder / LOCK_NAME
-    if holder is None:
-        hint = f"; if no program uses the session, delete {path}"
-    elif holder["host"] != _host():
-        hint = f"; if that machine no longer uses it, delete {path}"
-    else:
-        hint = ""
-    return SessionLocked(
-        f"the proofreading session {folder} is in use by {_describe(holder)}; close it there, or open it "
-        f"read-only (Session.open(..., read_only=True)){hint}",
-        holder,
-    )
-
-
-class _Lock:
-    """This process's hold on one session folder's lock file, shared by the Session objects it hands on."""
-
-    def __init__(self, path: Path, fd: int):
-        self.path = path
-        self.fd: int | None = fd
-        self.owner: int | None = None  # the token of the Session that may write
-
-    @property
-    def held(self) -> bool:
-        return self.fd is not None
-
-    def intact(self) -> bool:
-        """Whether the lock file in the folder is still the one this process holds."""
-        return self.fd is not None and _same_file(self.fd, self.path)
-
-    def release(self) -> None:
-        if self.fd is None:
-            return
-        fd, self.fd = self.fd, None
-        try:
-            # Unlinked before the flock goes with the close: a process that
-            # opened the old file and then gets the flock sees that it is no
-            # longer the folder's lock file and tries again.
-            if _same_file(fd, self.path):
-                self.path.unlink()
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-            for key, lock in list(_HELD.items()):
-                if lock is self:
-                    del _HELD[key]
-
-
-#: Locks this process holds, by (st_dev, st_ino) of the session folder.
-_HELD: dict[tuple[int, int], _Lock] = {}
-_TOKENS = itertools.count(1)
-
-
-def _folder_key(folder: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(folder)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def _acquire(folder: Path) -> tuple[_Lock, str | None]:
-    """Take the lock of an existing session folder.
-
-    Returns
-    -------
-    lock : _Lock
-        This process's lock; the same object when this process holds it already.
-    notice : str or None
-        Says whose stale lock was taken over.
-
-    Raises
-    ------
-    SessionLocked
-        If another live process holds it, or a process of another host.
-    SessionError
-        If the folder cannot be written.
-    """
-    key = _folder_key(folder)
-    held = _HELD.get(key)
-    if held is not None:
-        if held.intact():
-            return held, None
-        held.release()  # its file was removed by hand: the Sessions using it stop writing
-    path = folder / LOCK_NAME
-    deadline = time.monotonic() + _LOCK_WAIT
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
-        except FileExistsError:
-            pass
-        except FileNotFoundError:
-            raise SessionError(f"the proofreading session {folder} was removed while it was being opened") from None
-        except PermissionError:
-            raise SessionError(
-                f"cannot write to the proofreading session {folder} (permission denied); open it read-only"
-            ) from None
-        else:
-            if _try_flock(fd) is False:
-                # Another process probed the empty new file first; it takes over, and we look again.
-                os.close(fd)
-                time.sleep(0.01)
-                continue
-            _write_holder(fd)
-            lock = _Lock(path, fd)
-            _HELD[key] = lock
-            return lock, None
-        try:
-            fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
-        except FileNotFoundError:
-            continue  # released meanwhile
-        except PermissionError:
-            raise SessionError(
-                f"cannot write to the proofreading session {folder} (permission denied); open it read-only"
-            ) from None
-        got = _try_flock(fd)
-        holder = _read_holder(fd)
-        stale = False
-        if got is False:
-            pass  # held by a live process
-        elif not _same_file(fd, path):
-            os.close(fd)
-            continue  # released and maybe re-created meanwhile
-        elif holder is None:
-            # Empty or garbled. With a flock, nobody holds it: its writer died
-            # between creating and writing it. Without, give a writer time.
-            stale = got is True or time.monotonic() > deadline
-        elif holder["host"] == _host():
-            started = holder.get("started") if isinstance(holder.get("started"), int) else None
-            # Our own pid with a free flock: a lock this process let go of
-            # without removing the file (it holds every lock it uses in _HELD).
-            mine = got is True and holder["pid"] == os.getpid()
-            stale = mine or not _process_alive(holder["pid"], started)
-        if not stale:
-            os.close(fd)
-            if holder is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-                continue
-            raise _locked_error(folder, holder)
-        _write_holder(fd)
-        lock = _Lock(path, fd)
-        _HELD[key] = lock
-        what = _describe(holder) if holder is not None else "a process that died while taking it"
-        notice = (f"took over the lock of the proofreading session {folder} left by {what}, which is no longer "
-                  "running; every edit it saved is kept")
-        return lock, notice
-
-
-def _release_owned(lock: _Lock, token: int) -> None:
-    """Release ``lock`` if the Session with ``token`` still owns it (from close, garbage collection, exit)."""
-    if lock.owner == token:
-        lock.release()
-
-
-
 # -- the session ---------------------------------------------------------------------------
 
 
@@ -770,7 +481,7 @@ class Session:
     """
 
     def __init__(self, folder: Path, image_path: Path, record: dict, entries: list[dict], labels: np.ndarray,
-                 lock: _Lock | None = None, notices: tuple = ()):
+                 lock: folderlock.FolderLock | None = None, notices: tuple = ()):
         # Use open(); this only wires up state that has been read or created.
         self.folder = folder
         self.image_path = image_path
@@ -786,7 +497,7 @@ class Session:
         if lock is not None:
             lock.owner = self._token  # an older Session of this folder in this process stops writing
             # Also runs at interpreter exit; never refers to self, so the session can be collected.
-            self._finalizer = weakref.finalize(self, _release_owned, lock, self._token)
+            self._finalizer = weakref.finalize(self, folderlock.release_owned, lock, self._token)
 
     # -- opening -----------------------------------------------------------------------
 
@@ -893,9 +604,7 @@ class Session:
             write_npy(staging / LABELS_NAME, labels)
             write_json(staging / LOG_NAME, [])
             write_json(staging / SESSION_NAME, _record_json(record))
-            fd = os.open(staging / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
-            _try_flock(fd)  # a new file in our own hidden folder: nobody else has it open
-            _write_holder(fd)
+            fd = folderlock.lock_new(staging)
             try:
                 os.rename(staging, folder)
             except OSError:
@@ -916,12 +625,7 @@ class Session:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         fsync_folder(folder.parent)
-        lock = _Lock(folder / LOCK_NAME, fd)
-        key = _folder_key(folder)
-        old = _HELD.get(key)
-        if old is not None:
-            old.release()
-        _HELD[key] = lock
+        lock = folderlock.adopt(folder, fd)
         return cls(folder, image_path, record, [], labels, lock)
 
     @classmethod
@@ -931,9 +635,8 @@ class Session:
                 f"the proofreading session {folder} is not a folder; it was left untouched "
                 "(open it with start over to move it aside and begin again)"
             )
-        key = _folder_key(folder)
-        had_it = key in _HELD and _HELD[key].intact()
-        lock, notice = _acquire(folder)
+        had_it = folderlock.holds(folder)
+        lock, notice = folderlock.acquire(folder)
         try:
             record, entries, labels, lagged, log_ahead = _load(folder, image, checksum)
         except _Problem as problem:
@@ -953,7 +656,7 @@ class Session:
 
     @classmethod
     def _read(cls, folder: Path, image_path: Path, image: np.ndarray, checksum: str) -> "Session":
-        holder = _read_holder_at(folder / LOCK_NAME)
+        holder = folderlock.read_holder_at(folder / LOCK_NAME)
         attempts = 5
         for attempt in range(attempts):
             try:
@@ -966,8 +669,8 @@ class Session:
                     continue
                 raise SessionError(f"the proofreading session {folder} {problem}; it was left untouched") from None
         notices = ()
-        if holder is not None and not (holder["pid"] == os.getpid() and holder["host"] == _host()):
-            notices = (f"opened read-only; {_describe(holder)} has it open for writing",)
+        if holder is not None and not (holder["pid"] == os.getpid() and holder["host"] == folderlock.host()):
+            notices = (f"opened read-only; {folderlock.describe(holder)} has it open for writing",)
         return cls(folder, image_path, record, entries, labels, None, notices)
 
     def _finish_interrupted(self, labels_lag: bool, log_ahead: bool) -> None:
@@ -982,7 +685,7 @@ class Session:
             for path in sub.glob(".*.tmp"):
                 match = _TMP_PATTERN.match(path.name)
                 if match and path.is_file() and int(match.group(1)) != os.getpid() \
-                        and not _process_alive(int(match.group(1)), None):
+                        and not folderlock.process_alive(int(match.group(1)), None):
                     path.unlink(missing_ok=True)
 
     # -- closing -----------------------------------------------------------------------
@@ -995,7 +698,7 @@ class Session:
         """
         self._closed = True
         if self._lock is not None:
-            _release_owned(self._lock, self._token)
+            folderlock.release_owned(self._lock, self._token)
 
     def __enter__(self) -> "Session":
         return self
@@ -1468,7 +1171,7 @@ def _make_staging(folder: Path) -> Path:
 
 def _move_aside_locked(folder: Path) -> Path:
     """Move a session aside once its lock is ours, so a session in use elsewhere is never moved."""
-    lock = _acquire(folder)[0] if folder.is_dir() else None
+    lock = folderlock.acquire(folder)[0] if folder.is_dir() else None
     try:
         target = _move_aside(folder)
     except BaseException:
