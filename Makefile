@@ -57,6 +57,7 @@ benchmark: install
 	$(BIN)/python benchmarks/consensus.py
 	$(BIN)/python benchmarks/proofreading_simulation.py
 	$(BIN)/python benchmarks/large_image.py
+	$(BIN)/python benchmarks/auto_resolution.py
 
 screenshots: install system-deps
 	xvfb-run -a -s "-screen 0 1920x1200x24" $(BIN)/python docs/screenshots.py
