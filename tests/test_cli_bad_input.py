@@ -88,7 +88,7 @@ def workdir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("hostile")
     image, labels = touching_blobs(shape=(64, 64), object_size=12, seed=0)
     tifffile.imwrite(root / "img.tif", image.astype(np.float32))
-    tifffile.imwrite(root / "samples.tif", perturbed_samples(labels, 3, seed=0).astype(np.uint16))
+    tifffile.imwrite(root / "samples.tif", perturbed_samples(labels, 3, seed=0).astype(np.uint16), photometric="minisblack")
     tifffile.imwrite(root / "existing.tif", labels.astype(np.uint16))
     tifffile.imwrite(root / "one.tif", np.zeros((1, 1), np.float32))
     tifffile.imwrite(root / "pages.tif", image.astype(np.float32))
