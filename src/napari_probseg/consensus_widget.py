@@ -477,11 +477,7 @@ class ConsensusWidget(EngineWidget):
         return self.start_job(_build, job, on_result=self._on_built)
 
     def _on_built(self, outcome: Outcome) -> None:
-        if outcome.error:
-            self._fail(outcome.error)
-            return
-        if outcome.value is None:
-            self._set_status("cancelled; nothing was changed", "warning")
+        if not self._succeeded(outcome, "cancelled; nothing was changed"):
             return
         built: Built = outcome.value
         try:
@@ -630,14 +626,30 @@ class ConsensusWidget(EngineWidget):
         self._set_status("undone" + ("" if self._history else "; nothing more to undo"))
 
     # -- Auto and whole image ---------------------------------------------------------
-    def auto(self):
-        """Sweep resolutions on the region; plot the curve and move the slider to the best."""
+    def _can_start(self, building: str) -> bool:
+        """Whether a job on the graph may start now; if not, the status line says why (``building``: the graph is not ready yet)."""
         if self.running:
             self._warn("busy; wait or cancel first")
-            return None
+            return False
         if not self._ready():
             if self.running:  # otherwise _ready has said what is missing
-                self._set_status("building the graph first; press Auto again when it is done", "warning")
+                self._set_status(building, "warning")
+            return False
+        return True
+
+    def _succeeded(self, outcome: Outcome, cancelled: str) -> bool:
+        """Whether a job brought a result; if not, its error or ``cancelled`` is shown."""
+        if outcome.error:
+            self._fail(outcome.error)
+            return False
+        if outcome.value is None:
+            self._set_status(cancelled, "warning")
+            return False
+        return True
+
+    def auto(self):
+        """Sweep resolutions on the region; plot the curve and move the slider to the best."""
+        if not self._can_start("building the graph first; press Auto again when it is done"):
             return None
         try:
             rect = self.current_rect()
@@ -648,11 +660,7 @@ class ConsensusWidget(EngineWidget):
         return self.start_job(_sweep, self.consensus, self.objective, self.seed, rect, self.min_size, on_result=self._on_swept)
 
     def _on_swept(self, outcome: Outcome) -> None:
-        if outcome.error:
-            self._fail(outcome.error)
-            return
-        if outcome.value is None:
-            self._set_status("cancelled", "warning")
+        if not self._succeeded(outcome, "cancelled"):
             return
         sweep = outcome.value
         self.last_sweep = sweep
@@ -672,23 +680,14 @@ class ConsensusWidget(EngineWidget):
 
     def auto_whole_image(self):
         """Sweep resolutions on windows sampled over the image, apply the best everywhere; returns the worker or None."""
-        if self.running:
-            self._warn("busy; wait or cancel first")
-            return None
-        if not self._ready():
-            if self.running:
-                self._set_status("building the graph first; press Auto (whole image) again when it is done", "warning")
+        if not self._can_start("building the graph first; press Auto (whole image) again when it is done"):
             return None
         self._set_status(f"sweeping resolutions on up to {self.auto_windows} windows of {self.auto_window} px…")
         return self.start_job(_auto_whole, self.consensus, self.auto_window, self.auto_windows, self.objective, self.seed,
                               self.min_size, on_result=self._on_auto_whole)
 
     def _on_auto_whole(self, outcome: Outcome) -> None:
-        if outcome.error:
-            self._fail(outcome.error)
-            return
-        if outcome.value is None:
-            self._set_status("cancelled; the consensus layer was left as it was", "warning")
+        if not self._succeeded(outcome, "cancelled; the consensus layer was left as it was"):
             return
         sweep, labels = outcome.value.sweep, outcome.value.labels
         self.last_sweep = sweep
@@ -731,11 +730,7 @@ class ConsensusWidget(EngineWidget):
                 "'Auto (whole image)' picks one for the whole image)")
 
     def _on_whole(self, outcome: Outcome) -> None:
-        if outcome.error:
-            self._fail(outcome.error)
-            return
-        if outcome.value is None:
-            self._set_status("cancelled; the consensus layer was left as it was", "warning")
+        if not self._succeeded(outcome, "cancelled; the consensus layer was left as it was"):
             return
         labels = outcome.value
         layer = self._write_layer(labels)
