@@ -1,0 +1,436 @@
+"""SPOCO: instance embeddings learned from a few object masks (positive-unlabelled supervision).
+
+Wolny, Yu, Pape, Kreshuk, "Sparse Object-level Supervision for Instance
+Segmentation with Pixel Embeddings", CVPR 2022.
+
+A 2-D U-Net ``f`` maps every pixel to an embedding of ``embedding_dims``
+numbers; ``g`` is its momentum copy (``theta_g <- m theta_g + (1 - m)
+theta_f`` once per training step, never during prediction), stored with
+the weights so that it persists in the model folder. Every training crop is
+seen twice, through two draws of location- and shape-preserving
+augmentations (a flip and a 90 degree turn, an intensity scale and shift,
+Gaussian noise): view 1 by ``f``, view 2 by ``g``. The geometric part of each
+is undone on the network's output, so both embeddings describe the same
+pixels. The loss (:mod:`probseg.losses`) is the paper's:
+
+* the hinged pull (margin ``delta_v``) and push (hinge ``2 delta_d``) of the
+  discriminative loss over the labelled instances;
+* the single-object term: for each labelled instance, one random anchor pixel,
+  the soft mask ``exp(-d^2 ln 2 / delta_v^2)`` of embedding distances to it,
+  and the Dice loss of that mask against the instance's mask;
+* the unlabelled push: labelled objects' means are pushed ``delta_d`` away
+  from the embeddings of the unlabelled pixels;
+* the embedding consistency between ``f`` and ``g`` on the unlabelled
+  region, with anchors drawn until their masks cover it.
+
+**Label modes** (``label_mode``):
+
+* ``"sparse"`` (default): 0 is *unlabelled*, never background. Each id > 0
+  is one object, whose mask must be complete.
+* ``"dense"``: 0 is background, which becomes one more instance of the
+  loss; there is no unlabelled region.
+* ``"reviewed"``: sparse labels plus known background: pixels equal to
+  ``background_id`` (65535 by default) are background, 0 is unlabelled. The
+  proofreading export writes labels and a reviewed mask as two images;
+  :func:`reviewed_labels` (or ``probseg.methods.spoco.reviewed_labels``)
+  joins them into this one image, which the Train widget and ``probseg
+  train spoco --labels`` take like any labels image.
+
+**Prediction** (:meth:`SpocoModel.raw`): draw 0 is the plane as it is; each
+further draw (one per sample) is a test-time augmentation, one of the eight
+flips and turns in turn plus a random intensity scale and shift, whose
+embeddings are turned back. :meth:`SpocoModel.instances` partitions each
+draw alone: affinities for the paper's offsets (:data:`DEFAULT_OFFSETS`)
+from the embeddings, then the mutex watershed (default) or mean-shift on the
+embeddings. The background of a SPOCO embedding is one cluster like an
+object, so ``background="largest"`` drops the largest segment. The samples
+therefore show how much the segmentation depends on the orientation and
+brightness the network sees; their disagreement is the uncertainty.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from probseg.callbacks import Callbacks
+from probseg.config import TrainingConfig, param
+from probseg.errors import InputError
+from probseg.losses import (
+    consistency_loss,
+    hinged_pull,
+    instance_means,
+    mean_push,
+    single_object_loss,
+    unlabelled_push,
+)
+from probseg.model import SegmentationModel
+from probseg.networks import UNet
+from probseg.partition import DEFAULT_OFFSETS, embedding_affinities, meanshift_instances, mutex_watershed, split_and_filter
+from probseg.tiling import tiled_apply
+from probseg.trainset import TrainingSet, random_crops
+
+LABEL_MODES = ("sparse", "dense", "reviewed")
+# Codes of the encoded training labels: 0 unlabelled (also the zero padding
+# random_crops adds), 1 known background, id + 1 for object id.
+UNLABELLED, BACKGROUND = 0, 1
+
+
+@dataclass
+class Config(TrainingConfig):
+    """SPOCO hyperparameters.
+
+    ``embedding_dims``, ``delta_v``, ``delta_d``, ``momentum`` and the Adam
+    learning rate and weight decay are the paper's. The network (16 feature
+    maps, depth 2), the crops (96 px, 2 a step) and the steps are scaled down
+    so that training fits minutes on a 2-core CPU; on a GPU raise
+    ``num_fmaps``, ``crop_size``, ``batch_size`` and ``steps``.
+    """
+
+    label_mode: str = param("sparse", "sparse: 0 is unlabelled (never background); dense: 0 is background; reviewed: 0 is unlabelled and background_id marks known background", choices=LABEL_MODES)
+    background_id: int = param(65535, "reviewed mode: the label id of known background pixels", minimum=1)
+    steps: int = param(1000, "training iterations", unit="steps", minimum=1, maximum=1_000_000)
+    batch_size: int = param(2, "crops per iteration", unit="crops", minimum=1, maximum=256, advanced=True)
+    crop_size: int = param(96, "side of the random training crops; the loss sees the centre, 40 px smaller", unit="px", minimum=48, maximum=2048, advanced=True)
+    learning_rate: float = param(2e-4, "Adam learning rate", minimum=1e-7, maximum=1.0, advanced=True)
+    weight_decay: float = param(1e-5, "weight decay", minimum=0.0, maximum=1.0, advanced=True)
+    embedding_dims: int = param(16, "dimensions of the per-pixel embedding", minimum=2, maximum=64, advanced=True)
+    delta_v: float = param(0.5, "pull margin: an object's pixels within this embedding distance of its mean are not pulled; the soft mask is 0.5 there", minimum=0.01, maximum=100.0, advanced=True)
+    delta_d: float = param(2.0, "push margin: object means 2 delta_d apart are not pushed; unlabelled pixels are pushed delta_d from object means", minimum=0.01, maximum=100.0, advanced=True)
+    momentum: float = param(0.999, "m of the momentum network g: theta_g <- m theta_g + (1 - m) theta_f each step", minimum=0.0, maximum=1.0, advanced=True)
+    instance_weight: float = param(1.0, "weight of the single-object Dice term", minimum=0.0, maximum=100.0, advanced=True)
+    unlabelled_push_weight: float = param(1.0, "weight of the push of objects away from unlabelled pixels", minimum=0.0, maximum=100.0, advanced=True)
+    consistency_weight: float = param(1.0, "weight of the f/g embedding consistency on the unlabelled region", minimum=0.0, maximum=100.0, advanced=True)
+    consistency_anchors: int = param(8, "most anchors per crop covering the unlabelled region in the consistency term", minimum=1, maximum=256, advanced=True)
+    intensity_scale: float = param(0.2, "augmentation: intensities multiplied by a factor between 1/(1+s) and 1+s (training views and test-time draws)", minimum=0.0, maximum=4.0, advanced=True)
+    intensity_shift: float = param(0.1, "augmentation: a shift between -s and s added to the normalised intensities", minimum=0.0, maximum=4.0, advanced=True)
+    noise: float = param(0.03, "augmentation: sigma of Gaussian noise added to each training view", minimum=0.0, maximum=4.0, advanced=True)
+    num_fmaps: int = param(16, "feature maps of the U-Net's first level", minimum=2, maximum=256, advanced=True)
+    fmap_inc_factor: int = param(2, "feature map growth per U-Net level", minimum=1, maximum=8, advanced=True)
+
+
+@dataclass
+class Settings:
+    """How SPOCO's embeddings become objects; changing them never reruns the network."""
+
+    partition: str = param("mutex", "mutex: mutex watershed on affinities of the embeddings for the paper's offsets (fast); meanshift: mean-shift clustering of the embeddings", choices=("mutex", "meanshift"))
+    bias: float = param(0.5, "mutex: affinity below which two pixels repel; higher splits more", minimum=0.0, maximum=1.0)
+    bandwidth: float = param(0.0, "meanshift: kernel radius in embedding units; 0: delta_v", unit="embedding units", minimum=0.0, maximum=100.0)
+    background: str = param("largest", "largest: the largest segment is the background (one cluster of embeddings); none: keep every segment", choices=("largest", "none"))
+    min_size: int = param(20, "smallest object kept", unit="px", minimum=0)
+
+
+def reviewed_labels(labels: np.ndarray, mask: np.ndarray, background_id: int = 65535) -> np.ndarray:
+    """One ``"reviewed"`` labels image from sparse labels and a reviewed mask.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (Y, X)
+        Object ids, 0 elsewhere (what the proofreading export writes).
+    mask : ndarray, shape (Y, X)
+        Non-zero where the pixels were reviewed (the export's ``*_reviewed``
+        image): there a 0 label is known background.
+    background_id : int
+        The id written for known background; ``Config.background_id``.
+
+    Returns
+    -------
+    ndarray of int64, shape (Y, X)
+        Objects kept, reviewed 0 pixels set to ``background_id``, others 0.
+
+    Raises
+    ------
+    InputError
+        For shapes that differ or labels already using ``background_id``.
+    """
+    labels, mask = np.asarray(labels), np.asarray(mask)
+    if labels.shape != mask.shape:
+        raise InputError(f"the labels have shape {labels.shape} but the reviewed mask {mask.shape}")
+    if (labels == background_id).any():
+        raise InputError(f"the labels already use id {background_id}, which marks known background; pick another background_id")
+    out = labels.astype(np.int64)
+    out[(mask != 0) & (labels == 0)] = background_id
+    return out
+
+
+def encode_labels(labels: np.ndarray, mode: str, background_id: int = 65535) -> np.ndarray:
+    """Training codes of one labels image: 0 unlabelled, 1 known background, ``id + 1`` for object ``id``.
+
+    In ``"sparse"`` mode 0 stays unlabelled; in ``"dense"`` mode 0 is known
+    background; in ``"reviewed"`` mode ``background_id`` is known background
+    and 0 unlabelled.
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    if mode not in LABEL_MODES:
+        raise InputError(f"unknown label mode {mode!r}; choose one of {', '.join(LABEL_MODES)}")
+    codes = np.where(labels > 0, labels + 1, UNLABELLED)
+    if mode == "dense":
+        codes[labels == 0] = BACKGROUND
+    elif mode == "reviewed":
+        codes[labels == background_id] = BACKGROUND
+    return codes
+
+
+def spoco_terms(f_emb: torch.Tensor, g_emb: torch.Tensor, codes: np.ndarray, config: Config,
+                rng: np.random.Generator) -> dict:
+    """The loss terms of one crop.
+
+    Parameters
+    ----------
+    f_emb, g_emb : Tensor, shape (D, Y, X)
+        Embeddings of the crop by f and by g, in the crop's own orientation.
+    codes : ndarray of int, shape (Y, X)
+        From :func:`encode_labels`.
+    config : Config
+    rng : numpy.random.Generator
+        Draws the anchors.
+
+    Returns
+    -------
+    dict of str to Tensor
+        ``pull``, ``push`` and ``instance`` over the labelled instances
+        (objects, and the background where it is known), ``unlabelled_push``
+        and ``consistency`` over the unlabelled pixels.
+    """
+    labelled = codes != UNLABELLED
+    codes_t = torch.from_numpy(np.ascontiguousarray(codes)).to(f_emb.device)
+    flat = f_emb.reshape(f_emb.shape[0], -1)
+    lab_t = torch.from_numpy(labelled.ravel()).to(f_emb.device)
+    lab_emb, lab_ids = flat[:, lab_t], codes_t.reshape(-1)[lab_t]
+    pull = hinged_pull(lab_emb, lab_ids, config.delta_v)
+    zero = f_emb.sum() * 0.0
+    push, upush = zero, zero
+    if lab_ids.numel():
+        means, _ = instance_means(lab_emb, lab_ids)
+        push = mean_push(means, config.delta_d)
+        ids = torch.unique(lab_ids)
+        # The background may hold unlabelled pixels' true class, so only
+        # objects push the unlabelled pixels away.
+        obj_means = means[ids > BACKGROUND]
+        unl_t = torch.from_numpy((~labelled).ravel()).to(f_emb.device)
+        upush = unlabelled_push(obj_means, flat[:, unl_t], config.delta_d)
+    anchors = []
+    for code in np.unique(codes[labelled]):
+        ys, xs = np.nonzero(codes == code)
+        i = int(rng.integers(len(ys)))
+        anchors.append((int(code), int(ys[i]), int(xs[i])))
+    instance = single_object_loss(f_emb, codes_t, torch.tensor(anchors, dtype=torch.int64).reshape(-1, 3), config.delta_v)
+    consistency = consistency_loss(f_emb, g_emb, ~labelled, config.delta_v, rng, config.consistency_anchors)
+    return {"pull": pull, "push": push, "instance": instance, "unlabelled_push": upush, "consistency": consistency}
+
+
+def combine_terms(terms: dict, config: Config) -> torch.Tensor:
+    """The weighted sum of :func:`spoco_terms` (pull and push weigh 1, as in the paper)."""
+    return (terms["pull"] + terms["push"] + config.instance_weight * terms["instance"]
+            + config.unlabelled_push_weight * terms["unlabelled_push"] + config.consistency_weight * terms["consistency"])
+
+
+# -- network ------------------------------------------------------------------------------
+
+
+class SpocoNet(nn.Module):
+    """The embedding network ``f`` and its momentum copy ``g``; calls run ``f``.
+
+    ``g`` has no gradient; only :meth:`update_momentum`, called once per
+    training step by the loss, changes it. Both are in the state dict, so a
+    saved model keeps ``g`` for further training.
+    """
+
+    def __init__(self, f: UNet):
+        super().__init__()
+        self.f = f
+        self.g = copy.deepcopy(f)
+        for p in self.g.parameters():
+            p.requires_grad_(False)
+        self.context, self.align = f.context, f.align
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.f(x)
+
+    def forward_same(self, x: torch.Tensor) -> torch.Tensor:
+        return self.f.forward_same(x)
+
+    @torch.no_grad()
+    def update_momentum(self, m: float) -> None:
+        """``theta_g <- m theta_g + (1 - m) theta_f`` for every parameter and buffer."""
+        for pg, pf in zip(self.g.state_dict().values(), self.f.state_dict().values()):
+            if pg.is_floating_point():
+                pg.mul_(m).add_(pf.detach(), alpha=1.0 - m)
+            else:
+                pg.copy_(pf)
+
+
+def _dihedral(x, k: int, flip: bool, inverse: bool = False):
+    """Turn ``x`` (tensor or array, last two axes spatial) by ``k`` quarter turns then mirror it, or undo that."""
+    is_tensor = isinstance(x, torch.Tensor)
+    rot = (lambda a, n: torch.rot90(a, n, dims=(-2, -1))) if is_tensor else (lambda a, n: np.rot90(a, n, axes=(-2, -1)))
+    mirror = (lambda a: torch.flip(a, dims=(-1,))) if is_tensor else (lambda a: a[..., ::-1])
+    if inverse:
+        return rot(mirror(x) if flip else x, -k)
+    x = rot(x, k)
+    return mirror(x) if flip else x
+
+
+def _crop_side(config: Config, net: UNet) -> int:
+    side = max(config.crop_size, 2 * net.context + 8)
+    return -(-side // net.align) * net.align
+
+
+class SpocoModel(SegmentationModel):
+    """A trained SPOCO embedding network plus its post-processing settings."""
+
+    method = "spoco"
+    config_class = Config
+    settings_class = Settings
+    raw_maps = ("embeddings",)
+
+    @classmethod
+    def build_network(cls, config: Config, in_channels: int) -> nn.Module:
+        # Depth 2 of two 3x3 valid convolutions a level (41 px field of view),
+        # enough for nuclei of about 30 px; g starts as a copy of f.
+        return SpocoNet(UNet(in_channels, config.embedding_dims, config.num_fmaps, config.fmap_inc_factor, depth=2,
+                             kernels=(3, 3)))
+
+    @classmethod
+    def training_loss(cls, config: Config, ts: TrainingSet, device: torch.device):
+        """``loss_fn(net, rng)`` for :func:`probseg.training.train_loop`.
+
+        Raises
+        ------
+        InputError
+            For images without labels, or labels without any object.
+        """
+        if any(lab is None for lab in ts.labels):
+            raise InputError("SPOCO learns from a few labelled objects; give a labels image for every training image")
+        codes = [encode_labels(lab, config.label_mode, config.background_id) for lab in ts.labels]
+        if not any((c > BACKGROUND).any() for c in codes):
+            what = f" other than the background id {config.background_id}" if config.label_mode == "reviewed" else ""
+            raise InputError(f"the labels hold no object{what}; label at least one object (ids 1, 2, ...)")
+        coded = TrainingSet(ts.planes, codes, ts.in_channels, ts.normalization, ts.notices)
+        low, high = 1.0 / (1.0 + config.intensity_scale), 1.0 + config.intensity_scale
+
+        def view(images: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, list]:
+            """One augmented view per crop and the geometric transform of each."""
+            b = len(images)
+            scale = torch.from_numpy(rng.uniform(low, high, (b, 1, 1, 1)).astype(np.float32))
+            shift = torch.from_numpy(rng.uniform(-config.intensity_shift, config.intensity_shift, (b, 1, 1, 1)).astype(np.float32))
+            noise = torch.from_numpy(rng.standard_normal(images.shape).astype(np.float32)) * config.noise
+            out = images * scale + shift + noise
+            geometry = [(int(rng.integers(4)), bool(rng.integers(2))) for _ in range(b)]
+            return torch.stack([_dihedral(x, k, f) for x, (k, f) in zip(out, geometry)]), geometry
+
+        def loss_fn(net: SpocoNet, rng: np.random.Generator) -> torch.Tensor:
+            # g follows f's weights as the last step left them: once per step, never at prediction.
+            net.update_momentum(config.momentum)
+            size = _crop_side(config, net.f)
+            images, labels = random_crops(coded, size, config.batch_size, rng, with_labels=True)
+            view_f, geo_f = view(images, rng)
+            view_g, geo_g = view(images, rng)
+            emb_f = net(view_f.to(device)).float()
+            with torch.no_grad():
+                emb_g = net.g(view_g.to(device)).float()
+            h = emb_f.shape[-1]
+            margin = (size - h) // 2
+            labels = labels[:, margin : margin + h, margin : margin + h].numpy()
+            total = emb_f.sum() * 0.0
+            for i in range(len(images)):
+                ef = _dihedral(emb_f[i], *geo_f[i], inverse=True)
+                eg = _dihedral(emb_g[i], *geo_g[i], inverse=True)
+                total = total + combine_terms(spoco_terms(ef, eg, labels[i], config, rng), config)
+            return total / len(images)
+
+        return loss_fn
+
+    # -- network ------------------------------------------------------------------------
+    def _embed(self, plane: np.ndarray, callbacks: Callbacks) -> np.ndarray:
+        context = self.net.context
+        return tiled_apply(self.net.forward_same, np.ascontiguousarray(plane), self.config.embedding_dims,
+                           tile=self.tile_size, overlap=2 * context + 8, margin=context, align=self.net.align,
+                           device=self.device, callbacks=callbacks)
+
+    def raw(self, plane: np.ndarray, n_samples: int, rng: np.random.Generator, callbacks: Callbacks) -> dict:
+        """``"embeddings"`` ``(draws, D, Y, X)``: the plane as it is, then one test-time augmentation per sample.
+
+        Draw k >= 1 is dihedral transform ``k mod 8`` (quarter turns ``k mod
+        4``, mirrored when ``(k // 4)`` is odd) with an intensity scale and
+        shift drawn from ``rng`` in order, so the first draws do not depend
+        on ``n_samples``; its embeddings are turned back onto the plane.
+        """
+        n_draws = 1 if n_samples == 1 else 1 + n_samples
+        return self._stack_draws(self.raw_draws(plane, n_samples, rng, callbacks), n_draws)
+
+    def raw_draws(self, plane: np.ndarray, n_samples: int, rng: np.random.Generator, callbacks: Callbacks):
+        """:meth:`raw` one draw at a time: ``"embeddings"`` ``(1, D, Y, X)``."""
+        n_draws = 1 if n_samples == 1 else 1 + n_samples
+        low, high = 1.0 / (1.0 + self.config.intensity_scale), 1.0 + self.config.intensity_scale
+        for k in range(n_draws):
+            sub = Callbacks(
+                on_progress=lambda done, total, _l, k=k: callbacks.progress(k * total + done, n_draws * total),
+                should_stop=callbacks.should_stop, on_message=callbacks.on_message,
+            )
+            if k == 0:
+                emb = self._embed(plane, sub)
+            else:
+                turns, flip = k % 4, (k // 4) % 2 == 1
+                scale = float(rng.uniform(low, high))
+                shift = float(rng.uniform(-self.config.intensity_shift, self.config.intensity_shift))
+                seen = _dihedral(plane * np.float32(scale) + np.float32(shift), turns, flip)
+                emb = np.ascontiguousarray(_dihedral(self._embed(seen, sub), turns, flip, inverse=True))
+            yield {"embeddings": emb[None].astype(np.float32, copy=False)}
+            del emb
+
+    # -- post-processing ----------------------------------------------------------------
+    def partition(self, embeddings: np.ndarray, settings: Settings) -> np.ndarray:
+        """Labels ``(Y, X)`` int32 of one draw's ``(D, Y, X)`` embeddings."""
+        if settings.partition == "meanshift":
+            labels = meanshift_instances(embeddings, np.ones(embeddings.shape[1:], dtype=bool),
+                                         settings.bandwidth or self.config.delta_v)
+        else:
+            # SPOCO's kernel: affinity 0 from 2 delta_d, where the push stops.
+            affinities = embedding_affinities(embeddings, DEFAULT_OFFSETS, self.config.delta_d, kernel="spoco")
+            labels = mutex_watershed(affinities, DEFAULT_OFFSETS, bias=settings.bias)
+        if settings.background == "largest" and labels.max() > 0:
+            sizes = np.bincount(labels.ravel())
+            sizes[0] = 0
+            labels = np.where(labels == sizes.argmax(), 0, labels)
+        return split_and_filter(labels, settings.min_size)
+
+    def instances(self, raw: dict, settings: Settings, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
+        emb = raw["embeddings"]
+        segmentation = self.partition(emb[0], settings)
+        if len(emb) == 1:
+            return segmentation, segmentation[None]
+        samples = np.empty((min(n_samples, len(emb) - 1),) + segmentation.shape, dtype=np.int32)
+        for k in range(len(samples)):
+            samples[k] = self.partition(emb[1 + k], settings)
+        return segmentation, samples
+
+    def draws_independent(self, settings: Settings) -> bool:
+        """Every draw is partitioned alone."""
+        return True
+
+    def tune_grid(self) -> dict:
+        if self.settings.partition == "meanshift":
+            d = self.config.delta_v
+            return {"bandwidth": [0.5 * d, d, 1.5 * d], "min_size": [10, 20, 40]}
+        return {"bias": [0.3, 0.5, 0.7], "min_size": [10, 20, 40]}
+
+
+def _register():
+    from probseg.methods import MethodInfo
+
+    return MethodInfo(
+        name="spoco",
+        title="SPOCO",
+        summary="embeddings learned from a few labelled objects; unlabelled pixels are not background",
+        reference="Wolny, Yu, Pape, Kreshuk. Sparse Object-level Supervision for Instance Segmentation with Pixel Embeddings. CVPR 2022",
+        labels="required",
+        model_class=SpocoModel,
+    )
+
+
+METHOD = _register()
