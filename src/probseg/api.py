@@ -114,6 +114,8 @@ def train(
     for notice in ts.notices:
         cb.message(notice)
     dev = resolve_device(device)
+    # Before the device and training messages, so that bad labels are the one line the user sees.
+    loss_fn = info.model_class.training_loss(cfg, ts, dev)
     warning = gpu_warning()
     if warning:
         cb.message(warning)
@@ -122,7 +124,6 @@ def train(
     net = info.model_class.build_network(cfg, ts.in_channels).to(dev)
     model = info.model_class(cfg, net, ts.in_channels, ts.normalization, device=dev,
                              record=training_record(ts.planes, ts.labels, seed, dev))
-    loss_fn = info.model_class.training_loss(cfg, ts, dev)
 
     def save(log):
         model.train_log = dict(log.to_dict(), seed=seed)

@@ -1,0 +1,274 @@
+"""The SPOCO method: loss terms on toy embeddings, label modes, the momentum network, training and segmenting."""
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+import probseg
+from probseg import cli, losses, methods
+from probseg.errors import InputError
+from probseg.methods import spoco
+from probseg.synthetic import touching_blobs
+
+from test_cli import assert_one_line_error, run_cli
+
+TINY = dict(num_fmaps=4, embedding_dims=8, crop_size=48, batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def data():
+    image, labels = touching_blobs(shape=(64, 64), object_size=12, seed=0)
+    ids = np.unique(labels)[1:]
+    sparse = np.where(np.isin(labels, ids[:3]), labels, 0)  # three objects, the rest unlabelled
+    return image, labels, sparse
+
+
+@pytest.fixture(scope="module")
+def model(data):
+    image, _, sparse = data
+    return probseg.train("spoco", image, sparse, config=TINY, steps=8, device="cpu", seed=0)
+
+
+def test_registered_with_one_line():
+    info = methods.get("spoco")
+    assert info.labels == "required" and info.model_class is spoco.SpocoModel
+    assert "spoco" in methods.available()
+
+
+def test_paper_defaults():
+    cfg = spoco.Config()
+    assert (cfg.delta_v, cfg.delta_d, cfg.embedding_dims, cfg.learning_rate, cfg.momentum) == (0.5, 2.0, 16, 2e-4, 0.999)
+    assert cfg.label_mode == "sparse" and spoco.Settings().partition == "mutex"
+
+
+# -- loss terms -----------------------------------------------------------------------------
+
+
+def _perfect_embedding(labels, spacing=10.0, dims=3):
+    """Every object at its own point, far apart: a perfect embedding of ``labels``."""
+    emb = np.zeros((dims,) + labels.shape, np.float32)
+    for i in np.unique(labels):
+        emb[i % dims, labels == i] = spacing * (1 + i // dims)
+    return torch.from_numpy(emb)
+
+
+def test_soft_mask_of_a_perfect_embedding_is_the_object(data):
+    _, labels, _ = data
+    emb = _perfect_embedding(labels)
+    for obj in np.unique(labels)[1:4]:
+        y, x = np.argwhere(labels == obj)[0]
+        mask = losses.soft_mask(emb, emb[:, y, x], delta_v=0.5).numpy()
+        np.testing.assert_allclose(mask, (labels == obj).astype(np.float32), atol=1e-6)
+    anchors = torch.tensor([[obj, *np.argwhere(labels == obj)[0]] for obj in np.unique(labels)[1:4]])
+    assert float(losses.single_object_loss(emb, torch.from_numpy(labels), anchors, 0.5)) < 1e-5
+
+
+def test_soft_mask_kernel_is_one_half_at_delta_v():
+    emb = torch.tensor([[0.0, 0.5, 1.0]])
+    mask = losses.soft_mask(emb, torch.tensor([0.0]), delta_v=0.5)
+    np.testing.assert_allclose(mask.numpy(), [1.0, 0.5, 1 / 16], rtol=1e-6)
+
+
+def test_push_is_zero_for_far_apart_means_and_positive_for_close_ones():
+    far = torch.tensor([[0.0, 0.0], [4.5, 0.0], [0.0, 4.5]])
+    assert float(losses.mean_push(far, delta_d=2.0)) == 0.0
+    close = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    assert float(losses.mean_push(close, delta_d=2.0)) == pytest.approx(9.0, rel=1e-4)  # (2*2 - 1)^2
+    unl = torch.tensor([[3.0, 10.0], [0.0, 0.0]])  # unlabelled pixels at distance 3 and 10 from mean (0, 0)
+    assert float(losses.unlabelled_push(torch.zeros(1, 2), unl, delta_d=2.0)) == 0.0
+    assert float(losses.unlabelled_push(torch.zeros(1, 2), torch.tensor([[1.0], [0.0]]), delta_d=2.0)) == pytest.approx(1.0, rel=1e-4)
+
+
+def test_hinged_pull_ignores_pixels_within_delta_v():
+    emb = torch.tensor([[0.0, 0.4, 10.0, 12.0]])
+    ids = torch.tensor([1, 1, 2, 2])
+    # object 1 lies within delta_v of its mean; object 2 has both pixels 1 from it: (0 + (1 - 0.5)^2) / 2
+    assert float(losses.hinged_pull(emb, ids, 0.5)) == pytest.approx(0.125, rel=1e-4)
+    assert float(losses.hinged_pull(emb[:, :2], ids[:2], 0.5)) == 0.0
+
+
+def test_consistency_is_zero_for_equal_embeddings_and_covers_the_region(data):
+    _, labels, _ = data
+    emb = _perfect_embedding(labels)
+    region = labels == 0
+    rng = np.random.default_rng(0)
+    assert float(losses.consistency_loss(emb, emb.clone(), region, 0.5, rng, 8)) < 1e-5
+    other = emb.clone()
+    other[:, labels == 0] += 5.0 * torch.randn(other.shape[0], int(region.sum()), generator=torch.Generator().manual_seed(0))
+    assert float(losses.consistency_loss(emb, other, region, 0.5, rng, 8)) > 0.1
+
+
+# -- label modes ----------------------------------------------------------------------------
+
+
+def test_encode_labels_modes():
+    lab = np.array([[0, 3], [65535, 5]])
+    np.testing.assert_array_equal(spoco.encode_labels(lab, "sparse"), [[0, 4], [65536, 6]])
+    np.testing.assert_array_equal(spoco.encode_labels(lab, "dense"), [[1, 4], [65536, 6]])
+    np.testing.assert_array_equal(spoco.encode_labels(lab, "reviewed", 65535), [[0, 4], [1, 6]])
+
+
+def test_reviewed_labels_from_the_proofreading_export():
+    labels = np.array([[0, 2, 0], [0, 0, 7]])
+    mask = np.array([[1, 1, 0], [0, 1, 1]], np.uint8)
+    out = spoco.reviewed_labels(labels, mask, background_id=9)
+    np.testing.assert_array_equal(out, [[9, 2, 0], [0, 9, 7]])
+    with pytest.raises(InputError, match="shape"):
+        spoco.reviewed_labels(labels, mask[:1])
+    with pytest.raises(InputError, match="already use id 7"):
+        spoco.reviewed_labels(labels, mask, background_id=7)
+
+
+def _terms(emb, labels, mode):
+    codes = spoco.encode_labels(labels, mode)
+    return spoco.spoco_terms(emb, emb.detach().clone(), codes, spoco.Config(), np.random.default_rng(0))
+
+
+def test_sparse_mode_never_treats_zero_as_background(data):
+    _, labels, sparse = data
+    rng = np.random.default_rng(1)
+    emb = torch.from_numpy(rng.normal(size=(4,) + labels.shape).astype(np.float32))
+    changed = emb.clone()
+    changed[:, sparse == 0] = torch.from_numpy(rng.normal(size=(4, int((sparse == 0).sum()))).astype(np.float32))
+    # The supervised terms see only labelled pixels; 0 is not a background instance in sparse mode ...
+    for name in ("pull", "push"):
+        assert float(_terms(emb, sparse, "sparse")[name]) == pytest.approx(float(_terms(changed, sparse, "sparse")[name]), abs=1e-6)
+    # ... but it is in dense mode, where changing those pixels changes the terms.
+    assert float(_terms(emb, sparse, "dense")["pull"]) != pytest.approx(float(_terms(changed, sparse, "dense")["pull"]), abs=1e-6)
+    assert (spoco.encode_labels(sparse, "sparse") != spoco.BACKGROUND).all()
+    # Unlabelled pixels feed only the unlabelled terms, which dense mode has none of.
+    dense = _terms(emb, sparse, "dense")
+    assert float(dense["unlabelled_push"]) == 0.0 and float(dense["consistency"]) == 0.0
+    assert float(_terms(emb, sparse, "sparse")["consistency"]) > 0.0
+
+
+# -- momentum network -----------------------------------------------------------------------
+
+
+def _g_state(model):
+    return {k: v.clone() for k, v in model.net.g.state_dict().items()}
+
+
+def test_momentum_network_moves_with_training_only(model, data):
+    image = data[0]
+    f, g = model.net.f.state_dict(), model.net.g.state_dict()
+    # g trails f after training: 0.999 of the way back towards the initial weights.
+    assert any(not torch.equal(f[k], g[k]) for k in f)
+    before = _g_state(model)
+    model.predict(image, n_samples=3, seed=0)
+    after = model.net.g.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_momentum_update_rule():
+    net = spoco.SpocoModel.build_network(spoco.Config(num_fmaps=2, embedding_dims=2), 1)
+    g0 = _g_state(type("M", (), {"net": net})())
+    with torch.no_grad():
+        for p in net.f.parameters():
+            p.add_(1.0)
+    net.update_momentum(0.9)
+    for (name, g1), f in zip(net.g.state_dict().items(), net.f.state_dict().values()):
+        torch.testing.assert_close(g1, 0.9 * g0[name] + 0.1 * f)
+
+
+def test_momentum_network_is_saved_and_loaded(model, tmp_path):
+    before = _g_state(model)
+    model.save(tmp_path / "m")
+    loaded = probseg.load_model(tmp_path / "m", device="cpu")
+    assert all(torch.equal(before[k], v) for k, v in loaded.net.g.state_dict().items())
+
+
+# -- training and segmenting ----------------------------------------------------------------
+
+
+def test_train_and_segment_through_the_api(model, data):
+    image = data[0]
+    pred = model.predict(image, n_samples=4, seed=0)
+    assert pred.segmentation.shape == image.shape and pred.segmentation.dtype == np.int32
+    assert pred.samples.shape == (4,) + image.shape
+    assert pred.embeddings.shape == (8,) + image.shape
+    assert pred.uncertainty.shape == image.shape
+    again = model.predict(image, n_samples=4, seed=0)
+    np.testing.assert_array_equal(pred.segmentation, again.segmentation)
+    np.testing.assert_array_equal(pred.samples, again.samples)
+    # The draws are test-time augmentations, so they differ from the clean pass.
+    assert not np.allclose(pred.raw.planes[0]["embeddings"][0], pred.raw.planes[0]["embeddings"][1])
+    meanshift = model.postprocess(pred.raw, {"partition": "meanshift", "background": "none"})
+    assert meanshift.segmentation.shape == image.shape
+
+
+def test_test_time_augmentation_is_undone():
+    """A network that outputs its input's coordinates in the image frame gives the same map for every draw."""
+    model = probseg.train("spoco", *touching_blobs(shape=(48, 48), object_size=12, seed=1), config=TINY, steps=1,
+                          device="cpu", seed=0)
+    model.config = spoco.Config(**{**TINY, "intensity_scale": 0.0, "intensity_shift": 0.0})
+    plane = np.random.default_rng(0).random((1, 40, 56)).astype(np.float32)
+
+    def echo(x):  # embeddings = the (transformed) input, repeated
+        return x.repeat(1, 8, 1, 1)
+
+    model.net.forward_same = echo
+    raw = model.raw(plane, 8, np.random.default_rng(0), probseg.callbacks.ensure(None))
+    for k in range(9):
+        np.testing.assert_allclose(raw["embeddings"][k], raw["embeddings"][0], atol=1e-6)
+
+
+def test_loss_decreases_over_training(data):
+    image, _, sparse = data
+    m = probseg.train("spoco", image, sparse, config=dict(TINY, learning_rate=3e-3), steps=40, device="cpu", seed=0)
+    losses_ = m.train_log["losses"]
+    assert np.mean(losses_[-10:]) < np.mean(losses_[:10])
+
+
+def test_dense_and_reviewed_modes_train(data):
+    image, labels, sparse = data
+    probseg.train("spoco", image, labels, config=dict(TINY, label_mode="dense"), steps=2, device="cpu", seed=0)
+    mask = np.zeros(labels.shape, np.uint8)
+    mask[:32] = 1
+    reviewed = spoco.reviewed_labels(sparse, mask)
+    probseg.train("spoco", image, reviewed, config=dict(TINY, label_mode="reviewed"), steps=2, device="cpu", seed=0)
+
+
+def test_bad_sparse_labels_raise_one_clear_error(data):
+    image, labels, _ = data
+    with pytest.raises(InputError, match="no object"):
+        probseg.train("spoco", image, np.zeros_like(labels), config=TINY, steps=1, device="cpu")
+    only_background = np.full_like(labels, 65535)
+    with pytest.raises(InputError, match="no object other than the background id 65535"):
+        probseg.train("spoco", image, only_background, config=dict(TINY, label_mode="reviewed"), steps=1, device="cpu")
+    with pytest.raises(InputError, match="shape"):
+        probseg.train("spoco", image, labels[:40], config=TINY, steps=1, device="cpu")
+    with pytest.raises(InputError, match="learns from labels"):
+        probseg.train("spoco", image, None, config=TINY, steps=1, device="cpu")
+
+
+@pytest.mark.parametrize("labels, words", [("zeros", "no object"), ("small", "shape")])
+def test_cli_bad_sparse_labels_one_line(tmp_path, capsys, data, labels, words):
+    image, lab, _ = data
+    tifffile.imwrite(tmp_path / "image.tif", image)
+    tifffile.imwrite(tmp_path / "labels.tif", np.zeros_like(lab) if labels == "zeros" else lab[:40])
+    code = cli.main(["train", "spoco", str(tmp_path / "image.tif"), "--labels", str(tmp_path / "labels.tif"),
+                     "--out", str(tmp_path / "m"), "--device", "cpu", "--steps", "1"])
+    assert code != 0
+    line = assert_one_line_error(capsys.readouterr().err)
+    assert words in line
+
+
+def test_cli_train_sparse_and_segment(tmp_path, data):
+    image, _, sparse = data
+    tifffile.imwrite(tmp_path / "image.tif", image)
+    tifffile.imwrite(tmp_path / "sparse.tif", sparse.astype(np.uint16))
+    fast = ["--steps", "3", "--crop-size", "48", "--batch-size", "2", "--num-fmaps", "4", "--embedding-dims", "8"]
+    result = run_cli("train", "spoco", "image.tif", "--labels", "sparse.tif", "--label-mode", "sparse", "--out", "model",
+                     "--device", "cpu", *fast, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    meta = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert meta["method"] == "spoco" and meta["config"]["label_mode"] == "sparse"
+    result = run_cli("segment", "model", "image.tif", "--out", "labels.tif", "--samples", "2",
+                     "--uncertainty-out", "unc.tif", "--device", "cpu", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert tifffile.imread(tmp_path / "labels.tif").shape == image.shape
+    assert tifffile.imread(tmp_path / "unc.tif").shape == image.shape
