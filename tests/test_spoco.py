@@ -272,3 +272,15 @@ def test_cli_train_sparse_and_segment(tmp_path, data):
     assert result.returncode == 0, result.stderr
     assert tifffile.imread(tmp_path / "labels.tif").shape == image.shape
     assert tifffile.imread(tmp_path / "unc.tif").shape == image.shape
+
+
+def test_object_area_sets_the_default_min_size_and_persists(model, data, tmp_path):
+    _, _, sparse = data
+    areas = np.unique(sparse[sparse > 0], return_counts=True)[1]
+    assert model.object_area() == pytest.approx(float(np.median(areas)))
+    assert model.min_size(model.settings) == int(0.25 * np.median(areas))
+    assert model.min_size(model.make_settings({"min_size": 7})) == 7
+    model.save(tmp_path / "m")
+    assert probseg.load_model(tmp_path / "m", device="cpu").object_area() == model.object_area()
+    weightless = spoco.SpocoModel.for_postprocessing(model.meta())
+    assert weightless.min_size(weightless.settings) == model.min_size(model.settings)

@@ -121,7 +121,7 @@ class Settings:
     bias: float = param(0.5, "mutex: affinity below which two pixels repel; higher splits more", minimum=0.0, maximum=1.0)
     bandwidth: float = param(0.0, "meanshift: kernel radius in embedding units; 0: delta_v", unit="embedding units", minimum=0.0, maximum=100.0)
     background: str = param("largest", "largest: the largest segment is the background (one cluster of embeddings); none: keep every segment", choices=("largest", "none"))
-    min_size: int = param(20, "smallest object kept", unit="px", minimum=0)
+    min_size: int = param(0, "smallest object kept; 0: a quarter of the median area of the labelled training objects", unit="px", minimum=0)
 
 
 def reviewed_labels(labels: np.ndarray, mask: np.ndarray, background_id: int = 65535) -> np.ndarray:
@@ -247,6 +247,9 @@ class SpocoNet(nn.Module):
         for p in self.g.parameters():
             p.requires_grad_(False)
         self.context, self.align = f.context, f.align
+        # Median pixel count of the labelled training objects (0: not known
+        # yet); a buffer, so it is saved with the weights.
+        self.register_buffer("object_area", torch.zeros(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.f(x)
@@ -313,6 +316,7 @@ class SpocoModel(SegmentationModel):
             what = f" other than the background id {config.background_id}" if config.label_mode == "reviewed" else ""
             raise InputError(f"the labels hold no object{what}; label at least one object (ids 1, 2, ...)")
         coded = TrainingSet(ts.planes, codes, ts.in_channels, ts.normalization, ts.notices)
+        area = float(np.median(np.concatenate([np.unique(c[c > BACKGROUND], return_counts=True)[1] for c in codes])))
         low, high = 1.0 / (1.0 + config.intensity_scale), 1.0 + config.intensity_scale
 
         def view(images: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, list]:
@@ -328,6 +332,7 @@ class SpocoModel(SegmentationModel):
         def loss_fn(net: SpocoNet, rng: np.random.Generator) -> torch.Tensor:
             # g follows f's weights as the last step left them: once per step, never at prediction.
             net.update_momentum(config.momentum)
+            net.object_area.fill_(area)
             size = _crop_side(config, net.f)
             images, labels = random_crops(coded, size, config.batch_size, rng, with_labels=True)
             view_f, geo_f = view(images, rng)
@@ -386,6 +391,36 @@ class SpocoModel(SegmentationModel):
             del emb
 
     # -- post-processing ----------------------------------------------------------------
+    def min_size(self, settings: Settings) -> int:
+        """Smallest object kept, in pixels: the setting, or a quarter of the labelled objects' median area.
+
+        Background that the embedding has not yet gathered into one cluster
+        breaks into fragments; sizing the filter from the objects the user
+        labelled removes them without asking for an object size.
+        """
+        if settings.min_size:
+            return settings.min_size
+        area = self.object_area()
+        return max(1, int(0.25 * area)) if area > 0 else 20
+
+    def object_area(self) -> float:
+        """Median pixel count of the labelled training objects; 0 when unknown.
+
+        Saved with the weights; a model without weights (post-processing a
+        raw store) reads it from the ``normalization`` record that
+        :meth:`meta` adds it to, the training-data statistics a raw store
+        carries.
+        """
+        if self.net is not None:
+            return float(self.net.object_area)
+        return float(self.normalization.get("object_area", 0.0))
+
+    def meta(self) -> dict:
+        """As the base class, with the object area among the training-data statistics."""
+        out = super().meta()
+        out["normalization"] = dict(out["normalization"], object_area=self.object_area())
+        return out
+
     def partition(self, embeddings: np.ndarray, settings: Settings) -> np.ndarray:
         """Labels ``(Y, X)`` int32 of one draw's ``(D, Y, X)`` embeddings."""
         if settings.partition == "meanshift":
@@ -399,7 +434,7 @@ class SpocoModel(SegmentationModel):
             sizes = np.bincount(labels.ravel())
             sizes[0] = 0
             labels = np.where(labels == sizes.argmax(), 0, labels)
-        return split_and_filter(labels, settings.min_size)
+        return split_and_filter(labels, self.min_size(settings))
 
     def instances(self, raw: dict, settings: Settings, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
         emb = raw["embeddings"]
@@ -416,10 +451,12 @@ class SpocoModel(SegmentationModel):
         return True
 
     def tune_grid(self) -> dict:
+        area = self.object_area()
+        sizes = sorted({max(1, int(f * area)) for f in (0.1, 0.25, 0.5)}) if area > 0 else [10, 20, 40]
         if self.settings.partition == "meanshift":
             d = self.config.delta_v
-            return {"bandwidth": [0.5 * d, d, 1.5 * d], "min_size": [10, 20, 40]}
-        return {"bias": [0.3, 0.5, 0.7], "min_size": [10, 20, 40]}
+            return {"bandwidth": [0.5 * d, d, 1.5 * d], "min_size": sizes}
+        return {"bias": [0.3, 0.4, 0.5, 0.6], "min_size": sizes}
 
 
 def _register():
