@@ -40,7 +40,7 @@ def test_registered_with_one_line():
 
 def test_paper_defaults():
     cfg = spoco.Config()
-    assert (cfg.delta_v, cfg.delta_d, cfg.embedding_dims, cfg.learning_rate, cfg.momentum) == (0.5, 2.0, 16, 2e-4, 0.999)
+    assert (cfg.delta_v, cfg.delta_d, cfg.embedding_dims, cfg.momentum, cfg.weight_decay) == (0.5, 2.0, 16, 0.999, 1e-5)
     assert cfg.label_mode == "sparse" and spoco.Settings().partition == "mutex"
 
 
