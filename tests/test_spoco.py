@@ -284,3 +284,39 @@ def test_object_area_sets_the_default_min_size_and_persists(model, data, tmp_pat
     assert probseg.load_model(tmp_path / "m", device="cpu").object_area() == model.object_area()
     weightless = spoco.SpocoModel.for_postprocessing(model.meta())
     assert weightless.min_size(weightless.settings) == model.min_size(model.settings)
+
+
+def test_reviewed_mode_learns_known_background_and_leaves_zero_unlabelled(data):
+    _, _, sparse = data
+    mask = np.zeros(sparse.shape, np.uint8)
+    mask[:32] = 1
+    reviewed = spoco.reviewed_labels(sparse, mask)
+    known, unknown = reviewed == 65535, reviewed == 0
+    assert known.any() and unknown.any()
+    rng = np.random.default_rng(2)
+    emb = torch.from_numpy(rng.normal(size=(4,) + sparse.shape).astype(np.float32))
+
+    def terms(where):
+        changed = emb.clone()
+        changed[:, where] += 3.0
+        codes = spoco.encode_labels(reviewed, "reviewed", 65535)
+        return spoco.spoco_terms(changed, changed.clone(), codes, spoco.Config(), np.random.default_rng(0))
+
+    base = terms(np.zeros(sparse.shape, bool))
+    assert float(terms(unknown)["pull"]) == pytest.approx(float(base["pull"]), abs=1e-6)
+    assert float(terms(unknown)["push"]) == pytest.approx(float(base["push"]), abs=1e-6)
+    assert float(terms(known)["push"]) != pytest.approx(float(base["push"]), abs=1e-6)
+
+
+def test_cli_trains_in_reviewed_mode(tmp_path, data):
+    image, _, sparse = data
+    mask = np.zeros(sparse.shape, np.uint8)
+    mask[:32] = 1
+    tifffile.imwrite(tmp_path / "image.tif", image)
+    tifffile.imwrite(tmp_path / "reviewed.tif", spoco.reviewed_labels(sparse, mask).astype(np.uint16))
+    code = cli.main(["train", "spoco", str(tmp_path / "image.tif"), "--labels", str(tmp_path / "reviewed.tif"),
+                     "--label-mode", "reviewed", "--out", str(tmp_path / "m"), "--device", "cpu", "--steps", "2",
+                     "--crop-size", "48", "--num-fmaps", "4"])
+    assert code == 0
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert meta["config"]["label_mode"] == "reviewed" and meta["config"]["background_id"] == 65535
