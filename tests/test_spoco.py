@@ -10,6 +10,7 @@ import torch
 import probseg
 from probseg import cli, losses, methods
 from probseg.errors import InputError
+from probseg.metrics import evaluate
 from probseg.methods import spoco
 from probseg.synthetic import touching_blobs
 
@@ -66,10 +67,11 @@ def test_soft_mask_of_a_perfect_embedding_is_the_object(data):
     assert float(losses.single_object_loss(emb, torch.from_numpy(labels), anchors, 0.5)) < 1e-5
 
 
-def test_soft_mask_kernel_is_one_half_at_delta_v():
+@pytest.mark.parametrize("t", [0.5, 0.9])
+def test_soft_mask_kernel_is_t_at_delta_v(t):
     emb = torch.tensor([[0.0, 0.5, 1.0]])
-    mask = losses.soft_mask(emb, torch.tensor([0.0]), delta_v=0.5)
-    np.testing.assert_allclose(mask.numpy(), [1.0, 0.5, 1 / 16], rtol=1e-6)
+    mask = losses.soft_mask(emb, torch.tensor([0.0]), delta_v=0.5, threshold=t)
+    np.testing.assert_allclose(mask.numpy(), [1.0, t, t**4], rtol=1e-6)
 
 
 def test_push_is_zero_for_far_apart_means_and_positive_for_close_ones():
@@ -208,7 +210,7 @@ def test_test_time_augmentation_is_undone():
     plane = np.random.default_rng(0).random((1, 40, 56)).astype(np.float32)
 
     def echo(x):  # embeddings = the (transformed) input, repeated
-        return x.repeat(1, 8, 1, 1)
+        return x.repeat(1, model.config.embedding_dims + 1, 1, 1)
 
     model.net.forward_same = echo
     raw = model.raw(plane, 8, np.random.default_rng(0), probseg.callbacks.ensure(None))
@@ -320,3 +322,59 @@ def test_cli_trains_in_reviewed_mode(tmp_path, data):
     assert code == 0
     meta = json.loads((tmp_path / "m" / "config.json").read_text())
     assert meta["config"]["label_mode"] == "reviewed" and meta["config"]["background_id"] == 65535
+
+
+def test_foreground_head_learns_only_from_known_background(model, data):
+    image, labels, sparse = data
+    assert not model.has_foreground() and model.raw_maps == ("embeddings",)
+    assert "foreground" not in model.predict_raw(image, 1).planes[0]
+    with pytest.raises(InputError, match="no foreground head"):
+        model.postprocess(model.predict_raw(image, 1), {"background": "foreground"})
+    dense = probseg.train("spoco", image, labels, config=dict(TINY, label_mode="dense", learning_rate=3e-3), steps=60,
+                          device="cpu", seed=0)
+    assert dense.has_foreground() and dense.raw_maps == ("embeddings", "foreground")
+    raw = dense.predict_raw(image, 2)
+    fg = raw.planes[0]["foreground"]
+    assert fg.shape == (3,) + image.shape and 0.0 <= fg.min() and fg.max() <= 1.0
+    # After sixty steps of a tiny network the head already leans the right way.
+    assert fg[0][labels > 0].mean() > fg[0][labels == 0].mean() + 0.05
+    seg = dense.postprocess(raw, {"foreground_threshold": 0.99}).segmentation
+    assert not seg[fg[0] < 0.99].any()
+
+
+def test_foreground_loss_is_balanced_and_ignores_unlabelled():
+    codes = np.zeros((4, 4), int)
+    codes[0, 0] = spoco.BACKGROUND
+    codes[1:, 1:] = 5  # one object, nine pixels; the rest unlabelled
+    logits = torch.zeros(4, 4)
+    assert float(spoco.foreground_loss(logits, codes)) == pytest.approx(np.log(2.0))
+    logits[0, 0], logits[1:, 1:] = -20.0, 20.0
+    logits[0, 1:] = 20.0  # unlabelled pixels: any value
+    assert float(spoco.foreground_loss(logits, codes)) < 1e-6
+
+
+def test_learned_facts_reach_a_raw_store(model, data, tmp_path):
+    image, _, _ = data
+    raw = model.predict_raw(image, 1)
+    weightless = spoco.SpocoModel.for_postprocessing(model.meta())
+    assert weightless.learned() == model.learned() == {"object_area": model.object_area(), "has_foreground": False}
+    np.testing.assert_array_equal(weightless.postprocess(raw).segmentation, model.postprocess(raw).segmentation)
+
+
+def test_hdbscan_partition_recovers_well_separated_embeddings(data):
+    from probseg.partition import hdbscan_instances
+
+    _, labels, _ = data
+    emb = _perfect_embedding(labels).numpy()
+    found = hdbscan_instances(emb, labels > 0, min_size=10)
+    assert evaluate(found, labels)["f1"] == 1.0
+    sub = hdbscan_instances(emb, labels > 0, min_size=10, max_points=500)
+    assert evaluate(sub, labels)["f1"] == 1.0
+    with pytest.raises(InputError, match="at least 2 pixels"):
+        hdbscan_instances(emb, labels > 0, min_size=1)
+
+
+def test_hdbscan_is_a_partition_setting(model, data):
+    image, _, _ = data
+    seg = model.postprocess(model.predict_raw(image, 1), {"partition": "hdbscan"}).segmentation
+    assert seg.shape == image.shape and seg.dtype == np.int32

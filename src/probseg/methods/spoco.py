@@ -70,7 +70,14 @@ from probseg.losses import (
 )
 from probseg.model import SegmentationModel
 from probseg.networks import UNet
-from probseg.partition import DEFAULT_OFFSETS, embedding_affinities, meanshift_instances, mutex_watershed, split_and_filter
+from probseg.partition import (
+    DEFAULT_OFFSETS,
+    embedding_affinities,
+    hdbscan_instances,
+    meanshift_instances,
+    mutex_watershed,
+    split_and_filter,
+)
 from probseg.tiling import tiled_apply
 from probseg.trainset import TrainingSet, random_crops
 
@@ -103,17 +110,21 @@ class Config(TrainingConfig):
     crop_size: int = param(96, "side of the random training crops; the loss sees the centre, 40 px smaller", unit="px", minimum=48, maximum=2048, advanced=True)
     learning_rate: float = param(1e-3, "AdamW learning rate (the paper: Adam at 2e-4, for much longer training)", minimum=1e-7, maximum=1.0, advanced=True)
     weight_decay: float = param(1e-5, "weight decay", minimum=0.0, maximum=1.0, advanced=True)
+    object_crops: float = param(0.5, "fraction of training crops centred near a labelled object (the others anywhere), so that a few labelled objects reach most steps", minimum=0.0, maximum=1.0, advanced=True)
     embedding_dims: int = param(16, "dimensions of the per-pixel embedding", minimum=2, maximum=64, advanced=True)
     delta_v: float = param(0.5, "pull margin: an object's pixels within this embedding distance of its mean are not pulled; the soft mask is 0.5 there", minimum=0.01, maximum=100.0, advanced=True)
     delta_d: float = param(2.0, "push margin: object means 2 delta_d apart are not pushed; unlabelled pixels are pushed delta_d from object means", minimum=0.01, maximum=100.0, advanced=True)
+    kernel_threshold: float = param(0.9, "t of the soft masks: their value at embedding distance delta_v (the paper's 0.9; higher gives crisper objects from few labels)", minimum=0.01, maximum=0.99, advanced=True)
     momentum: float = param(0.999, "m of the momentum network g: theta_g <- m theta_g + (1 - m) theta_f each step", minimum=0.0, maximum=1.0, advanced=True)
     instance_weight: float = param(1.0, "weight of the single-object Dice term", minimum=0.0, maximum=100.0, advanced=True)
     unlabelled_push_weight: float = param(1.0, "weight of the push of objects away from unlabelled pixels", minimum=0.0, maximum=100.0, advanced=True)
     consistency_weight: float = param(1.0, "weight of the f/g embedding consistency on the unlabelled region", minimum=0.0, maximum=100.0, advanced=True)
+    foreground_weight: float = param(1.0, "weight of the foreground head's cross-entropy; trained only when the labels mark background (dense or reviewed mode)", minimum=0.0, maximum=100.0, advanced=True)
     consistency_anchors: int = param(8, "most anchors per crop covering the unlabelled region in the consistency term", minimum=1, maximum=256, advanced=True)
     intensity_scale: float = param(0.2, "augmentation: intensities multiplied by a factor between 1/(1+s) and 1+s (training views and test-time draws)", minimum=0.0, maximum=4.0, advanced=True)
     intensity_shift: float = param(0.1, "augmentation: a shift between -s and s added to the normalised intensities", minimum=0.0, maximum=4.0, advanced=True)
     noise: float = param(0.03, "augmentation: sigma of Gaussian noise added to each training view", minimum=0.0, maximum=4.0, advanced=True)
+    depth: int = param(2, "U-Net levels; each adds a 2x downsampling and widens the field of view (depth 2: 41 px, 3: 93 px)", minimum=1, maximum=5, advanced=True)
     num_fmaps: int = param(16, "feature maps of the U-Net's first level", minimum=2, maximum=256, advanced=True)
     fmap_inc_factor: int = param(2, "feature map growth per U-Net level", minimum=1, maximum=8, advanced=True)
 
@@ -122,10 +133,12 @@ class Config(TrainingConfig):
 class Settings:
     """How SPOCO's embeddings become objects; changing them never reruns the network."""
 
-    partition: str = param("mutex", "mutex: mutex watershed on affinities of the embeddings for the paper's offsets (fast); meanshift: mean-shift clustering of the embeddings", choices=("mutex", "meanshift"))
+    partition: str = param("mutex", "mutex: mutex watershed on affinities of the embeddings for the paper's offsets (fast); meanshift: mean-shift clustering of the embeddings; hdbscan: density clustering of the embeddings (slow; noise becomes background)", choices=("mutex", "meanshift", "hdbscan"))
     bias: float = param(0.5, "mutex: affinity below which two pixels repel; higher splits more", minimum=0.0, maximum=1.0)
     bandwidth: float = param(0.0, "meanshift: kernel radius in embedding units; 0: delta_v", unit="embedding units", minimum=0.0, maximum=100.0)
-    background: str = param("largest", "largest: the largest segment is the background (one cluster of embeddings); none: keep every segment", choices=("largest", "none"))
+    background: str = param("auto", "auto: the foreground head where the model learned one (background was labelled), else the largest segment; foreground: the head's probability; largest: the largest segment is the background (one cluster of embeddings); none: keep every segment", choices=("auto", "foreground", "largest", "none"))
+    foreground_threshold: float = param(0.5, "with a foreground head: pixels whose foreground probability is below this are background", minimum=0.0, maximum=1.0)
+    hdbscan_points: int = param(20000, "hdbscan: cluster at most this many pixels, the others join their nearest clustered pixel (HDBSCAN's time grows faster than the pixel count)", unit="px", minimum=100, maximum=100_000_000)
     min_size: int = param(0, "smallest object kept; 0: a quarter of the median area of the labelled training objects", unit="px", minimum=0)
 
 
@@ -223,9 +236,32 @@ def spoco_terms(f_emb: torch.Tensor, g_emb: torch.Tensor, codes: np.ndarray, con
         ys, xs = np.nonzero(codes == code)
         i = int(rng.integers(len(ys)))
         anchors.append((int(code), int(ys[i]), int(xs[i])))
-    instance = single_object_loss(f_emb, codes_t, torch.tensor(anchors, dtype=torch.int64).reshape(-1, 3), config.delta_v)
-    consistency = consistency_loss(f_emb, g_emb, ~labelled, config.delta_v, rng, config.consistency_anchors)
+    instance = single_object_loss(f_emb, codes_t, torch.tensor(anchors, dtype=torch.int64).reshape(-1, 3),
+                                  config.delta_v, config.kernel_threshold)
+    consistency = consistency_loss(f_emb, g_emb, ~labelled, config.delta_v, rng, config.consistency_anchors,
+                                   config.kernel_threshold)
     return {"pull": pull, "push": push, "instance": instance, "unlabelled_push": upush, "consistency": consistency}
+
+
+def foreground_loss(logits: torch.Tensor, codes: np.ndarray) -> torch.Tensor:
+    """Balanced binary cross-entropy of the foreground head on the labelled pixels of one crop.
+
+    Objects are foreground, known background is background, unlabelled
+    pixels take no part; each class present weighs half, so that a crop
+    holding one small object still teaches the head about it.
+
+    Parameters
+    ----------
+    logits : Tensor, shape (Y, X)
+    codes : ndarray of int, shape (Y, X)
+        From :func:`encode_labels`.
+    """
+    terms = []
+    for part, target in ((codes > BACKGROUND, 1.0), (codes == BACKGROUND, 0.0)):
+        if part.any():
+            x = logits[torch.from_numpy(part).to(logits.device)]
+            terms.append(nn.functional.binary_cross_entropy_with_logits(x, torch.full_like(x, target)))
+    return torch.stack(terms).mean() if terms else logits.sum() * 0.0
 
 
 def combine_terms(terms: dict, config: Config) -> torch.Tensor:
@@ -240,6 +276,9 @@ def combine_terms(terms: dict, config: Config) -> torch.Tensor:
 class SpocoNet(nn.Module):
     """The embedding network ``f`` and its momentum copy ``g``; calls run ``f``.
 
+    ``f`` has ``embedding_dims + 1`` outputs: the embedding, then the logit of
+    the foreground head, trained only where background is known.
+
     ``g`` has no gradient; only :meth:`update_momentum`, called once per
     training step by the loss, changes it. Both are in the state dict, so a
     saved model keeps ``g`` for further training.
@@ -252,9 +291,13 @@ class SpocoNet(nn.Module):
         for p in self.g.parameters():
             p.requires_grad_(False)
         self.context, self.align = f.context, f.align
-        # Median pixel count of the labelled training objects (0: not known
-        # yet); a buffer, so it is saved with the weights.
+        # Facts about the training labels that post-processing needs, as
+        # buffers so that they are saved with the weights: the median pixel
+        # count of the labelled objects (0: not known yet), and 1 once the
+        # foreground head (f's last output channel) learned from known
+        # background.
         self.register_buffer("object_area", torch.zeros(()))
+        self.register_buffer("has_foreground", torch.zeros(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.f(x)
@@ -302,7 +345,7 @@ class SpocoModel(SegmentationModel):
     def build_network(cls, config: Config, in_channels: int) -> nn.Module:
         # Depth 2 of two 3x3 valid convolutions a level (41 px field of view),
         # enough for nuclei of about 30 px; g starts as a copy of f.
-        return SpocoNet(UNet(in_channels, config.embedding_dims, config.num_fmaps, config.fmap_inc_factor, depth=2,
+        return SpocoNet(UNet(in_channels, config.embedding_dims + 1, config.num_fmaps, config.fmap_inc_factor, depth=config.depth,
                              kernels=(3, 3)))
 
     @classmethod
@@ -323,6 +366,9 @@ class SpocoModel(SegmentationModel):
         coded = TrainingSet(ts.planes, codes, ts.in_channels, ts.normalization, ts.notices)
         area = float(np.median(np.concatenate([np.unique(c[c > BACKGROUND], return_counts=True)[1] for c in codes])))
         low, high = 1.0 / (1.0 + config.intensity_scale), 1.0 + config.intensity_scale
+        focus = [np.argwhere(c > BACKGROUND) for c in codes]
+        has_background = any((c == BACKGROUND).any() for c in codes)
+        dims = config.embedding_dims
 
         def view(images: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, list]:
             """One augmented view per crop and the geometric transform of each."""
@@ -338,21 +384,26 @@ class SpocoModel(SegmentationModel):
             # g follows f's weights as the last step left them: once per step, never at prediction.
             net.update_momentum(config.momentum)
             net.object_area.fill_(area)
+            net.has_foreground.fill_(float(has_background))
             size = _crop_side(config, net.f)
-            images, labels = random_crops(coded, size, config.batch_size, rng, with_labels=True)
+            h = size - 2 * net.f.context
+            images, labels = random_crops(coded, size, config.batch_size, rng, with_labels=True, focus=focus,
+                                          focus_fraction=config.object_crops, focus_radius=h // 4)
             view_f, geo_f = view(images, rng)
             view_g, geo_g = view(images, rng)
-            emb_f = net(view_f.to(device)).float()
+            out_f = net(view_f.to(device)).float()
             with torch.no_grad():
-                emb_g = net.g(view_g.to(device)).float()
-            h = emb_f.shape[-1]
+                emb_g = net.g(view_g.to(device))[:, :dims].float()
+            h = out_f.shape[-1]
             margin = (size - h) // 2
             labels = labels[:, margin : margin + h, margin : margin + h].numpy()
-            total = emb_f.sum() * 0.0
+            total = out_f.sum() * 0.0
             for i in range(len(images)):
-                ef = _dihedral(emb_f[i], *geo_f[i], inverse=True)
+                of = _dihedral(out_f[i], *geo_f[i], inverse=True)
                 eg = _dihedral(emb_g[i], *geo_g[i], inverse=True)
-                total = total + combine_terms(spoco_terms(ef, eg, labels[i], config, rng), config)
+                total = total + combine_terms(spoco_terms(of[:dims], eg, labels[i], config, rng), config)
+                if has_background:
+                    total = total + config.foreground_weight * foreground_loss(of[dims], labels[i])
             return total / len(images)
 
         return loss_fn
@@ -360,12 +411,15 @@ class SpocoModel(SegmentationModel):
     # -- network ------------------------------------------------------------------------
     def _embed(self, plane: np.ndarray, callbacks: Callbacks) -> np.ndarray:
         context = self.net.context
-        return tiled_apply(self.net.forward_same, np.ascontiguousarray(plane), self.config.embedding_dims,
+        return tiled_apply(self.net.forward_same, np.ascontiguousarray(plane), self.config.embedding_dims + 1,
                            tile=self.tile_size, overlap=2 * context + 8, margin=context, align=self.net.align,
                            device=self.device, callbacks=callbacks)
 
     def raw(self, plane: np.ndarray, n_samples: int, rng: np.random.Generator, callbacks: Callbacks) -> dict:
         """``"embeddings"`` ``(draws, D, Y, X)``: the plane as it is, then one test-time augmentation per sample.
+
+        A model whose foreground head learned from known background adds
+        ``"foreground"`` ``(draws, Y, X)``, the head's probability.
 
         Draw k >= 1 is dihedral transform ``k mod 8`` (quarter turns ``k mod
         4``, mirrored when ``(k // 4)`` is odd) with an intensity scale and
@@ -376,7 +430,7 @@ class SpocoModel(SegmentationModel):
         return self._stack_draws(self.raw_draws(plane, n_samples, rng, callbacks), n_draws)
 
     def raw_draws(self, plane: np.ndarray, n_samples: int, rng: np.random.Generator, callbacks: Callbacks):
-        """:meth:`raw` one draw at a time: ``"embeddings"`` ``(1, D, Y, X)``."""
+        """:meth:`raw` one draw at a time: ``"embeddings"`` ``(1, D, Y, X)`` (and ``"foreground"`` ``(1, Y, X)``)."""
         n_draws = 1 if n_samples == 1 else 1 + n_samples
         low, high = 1.0 / (1.0 + self.config.intensity_scale), 1.0 + self.config.intensity_scale
         for k in range(n_draws):
@@ -392,8 +446,11 @@ class SpocoModel(SegmentationModel):
                 shift = float(rng.uniform(-self.config.intensity_shift, self.config.intensity_shift))
                 seen = _dihedral(plane * np.float32(scale) + np.float32(shift), turns, flip)
                 emb = np.ascontiguousarray(_dihedral(self._embed(seen, sub), turns, flip, inverse=True))
-            yield {"embeddings": emb[None].astype(np.float32, copy=False)}
-            del emb
+            draw = {"embeddings": emb[None, : self.config.embedding_dims].astype(np.float32, copy=False)}
+            if self.has_foreground():
+                draw["foreground"] = (1.0 / (1.0 + np.exp(-emb[None, -1]))).astype(np.float32)
+            yield draw
+            del emb, draw
 
     # -- post-processing ----------------------------------------------------------------
     def min_size(self, settings: Settings) -> int:
@@ -408,34 +465,47 @@ class SpocoModel(SegmentationModel):
         area = self.object_area()
         return max(1, int(0.25 * area)) if area > 0 else 20
 
-    def object_area(self) -> float:
-        """Median pixel count of the labelled training objects; 0 when unknown.
+    @property
+    def raw_maps(self) -> tuple:
+        return ("embeddings", "foreground") if self.has_foreground() else ("embeddings",)
 
-        Saved with the weights; a model without weights (post-processing a
-        raw store) reads it from the ``normalization`` record that
-        :meth:`meta` adds it to, the training-data statistics a raw store
-        carries.
-        """
+    def object_area(self) -> float:
+        """Median pixel count of the labelled training objects; 0 when unknown."""
         if self.net is not None:
             return float(self.net.object_area)
-        return float(self.normalization.get("object_area", 0.0))
+        return float(self.learned_record.get("object_area", 0.0))
 
-    def meta(self) -> dict:
-        """As the base class, with the object area among the training-data statistics."""
-        out = super().meta()
-        out["normalization"] = dict(out["normalization"], object_area=self.object_area())
-        return out
+    def has_foreground(self) -> bool:
+        """Whether the foreground head learned from known background (dense or reviewed labels)."""
+        if self.net is not None:
+            return bool(self.net.has_foreground)
+        return bool(self.learned_record.get("has_foreground", False))
 
-    def partition(self, embeddings: np.ndarray, settings: Settings) -> np.ndarray:
-        """Labels ``(Y, X)`` int32 of one draw's ``(D, Y, X)`` embeddings."""
+    def learned(self) -> dict:
+        """The object area and whether there is a foreground head, for post-processing without weights."""
+        return {"object_area": self.object_area(), "has_foreground": self.has_foreground()}
+
+    def partition(self, embeddings: np.ndarray, settings: Settings, foreground: np.ndarray | None = None) -> np.ndarray:
+        """Labels ``(Y, X)`` int32 of one draw's ``(D, Y, X)`` embeddings and, if any, its foreground probability."""
+        everywhere = np.ones(embeddings.shape[1:], dtype=bool)
         if settings.partition == "meanshift":
-            labels = meanshift_instances(embeddings, np.ones(embeddings.shape[1:], dtype=bool),
-                                         settings.bandwidth or self.config.delta_v)
+            labels = meanshift_instances(embeddings, everywhere, settings.bandwidth or self.config.delta_v)
+        elif settings.partition == "hdbscan":
+            labels = hdbscan_instances(embeddings, everywhere, max(2, self.min_size(settings)),
+                                       max_points=settings.hdbscan_points)
         else:
             # SPOCO's kernel: affinity 0 from 2 delta_d, where the push stops.
             affinities = embedding_affinities(embeddings, DEFAULT_OFFSETS, self.config.delta_d, kernel="spoco")
             labels = mutex_watershed(affinities, DEFAULT_OFFSETS, bias=settings.bias)
-        if settings.background == "largest" and labels.max() > 0:
+        background = settings.background
+        if background == "auto":
+            background = "foreground" if foreground is not None else "largest"
+        if background == "foreground":
+            if foreground is None:
+                raise InputError("this model has no foreground head (its labels marked no background); "
+                                 "use background 'largest' or 'none'")
+            labels = np.where(foreground >= settings.foreground_threshold, labels, 0)
+        elif background == "largest" and labels.max() > 0:
             sizes = np.bincount(labels.ravel())
             sizes[0] = 0
             labels = np.where(labels == sizes.argmax(), 0, labels)
@@ -443,12 +513,13 @@ class SpocoModel(SegmentationModel):
 
     def instances(self, raw: dict, settings: Settings, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
         emb = raw["embeddings"]
-        segmentation = self.partition(emb[0], settings)
+        fg = raw.get("foreground")
+        segmentation = self.partition(emb[0], settings, None if fg is None else fg[0])
         if len(emb) == 1:
             return segmentation, segmentation[None]
         samples = np.empty((min(n_samples, len(emb) - 1),) + segmentation.shape, dtype=np.int32)
         for k in range(len(samples)):
-            samples[k] = self.partition(emb[1 + k], settings)
+            samples[k] = self.partition(emb[1 + k], settings, None if fg is None else fg[1 + k])
         return segmentation, samples
 
     def draws_independent(self, settings: Settings) -> bool:
