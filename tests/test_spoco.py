@@ -324,40 +324,54 @@ def test_cli_trains_in_reviewed_mode(tmp_path, data):
     assert meta["config"]["label_mode"] == "reviewed" and meta["config"]["background_id"] == 65535
 
 
-def test_foreground_head_learns_only_from_known_background(model, data):
+def test_foreground_head_knows_what_it_learned_from(model, data):
     image, labels, sparse = data
-    assert not model.has_foreground() and model.raw_maps == ("embeddings",)
-    assert "foreground" not in model.predict_raw(image, 1).planes[0]
+    assert model.foreground_kind() == spoco.FROM_UNLABELLED and model.raw_maps == ("embeddings", "foreground")
+    headless = probseg.train("spoco", image, sparse, config=dict(TINY, foreground_weight=0.0), steps=2, device="cpu")
+    assert not headless.has_foreground() and headless.raw_maps == ("embeddings",)
+    assert "foreground" not in headless.predict_raw(image, 1).planes[0]
     with pytest.raises(InputError, match="no foreground head"):
-        model.postprocess(model.predict_raw(image, 1), {"background": "foreground"})
+        headless.postprocess(headless.predict_raw(image, 1), {"background": "foreground"})
     dense = probseg.train("spoco", image, labels, config=dict(TINY, label_mode="dense", learning_rate=3e-3), steps=60,
                           device="cpu", seed=0)
-    assert dense.has_foreground() and dense.raw_maps == ("embeddings", "foreground")
+    assert dense.foreground_kind() == spoco.FROM_BACKGROUND
     raw = dense.predict_raw(image, 2)
     fg = raw.planes[0]["foreground"]
     assert fg.shape == (3,) + image.shape and 0.0 <= fg.min() and fg.max() <= 1.0
     # After sixty steps of a tiny network the head already leans the right way.
     assert fg[0][labels > 0].mean() > fg[0][labels == 0].mean() + 0.05
+    assert dense.foreground_cut(fg[0], dense.settings) == 0.5
     seg = dense.postprocess(raw, {"foreground_threshold": 0.99}).segmentation
     assert not seg[fg[0] < 0.99].any()
 
 
-def test_foreground_loss_is_balanced_and_ignores_unlabelled():
+def test_positive_unlabelled_foreground_is_cut_at_otsu(model):
+    scores = np.concatenate([np.full(50, 0.1), np.full(50, 0.4)]).astype(np.float32).reshape(10, 10)
+    cut = model.foreground_cut(scores, model.settings)
+    assert 0.05 <= cut < 0.2  # half of Otsu between the two levels
+    assert model.foreground_cut(scores, model.make_settings({"foreground_threshold": 0.3})) == 0.3
+
+
+def test_foreground_loss_is_balanced_and_weighs_unlabelled_as_asked():
     codes = np.zeros((4, 4), int)
     codes[0, 0] = spoco.BACKGROUND
     codes[1:, 1:] = 5  # one object, nine pixels; the rest unlabelled
     logits = torch.zeros(4, 4)
     assert float(spoco.foreground_loss(logits, codes)) == pytest.approx(np.log(2.0))
     logits[0, 0], logits[1:, 1:] = -20.0, 20.0
-    logits[0, 1:] = 20.0  # unlabelled pixels: any value
+    logits[0, 1:] = 20.0  # unlabelled pixels: any value unless they are weighed
     assert float(spoco.foreground_loss(logits, codes)) < 1e-6
+    # Weighed as background at 0.5: three unlabelled logits of 20 and three of 0, against weights 1 + 1 + 0.5.
+    unlabelled = (3 * 20.0 + 3 * np.log(2.0)) / 6
+    assert float(spoco.foreground_loss(logits, codes, 0.5)) == pytest.approx(0.5 * unlabelled / 2.5, rel=1e-3)
 
 
 def test_learned_facts_reach_a_raw_store(model, data, tmp_path):
     image, _, _ = data
     raw = model.predict_raw(image, 1)
     weightless = spoco.SpocoModel.for_postprocessing(model.meta())
-    assert weightless.learned() == model.learned() == {"object_area": model.object_area(), "has_foreground": False}
+    assert weightless.learned() == model.learned() == {"object_area": model.object_area(),
+                                                          "foreground_kind": spoco.FROM_UNLABELLED}
     np.testing.assert_array_equal(weightless.postprocess(raw).segmentation, model.postprocess(raw).segmentation)
 
 
@@ -378,3 +392,17 @@ def test_hdbscan_is_a_partition_setting(model, data):
     image, _, _ = data
     seg = model.postprocess(model.predict_raw(image, 1), {"partition": "hdbscan"}).segmentation
     assert seg.shape == image.shape and seg.dtype == np.int32
+
+
+def test_positive_unlabelled_head_keeps_whole_segments_by_their_mean_score(model):
+    labels = np.zeros((8, 8), np.int32)
+    labels[:4, :4], labels[:4, 4:], labels[4:, :] = 1, 2, 3
+    scores = np.full((8, 8), 0.05, np.float32)  # segment 3: background
+    scores[:4, :4] = 0.8
+    scores[:4, :2] = 0.1  # half of object 1 scores low: its mean (0.45) still keeps all of it
+    scores[:4, 4:] = 0.03  # background
+    kept = model.keep_foreground(labels, scores, model.settings)
+    np.testing.assert_array_equal(kept, np.where(labels == 1, 1, 0))
+    # A threshold the user sets applies pixel by pixel.
+    np.testing.assert_array_equal(model.keep_foreground(labels, scores, model.make_settings({"foreground_threshold": 0.5})),
+                                  np.where(scores >= 0.5, labels, 0))

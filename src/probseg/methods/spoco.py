@@ -55,6 +55,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from skimage.filters import threshold_otsu
 from torch import nn
 
 from probseg.callbacks import Callbacks
@@ -85,6 +86,11 @@ LABEL_MODES = ("sparse", "dense", "reviewed")
 # Codes of the encoded training labels: 0 unlabelled (also the zero padding
 # random_crops adds), 1 known background, id + 1 for object id.
 UNLABELLED, BACKGROUND = 0, 1
+# What the foreground head learned from: objects against known background
+# (its probability means what it says), or, with no background labelled,
+# objects against the unlabelled pixels (positive-unlabelled: a score that
+# ranks object-like pixels first, thresholded per image).
+FROM_UNLABELLED, FROM_BACKGROUND = 1, 2
 
 
 @dataclass
@@ -114,12 +120,14 @@ class Config(TrainingConfig):
     embedding_dims: int = param(16, "dimensions of the per-pixel embedding", minimum=2, maximum=64, advanced=True)
     delta_v: float = param(0.5, "pull margin: an object's pixels within this embedding distance of its mean are not pulled; the soft mask is 0.5 there", minimum=0.01, maximum=100.0, advanced=True)
     delta_d: float = param(2.0, "push margin: object means 2 delta_d apart are not pushed; unlabelled pixels are pushed delta_d from object means", minimum=0.01, maximum=100.0, advanced=True)
+    spatial: float = param(0.0, "embedding units per pixel added to the first two embedding dimensions (spatial embeddings: the network learns offsets towards object centres); 0: the paper's non-spatial embeddings", minimum=0.0, maximum=10.0, advanced=True)
     kernel_threshold: float = param(0.9, "t of the soft masks: their value at embedding distance delta_v (the paper's 0.9; higher gives crisper objects from few labels)", minimum=0.01, maximum=0.99, advanced=True)
     momentum: float = param(0.999, "m of the momentum network g: theta_g <- m theta_g + (1 - m) theta_f each step", minimum=0.0, maximum=1.0, advanced=True)
     instance_weight: float = param(1.0, "weight of the single-object Dice term", minimum=0.0, maximum=100.0, advanced=True)
     unlabelled_push_weight: float = param(1.0, "weight of the push of objects away from unlabelled pixels", minimum=0.0, maximum=100.0, advanced=True)
     consistency_weight: float = param(1.0, "weight of the f/g embedding consistency on the unlabelled region", minimum=0.0, maximum=100.0, advanced=True)
-    foreground_weight: float = param(1.0, "weight of the foreground head's cross-entropy; trained only when the labels mark background (dense or reviewed mode)", minimum=0.0, maximum=100.0, advanced=True)
+    foreground_weight: float = param(1.0, "weight of the foreground head's cross-entropy (0: no head)", minimum=0.0, maximum=100.0, advanced=True)
+    unlabelled_foreground_weight: float = param(0.5, "labels without background: weight of the unlabelled pixels as background for the foreground head, relative to the objects (positive-unlabelled learning)", minimum=0.0, maximum=10.0, advanced=True)
     consistency_anchors: int = param(8, "most anchors per crop covering the unlabelled region in the consistency term", minimum=1, maximum=256, advanced=True)
     intensity_scale: float = param(0.2, "augmentation: intensities multiplied by a factor between 1/(1+s) and 1+s (training views and test-time draws)", minimum=0.0, maximum=4.0, advanced=True)
     intensity_shift: float = param(0.1, "augmentation: a shift between -s and s added to the normalised intensities", minimum=0.0, maximum=4.0, advanced=True)
@@ -137,7 +145,7 @@ class Settings:
     bias: float = param(0.5, "mutex: affinity below which two pixels repel; higher splits more", minimum=0.0, maximum=1.0)
     bandwidth: float = param(0.0, "meanshift: kernel radius in embedding units; 0: delta_v", unit="embedding units", minimum=0.0, maximum=100.0)
     background: str = param("auto", "auto: the foreground head where the model learned one (background was labelled), else the largest segment; foreground: the head's probability; largest: the largest segment is the background (one cluster of embeddings); none: keep every segment", choices=("auto", "foreground", "largest", "none"))
-    foreground_threshold: float = param(0.5, "with a foreground head: pixels whose foreground probability is below this are background", minimum=0.0, maximum=1.0)
+    foreground_threshold: float = param(0.0, "with a foreground head: pixels scoring below this are background; 0: automatic (0.5 when background was labelled; else segments whose mean score is below half Otsu's threshold of the image's scores)", minimum=0.0, maximum=1.0)
     hdbscan_points: int = param(20000, "hdbscan: cluster at most this many pixels, the others join their nearest clustered pixel (HDBSCAN's time grows faster than the pixel count)", unit="px", minimum=100, maximum=100_000_000)
     min_size: int = param(0, "smallest object kept; 0: a quarter of the median area of the labelled training objects", unit="px", minimum=0)
 
@@ -243,25 +251,35 @@ def spoco_terms(f_emb: torch.Tensor, g_emb: torch.Tensor, codes: np.ndarray, con
     return {"pull": pull, "push": push, "instance": instance, "unlabelled_push": upush, "consistency": consistency}
 
 
-def foreground_loss(logits: torch.Tensor, codes: np.ndarray) -> torch.Tensor:
-    """Balanced binary cross-entropy of the foreground head on the labelled pixels of one crop.
+def foreground_loss(logits: torch.Tensor, codes: np.ndarray, unlabelled_weight: float = 0.0) -> torch.Tensor:
+    """Balanced binary cross-entropy of the foreground head on one crop.
 
-    Objects are foreground, known background is background, unlabelled
-    pixels take no part; each class present weighs half, so that a crop
-    holding one small object still teaches the head about it.
+    Objects are foreground and known background is background, each class
+    present weighing the same, so that a crop holding one small object
+    still teaches the head about it. With ``unlabelled_weight`` > 0 the
+    unlabelled pixels count as background too, at that weight relative to
+    a class: positive-unlabelled learning, for labels without background,
+    where the head can only learn to rank object-like pixels above the rest
+    (an unlabelled object looks like a labelled one, so its score stays
+    between the two).
 
     Parameters
     ----------
     logits : Tensor, shape (Y, X)
     codes : ndarray of int, shape (Y, X)
         From :func:`encode_labels`.
+    unlabelled_weight : float
     """
-    terms = []
-    for part, target in ((codes > BACKGROUND, 1.0), (codes == BACKGROUND, 0.0)):
-        if part.any():
+    terms, weights = [], []
+    for part, target, weight in ((codes > BACKGROUND, 1.0, 1.0), (codes == BACKGROUND, 0.0, 1.0),
+                                 (codes == UNLABELLED, 0.0, unlabelled_weight)):
+        if weight > 0 and part.any():
             x = logits[torch.from_numpy(part).to(logits.device)]
             terms.append(nn.functional.binary_cross_entropy_with_logits(x, torch.full_like(x, target)))
-    return torch.stack(terms).mean() if terms else logits.sum() * 0.0
+            weights.append(weight)
+    if not terms:
+        return logits.sum() * 0.0
+    return (torch.stack(terms) * torch.tensor(weights, device=logits.device)).sum() / sum(weights)
 
 
 def combine_terms(terms: dict, config: Config) -> torch.Tensor:
@@ -293,11 +311,11 @@ class SpocoNet(nn.Module):
         self.context, self.align = f.context, f.align
         # Facts about the training labels that post-processing needs, as
         # buffers so that they are saved with the weights: the median pixel
-        # count of the labelled objects (0: not known yet), and 1 once the
-        # foreground head (f's last output channel) learned from known
-        # background.
+        # count of the labelled objects (0: not known yet), and what the
+        # foreground head (f's last output channel) learned from: 0 nothing,
+        # FROM_UNLABELLED or FROM_BACKGROUND.
         self.register_buffer("object_area", torch.zeros(()))
-        self.register_buffer("has_foreground", torch.zeros(()))
+        self.register_buffer("foreground_kind", torch.zeros(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.f(x)
@@ -317,15 +335,49 @@ class SpocoNet(nn.Module):
                 pg.copy_(pf)
 
 
-def _dihedral(x, k: int, flip: bool, inverse: bool = False):
-    """Turn ``x`` (tensor or array, last two axes spatial) by ``k`` quarter turns then mirror it, or undo that."""
+def _dihedral(x, k: int, flip: bool, inverse: bool = False, vectors: bool = False):
+    """Turn ``x`` (tensor or array, last two axes spatial) by ``k`` quarter turns then mirror it, or undo that.
+
+    With ``vectors``, channels 0 and 1 of ``x`` (shape (C, Y, X)) are a
+    field of (y, x) displacements, which turn and mirror with the image.
+    """
     is_tensor = isinstance(x, torch.Tensor)
     rot = (lambda a, n: torch.rot90(a, n, dims=(-2, -1))) if is_tensor else (lambda a, n: np.rot90(a, n, axes=(-2, -1)))
     mirror = (lambda a: torch.flip(a, dims=(-1,))) if is_tensor else (lambda a: a[..., ::-1])
     if inverse:
-        return rot(mirror(x) if flip else x, -k)
-    x = rot(x, k)
-    return mirror(x) if flip else x
+        x = rot(mirror(x) if flip else x, -k)
+    else:
+        x = rot(x, k)
+        x = mirror(x) if flip else x
+    if not vectors:
+        return x
+    vy, vx = x[0], x[1]
+    # A quarter turn maps a displacement (dy, dx) to (-dx, dy); a mirror negates dx.
+    if inverse:
+        vx = -vx if flip else vx
+        for _ in range(k % 4):
+            vy, vx = vx, -vy
+    else:
+        for _ in range(k % 4):
+            vy, vx = -vx, vy
+        vx = -vx if flip else vx
+    stack = torch.stack if is_tensor else np.stack
+    return (torch.cat if is_tensor else np.concatenate)([stack([vy, vx]), x[2:]])
+
+
+def add_coordinates(embeddings, scale: float, origin=(0, 0)):
+    """Embeddings with ``scale`` times each pixel's (y, x) added to dimensions 0 and 1 (tensor or array, (D, Y, X))."""
+    if not scale:
+        return embeddings
+    h, w = embeddings.shape[-2:]
+    if isinstance(embeddings, torch.Tensor):
+        ys = torch.arange(h, dtype=embeddings.dtype, device=embeddings.device)[:, None] + origin[0]
+        xs = torch.arange(w, dtype=embeddings.dtype, device=embeddings.device)[None, :] + origin[1]
+        return torch.cat([(embeddings[0] + scale * ys)[None], (embeddings[1] + scale * xs)[None], embeddings[2:]])
+    out = np.array(embeddings, dtype=np.float32, copy=True)
+    out[0] += np.float32(scale) * (np.arange(h, dtype=np.float32)[:, None] + origin[0])
+    out[1] += np.float32(scale) * (np.arange(w, dtype=np.float32)[None, :] + origin[1])
+    return out
 
 
 def _crop_side(config: Config, net: UNet) -> int:
@@ -368,6 +420,8 @@ class SpocoModel(SegmentationModel):
         low, high = 1.0 / (1.0 + config.intensity_scale), 1.0 + config.intensity_scale
         focus = [np.argwhere(c > BACKGROUND) for c in codes]
         has_background = any((c == BACKGROUND).any() for c in codes)
+        kind = FROM_BACKGROUND if has_background else FROM_UNLABELLED
+        unlabelled_weight = 0.0 if has_background else config.unlabelled_foreground_weight
         dims = config.embedding_dims
 
         def view(images: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, list]:
@@ -384,7 +438,7 @@ class SpocoModel(SegmentationModel):
             # g follows f's weights as the last step left them: once per step, never at prediction.
             net.update_momentum(config.momentum)
             net.object_area.fill_(area)
-            net.has_foreground.fill_(float(has_background))
+            net.foreground_kind.fill_(float(kind if config.foreground_weight > 0 else 0))
             size = _crop_side(config, net.f)
             h = size - 2 * net.f.context
             images, labels = random_crops(coded, size, config.batch_size, rng, with_labels=True, focus=focus,
@@ -398,12 +452,14 @@ class SpocoModel(SegmentationModel):
             margin = (size - h) // 2
             labels = labels[:, margin : margin + h, margin : margin + h].numpy()
             total = out_f.sum() * 0.0
+            spatial = config.spatial > 0
             for i in range(len(images)):
-                of = _dihedral(out_f[i], *geo_f[i], inverse=True)
-                eg = _dihedral(emb_g[i], *geo_g[i], inverse=True)
-                total = total + combine_terms(spoco_terms(of[:dims], eg, labels[i], config, rng), config)
-                if has_background:
-                    total = total + config.foreground_weight * foreground_loss(of[dims], labels[i])
+                of = _dihedral(out_f[i], *geo_f[i], inverse=True, vectors=spatial)
+                eg = add_coordinates(_dihedral(emb_g[i], *geo_g[i], inverse=True, vectors=spatial), config.spatial)
+                ef = add_coordinates(of[:dims], config.spatial)
+                total = total + combine_terms(spoco_terms(ef, eg, labels[i], config, rng), config)
+                if config.foreground_weight > 0:
+                    total = total + config.foreground_weight * foreground_loss(of[dims], labels[i], unlabelled_weight)
             return total / len(images)
 
         return loss_fn
@@ -438,6 +494,7 @@ class SpocoModel(SegmentationModel):
                 on_progress=lambda done, total, _l, k=k: callbacks.progress(k * total + done, n_draws * total),
                 should_stop=callbacks.should_stop, on_message=callbacks.on_message,
             )
+            spatial = self.config.spatial > 0
             if k == 0:
                 emb = self._embed(plane, sub)
             else:
@@ -445,8 +502,9 @@ class SpocoModel(SegmentationModel):
                 scale = float(rng.uniform(low, high))
                 shift = float(rng.uniform(-self.config.intensity_shift, self.config.intensity_shift))
                 seen = _dihedral(plane * np.float32(scale) + np.float32(shift), turns, flip)
-                emb = np.ascontiguousarray(_dihedral(self._embed(seen, sub), turns, flip, inverse=True))
-            draw = {"embeddings": emb[None, : self.config.embedding_dims].astype(np.float32, copy=False)}
+                emb = np.ascontiguousarray(_dihedral(self._embed(seen, sub), turns, flip, inverse=True, vectors=spatial))
+            dims = self.config.embedding_dims
+            draw = {"embeddings": add_coordinates(emb[:dims], self.config.spatial)[None].astype(np.float32, copy=False)}
             if self.has_foreground():
                 draw["foreground"] = (1.0 / (1.0 + np.exp(-emb[None, -1]))).astype(np.float32)
             yield draw
@@ -469,6 +527,12 @@ class SpocoModel(SegmentationModel):
     def raw_maps(self) -> tuple:
         return ("embeddings", "foreground") if self.has_foreground() else ("embeddings",)
 
+    def foreground_kind(self) -> int:
+        """0: no foreground head; FROM_UNLABELLED or FROM_BACKGROUND: what it learned from."""
+        if self.net is not None:
+            return int(self.net.foreground_kind)
+        return int(self.learned_record.get("foreground_kind", 0))
+
     def object_area(self) -> float:
         """Median pixel count of the labelled training objects; 0 when unknown."""
         if self.net is not None:
@@ -476,14 +540,49 @@ class SpocoModel(SegmentationModel):
         return float(self.learned_record.get("object_area", 0.0))
 
     def has_foreground(self) -> bool:
-        """Whether the foreground head learned from known background (dense or reviewed labels)."""
-        if self.net is not None:
-            return bool(self.net.has_foreground)
-        return bool(self.learned_record.get("has_foreground", False))
+        """Whether the model has a trained foreground head."""
+        return self.foreground_kind() > 0
 
     def learned(self) -> dict:
         """The object area and whether there is a foreground head, for post-processing without weights."""
-        return {"object_area": self.object_area(), "has_foreground": self.has_foreground()}
+        return {"object_area": self.object_area(), "foreground_kind": self.foreground_kind()}
+
+    def foreground_cut(self, foreground: np.ndarray, settings: Settings) -> float:
+        """The foreground score from which a pixel (known background) or a segment (otherwise) is foreground.
+
+        The setting, or by default 0.5 for a head that learned from known
+        background, whose probability means what it says, and half Otsu's
+        threshold of this image's scores for one that learned from objects
+        against unlabelled pixels: its scores rank pixels, but their scale
+        depends on the fraction of the objects labelled, and unlabelled
+        objects score between background and labelled ones. (On the nuclei
+        sample with a quarter of the objects, segments cut at 0.1 to 0.2
+        all scored alike; Otsu's threshold was 0.37 to 0.38, and cutting
+        there lost dim nuclei.)
+        """
+        if settings.foreground_threshold > 0:
+            return settings.foreground_threshold
+        if self.foreground_kind() == FROM_BACKGROUND or np.ptp(foreground) < 1e-3:
+            return 0.5
+        return 0.5 * float(threshold_otsu(foreground))
+
+    def keep_foreground(self, labels: np.ndarray, foreground: np.ndarray, settings: Settings) -> np.ndarray:
+        """``labels`` with background set to 0, by the foreground head's scores.
+
+        A head that learned from known background decides pixel by pixel.
+        A positive-unlabelled head decides segment by segment, on each
+        segment's mean score: single pixels of such a head are noisy, but
+        an object segment averages them, and its outline then comes from
+        the embedding rather than from the score.
+        """
+        cut = self.foreground_cut(foreground, settings)
+        if self.foreground_kind() == FROM_BACKGROUND or settings.foreground_threshold > 0:
+            return np.where(foreground >= cut, labels, 0)
+        counts = np.bincount(labels.ravel())
+        sums = np.bincount(labels.ravel(), weights=foreground.ravel(), minlength=len(counts))
+        keep = sums >= cut * np.maximum(counts, 1)
+        keep[0] = False
+        return np.where(keep[labels], labels, 0)
 
     def partition(self, embeddings: np.ndarray, settings: Settings, foreground: np.ndarray | None = None) -> np.ndarray:
         """Labels ``(Y, X)`` int32 of one draw's ``(D, Y, X)`` embeddings and, if any, its foreground probability."""
@@ -504,7 +603,7 @@ class SpocoModel(SegmentationModel):
             if foreground is None:
                 raise InputError("this model has no foreground head (its labels marked no background); "
                                  "use background 'largest' or 'none'")
-            labels = np.where(foreground >= settings.foreground_threshold, labels, 0)
+            labels = self.keep_foreground(labels, foreground, settings)
         elif background == "largest" and labels.max() > 0:
             sizes = np.bincount(labels.ravel())
             sizes[0] = 0
