@@ -41,7 +41,7 @@ def test_registered_with_one_line():
 
 def test_paper_defaults():
     cfg = spoco.Config()
-    assert (cfg.delta_v, cfg.delta_d, cfg.embedding_dims, cfg.momentum, cfg.weight_decay) == (0.5, 2.0, 16, 0.999, 1e-5)
+    assert (cfg.delta_v, cfg.delta_d, cfg.embedding_dims, cfg.kernel_threshold, cfg.weight_decay) == (0.5, 2.0, 16, 0.9, 1e-5)
     assert cfg.label_mode == "sparse" and spoco.Settings().partition == "mutex"
 
 
@@ -206,7 +206,7 @@ def test_test_time_augmentation_is_undone():
     """A network that outputs its input's coordinates in the image frame gives the same map for every draw."""
     model = probseg.train("spoco", *touching_blobs(shape=(48, 48), object_size=12, seed=1), config=TINY, steps=1,
                           device="cpu", seed=0)
-    model.config = spoco.Config(**{**TINY, "intensity_scale": 0.0, "intensity_shift": 0.0})
+    model.config = spoco.Config(**{**TINY, "intensity_scale": 0.0, "intensity_shift": 0.0, "spatial": 0.0})
     plane = np.random.default_rng(0).random((1, 40, 56)).astype(np.float32)
 
     def echo(x):  # embeddings = the (transformed) input, repeated
@@ -216,6 +216,24 @@ def test_test_time_augmentation_is_undone():
     raw = model.raw(plane, 8, np.random.default_rng(0), probseg.callbacks.ensure(None))
     for k in range(9):
         np.testing.assert_allclose(raw["embeddings"][k], raw["embeddings"][0], atol=1e-6)
+
+
+@pytest.mark.parametrize("k", range(4))
+@pytest.mark.parametrize("flip", [False, True])
+def test_displacement_channels_turn_with_the_image(k, flip):
+    """Displacements towards one point, seen in a turned image and turned back, point at the point again."""
+    h = w = 7
+    point = (2, 5)
+    ys, xs = np.mgrid[:h, :w].astype(np.float32)
+    field = np.stack([point[0] - ys, point[1] - xs, ys * 0])
+    image = np.zeros((h, w))
+    image[point] = 1
+    seen_y, seen_x = np.argwhere(spoco._dihedral(image, k, flip) == 1)[0]
+    seen = np.stack([seen_y - ys, seen_x - xs, ys * 0])
+    np.testing.assert_allclose(spoco._dihedral(seen, k, flip, inverse=True, vectors=True), field)
+    np.testing.assert_allclose(spoco._dihedral(torch.from_numpy(field), k, flip, vectors=True).numpy(), seen)
+    centre = spoco.add_coordinates(field, 1.0)
+    assert (centre[0] == point[0]).all() and (centre[1] == point[1]).all()
 
 
 def test_loss_decreases_over_training(data):
@@ -406,3 +424,38 @@ def test_positive_unlabelled_head_keeps_whole_segments_by_their_mean_score(model
     # A threshold the user sets applies pixel by pixel.
     np.testing.assert_array_equal(model.keep_foreground(labels, scores, model.make_settings({"foreground_threshold": 0.5})),
                                   np.where(scores >= 0.5, labels, 0))
+
+
+def test_cli_trains_from_the_proofreading_export_with_its_reviewed_mask(tmp_path, data):
+    image, _, sparse = data
+    mask = np.zeros(sparse.shape, np.uint8)
+    mask[:32] = 1
+    tifffile.imwrite(tmp_path / "image.tif", image)
+    tifffile.imwrite(tmp_path / "sparse.tif", np.where(mask > 0, sparse, 0).astype(np.int32))
+    tifffile.imwrite(tmp_path / "sparse_reviewed.tif", mask)
+    args = ["train", "spoco", str(tmp_path / "image.tif"), "--labels", str(tmp_path / "sparse.tif"), "--reviewed",
+            str(tmp_path / "sparse_reviewed.tif"), "--out", str(tmp_path / "m"), "--device", "cpu", "--steps", "2",
+            "--crop-size", "48", "--num-fmaps", "4"]
+    assert cli.main(args) == 0
+    model = probseg.load_model(tmp_path / "m", device="cpu")
+    assert model.config.label_mode == "reviewed" and model.foreground_kind() == spoco.FROM_BACKGROUND
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--label-mode", "dense"], "--label-mode dense would ignore"),
+    (["--reviewed", "a.tif", "b.tif"], "one mask per labels file"),
+])
+def test_cli_reviewed_mask_mistakes_are_one_line(tmp_path, capsys, data, extra, words):
+    image, _, sparse = data
+    tifffile.imwrite(tmp_path / "image.tif", image)
+    tifffile.imwrite(tmp_path / "sparse.tif", sparse.astype(np.int32))
+    tifffile.imwrite(tmp_path / "a.tif", np.ones(sparse.shape, np.uint8))
+    tifffile.imwrite(tmp_path / "b.tif", np.ones(sparse.shape, np.uint8))
+    if "--reviewed" not in extra:
+        extra = extra + ["--reviewed", "a.tif"]
+    extra = [str(tmp_path / e) if e.endswith(".tif") else e for e in extra]
+    code = cli.main(["train", "spoco", str(tmp_path / "image.tif"), "--labels", str(tmp_path / "sparse.tif"),
+                     "--out", str(tmp_path / "m"), "--device", "cpu", "--steps", "1", *extra])
+    assert code != 0
+    assert words in assert_one_line_error(capsys.readouterr().err)
+    assert not (tmp_path / "m").exists()

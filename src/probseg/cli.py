@@ -22,6 +22,7 @@ unexpected error.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import json
 import os
@@ -249,6 +250,9 @@ def _train_common() -> argparse.ArgumentParser:
     common.add_argument("--out", required=True, metavar="DIR", help="model folder to write (created if missing)")
     common.add_argument("--overwrite", action="store_true", help="replace the model in --out if there is one")
     common.add_argument("--labels", nargs="+", metavar="LABELS", help="instance labels, one per image, for methods that use them")
+    common.add_argument("--reviewed", nargs="+", metavar="MASK",
+                        help="spoco: the reviewed masks the proofreading export writes beside the labels (*_reviewed), one per "
+                             "labels file; 0 labels inside a mask are known background (sets --label-mode reviewed)")
     common.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE_HELP)
     common.add_argument("--seed", type=_bounded(bounds.SEED), default=0, metavar="S", help=f"random seed, {bounds.SEED.describe()}; same seed and device give the same model (default: 0)")
     common.add_argument(
@@ -500,6 +504,7 @@ def _check_model_folder(args) -> Path:
         raise InputError(f"--out {folder} is a file; give a folder for the model")
     inputs = {f"IMAGE {i + 1}": p for i, p in enumerate(args.images)}
     inputs.update({f"LABELS {i + 1}": p for i, p in enumerate(args.labels or [])})
+    inputs.update({f"MASK {i + 1}": p for i, p in enumerate(getattr(args, "reviewed", None) or [])})
     # The folder itself may exist (and may even hold the images); the files a
     # model consists of must not be inputs.
     check_outputs(inputs, {"--out": folder}, overwrite=True)
@@ -530,6 +535,13 @@ def _cmd_train(args) -> int:
 
     info = methods.get(args.method)
     values = _field_values(args, info.config_class, "cfg_")
+    if args.reviewed:
+        if "label_mode" not in {f.name for f in dataclasses.fields(info.config_class)}:
+            raise InputError(f"--reviewed is for methods with a reviewed label mode (spoco), not {args.method}")
+        if values.get("label_mode", "reviewed") != "reviewed":
+            raise InputError(f"--reviewed marks known background, which --label-mode {values['label_mode']} would ignore; "
+                             "drop --label-mode or use reviewed")
+        values["label_mode"] = "reviewed"
     # Validate settings before reading images, so a typo fails in a second.
     config = api.make_config(info.name, values)
     if args.checkpoint_every < 0:
@@ -539,6 +551,12 @@ def _cmd_train(args) -> int:
     labels = [read_image(p) for p in args.labels] if args.labels else None
     if labels is not None and len(labels) != len(images):
         raise InputError(f"{len(images)} image(s) but {len(labels)} label image(s); give one labels file per image")
+    if args.reviewed:
+        from probseg.methods.spoco import reviewed_labels
+
+        if labels is None or len(args.reviewed) != len(labels):
+            raise InputError(f"--reviewed needs one mask per labels file: {len(labels or [])} labels, {len(args.reviewed)} mask(s)")
+        labels = [reviewed_labels(lab, read_image(m), config.background_id) for lab, m in zip(labels, args.reviewed)]
     resolve_device(args.device)  # an unusable --device fails before any folder is made
     reporter = _Reporter("training", "step")
     created = not folder.exists()
