@@ -459,3 +459,14 @@ def test_cli_reviewed_mask_mistakes_are_one_line(tmp_path, capsys, data, extra, 
     assert code != 0
     assert words in assert_one_line_error(capsys.readouterr().err)
     assert not (tmp_path / "m").exists()
+
+
+def test_a_few_objects_get_a_notice_and_enough_do_not(data):
+    image, labels, sparse = data
+    told = []
+    cb = probseg.callbacks.Callbacks(on_message=told.append)
+    probseg.train("spoco", image, sparse, config=TINY, steps=1, device="cpu", callbacks=cb)
+    assert any("learns from 3 labelled object(s)" in m for m in told)
+    told.clear()
+    probseg.train("spoco", image, labels, config=TINY, steps=1, device="cpu", callbacks=cb)
+    assert not any("labelled object(s)" in m for m in told)

@@ -139,6 +139,8 @@ def train(
     dev = resolve_device(device)
     # Before the device and training messages, so that bad labels are the one line the user sees.
     loss_fn = info.model_class.training_loss(cfg, ts, dev)
+    for notice in getattr(loss_fn, "notices", ()):
+        cb.message(notice)
     warning = gpu_warning()
     if warning:
         cb.message(warning)
