@@ -43,6 +43,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 import _sparse  # noqa: E402
+from probseg.proofreading.retrain import covered  # noqa: E402
 
 # The retraining strategies first: they take far longer, so they should start first.
 STRATEGIES = ("guided", "random", "no-retraining")
@@ -62,21 +63,6 @@ def append_log(path: str | None, row: dict) -> None:
     if path:
         with open(path, "a") as fh:
             fh.write(json.dumps(row) + "\n")
-
-
-def covered(rect, rects) -> bool:
-    """Whether a rectangle ``rect`` ``(y0, x0, y1, x1)`` overlaps one of ``rects`` by more than half its area.
-
-    The rule of :func:`probseg.proofreading.retrain.reranked_queue` for an
-    already reviewed patch.
-    """
-    y0, x0, y1, x1 = rect
-    area = (y1 - y0) * (x1 - x0)
-    for ry0, rx0, ry1, rx1 in rects:
-        overlap = max(0, min(y1, ry1) - max(y0, ry0)) * max(0, min(x1, rx1) - max(x0, rx0))
-        if 2 * overlap > area:
-            return True
-    return False
 
 
 def random_patches(shape, patch: int, k: int, reviewed_rects, rng: np.random.Generator) -> list[tuple]:

@@ -25,7 +25,9 @@ A method is one module that defines a model class deriving from
     or more axes has the draws first, draw 0 being the segmentation's. Nothing is
     mandatory, but ``"embeddings"``, when present, is shown as a layer. One
     sample should cost one network pass where the method allows it.
-    ``raw_maps`` names the maps, so callers know them before the network runs.
+    ``raw_maps`` names the maps, so callers know them before the network runs
+    (a property where they depend on what the model learned, as SPOCO's
+    foreground head).
 ``instances(raw, settings, n_samples)``
     Post-processing, no network: the raw maps of one plane become the
     segmentation ``(Y, X)`` and ``n_samples`` samples ``(n, Y, X)``.

@@ -403,7 +403,6 @@ class SpocoModel(SegmentationModel):
     method = "spoco"
     config_class = Config
     settings_class = Settings
-    raw_maps = ("embeddings",)
 
     @classmethod
     def build_network(cls, config: Config, in_channels: int) -> nn.Module:
@@ -543,6 +542,7 @@ class SpocoModel(SegmentationModel):
 
     @property
     def raw_maps(self) -> tuple:
+        """``"embeddings"``, and ``"foreground"`` for a model with a foreground head (known once trained)."""
         return ("embeddings", "foreground") if self.has_foreground() else ("embeddings",)
 
     def foreground_kind(self) -> int:

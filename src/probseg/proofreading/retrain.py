@@ -30,7 +30,7 @@ from probseg.partition.components import split_and_filter
 from probseg.proofreading.edits import check_rect
 from probseg.proofreading.queue import QueueEntry, proofreading_queue
 
-__all__ = ["RetrainResult", "review_labels", "merge_retrained", "reranked_queue", "retrain_from_review",
+__all__ = ["RetrainResult", "review_labels", "merge_retrained", "covered", "reranked_queue", "retrain_from_review",
            "FINE_TUNE_STEPS"]
 
 #: Training steps when fine-tuning and the caller names none: the model already
@@ -180,6 +180,20 @@ def merge_retrained(current, predicted, reviewed_mask, min_size: int) -> np.ndar
     return out
 
 
+def covered(rect, rects) -> bool:
+    """Whether ``rect`` ``(y0, x0, y1, x1)`` overlaps one of ``rects`` by more than half its own area.
+
+    A patch so covered by reviewed patches counts as reviewed already.
+    """
+    y0, x0, y1, x1 = rect
+    area = (y1 - y0) * (x1 - x0)
+    for ry0, rx0, ry1, rx1 in rects:
+        overlap = max(0, min(y1, ry1) - max(y0, ry0)) * max(0, min(x1, rx1) - max(x0, rx0))
+        if 2 * overlap > area:
+            return True
+    return False
+
+
 def reranked_queue(uncertainty, labels, reviewed_patches=(), patch: int = 64) -> list[QueueEntry]:
     """The proofreading queue of a new uncertainty that still lists the reviewed patches.
 
@@ -217,16 +231,7 @@ def reranked_queue(uncertainty, labels, reviewed_patches=(), patch: int = 64) ->
         except InputError:
             continue  # another kind of patch id, or a patch of another image size: not a place in this queue
 
-    def covered(rect) -> bool:
-        y0, x0, y1, x1 = rect
-        area = (y1 - y0) * (x1 - x0)
-        for ry0, rx0, ry1, rx1 in rects:
-            overlap = max(0, min(y1, ry1) - max(y0, ry0)) * max(0, min(x1, rx1) - max(x0, rx0))
-            if 2 * overlap > area:
-                return True
-        return False
-
-    queue = [e for e in entries if e.rect in rects or not covered(e.rect)]
+    queue = [e for e in entries if e.rect in rects or not covered(e.rect, rects)]
     present = {e.rect for e in queue}
     for rect in rects - present:
         y0, x0, y1, x1 = rect
