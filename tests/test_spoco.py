@@ -461,12 +461,12 @@ def test_cli_reviewed_mask_mistakes_are_one_line(tmp_path, capsys, data, extra, 
     assert not (tmp_path / "m").exists()
 
 
-def test_a_few_objects_get_a_notice_and_enough_do_not(data):
+def test_sparse_training_says_how_many_objects_it_learns_from(data):
     image, labels, sparse = data
     told = []
     cb = probseg.callbacks.Callbacks(on_message=told.append)
     probseg.train("spoco", image, sparse, config=TINY, steps=1, device="cpu", callbacks=cb)
     assert any("learns from 3 labelled object(s)" in m for m in told)
     told.clear()
-    probseg.train("spoco", image, labels, config=TINY, steps=1, device="cpu", callbacks=cb)
+    probseg.train("spoco", image, labels, config=dict(TINY, label_mode="dense"), steps=1, device="cpu", callbacks=cb)
     assert not any("labelled object(s)" in m for m in told)
