@@ -22,8 +22,9 @@ from probseg.tiling import tiled_apply
 TINY = {
     "cellulus": dict(num_fmaps=8, fmap_inc_factor=2, crop_size=48, batch_size=2, density=0.05, object_size=12),
     "concrete-dropout": dict(num_fmaps=4, crop_size=64, batch_size=2, learning_rate=5e-3),
+    "spoco": dict(num_fmaps=4, embedding_dims=8, crop_size=48, batch_size=2, learning_rate=5e-3),
 }
-STEPS = {"cellulus": 2, "concrete-dropout": 30}
+STEPS = {"cellulus": 2, "concrete-dropout": 30, "spoco": 30}
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def data():
 def model(request, data, tmp_path_factory):
     image, labels = data
     name = request.param
-    use = labels if name == "concrete-dropout" else None
+    use = labels if name != "cellulus" else None
     out = tmp_path_factory.mktemp(name) / "model"
     trained = probseg.train(name, image, use, config=TINY[name], steps=STEPS[name], device="cpu", seed=0, out=out)
     trained.tile_size = 64  # several windows on the 96 px image

@@ -13,11 +13,12 @@ pytest.importorskip("pytestqt")
 if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
     pytest.skip("needs a display: install Xvfb (apt-get install xvfb) for pytest-xvfb", allow_module_level=True)
 
-from napari_probseg import proofread_widget  # noqa: E402
+from napari_probseg import _models, proofread_widget  # noqa: E402
 from napari_probseg._layers import OUTPUT_META_KEY  # noqa: E402
 from napari_probseg.proofread_widget import ProofreadWidget, image_path_of  # noqa: E402
 from probseg.proofreading.session import LOCK_NAME, session_folder  # noqa: E402
 from probseg.agglomerate import agglomerate  # noqa: E402
+from probseg.proofreading.retrain import FINE_TUNE_STEPS  # noqa: E402
 from probseg.synthetic import perturbed_samples, touching_blobs  # noqa: E402
 
 pytestmark = pytest.mark.widget
@@ -265,3 +266,102 @@ def test_an_intensity_image_is_never_an_uncertainty(array, message):
         proofread_widget.check_uncertainty(image, "img", image)
     out = proofread_widget.check_uncertainty(image.astype(np.float64), "unc", image * 0.5)
     assert out.dtype == np.float32 and out.max() == 1
+
+
+# -- the closed loop: train from reviewed objects -------------------------------------------------
+
+TINY_SPOCO = dict(num_fmaps=4, embedding_dims=8, crop_size=48, batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def spoco_model(data):
+    import probseg
+
+    image, truth, *_ = data
+    ids = np.unique(truth)[1:]
+    return probseg.train("spoco", image, np.where(np.isin(truth, ids[::3]), truth, 0), config=TINY_SPOCO, steps=20,
+                         device="cpu")
+
+
+def _reviewed_with_edits(w):
+    """Merge two objects of the first patch, delete a third, accept it; the labels after."""
+    w.next_patch()
+    ids = list(w.queue[w.position].labels)
+    assert len(ids) >= 3
+    assert w.merge(ids[0], ids[1]) and w.delete(ids[2])
+    w.accept_patch()
+    return np.array(w.corrected_layer.data)
+
+
+def test_train_from_reviewed_objects_keeps_edits_is_one_undo_and_reranks(make_napari_viewer, qtbot, data,
+                                                                         spoco_model):
+    viewer = _viewer(make_napari_viewer, data)
+    store = _models.ModelStore()
+    store.add("spoco @ tiny", spoco_model)
+    w = ProofreadWidget(viewer, store)
+    assert "fine-tunes 'spoco @ tiny'" in w.retrain_from.text() and w.retrain_steps.value == FINE_TUNE_STEPS
+    assert w.start()
+    assert not w.retrain_button.isEnabled()  # nothing reviewed yet
+    edited = _reviewed_with_edits(w)
+    assert w.retrain_button.isEnabled()
+    rect = next(iter(w.session.reviewed))
+    y0, x0, y1, x1 = rect
+    kept_ids = [int(i) for i in np.unique(edited[y0:y1, x0:x1]) if i > 0]
+    kept = np.isin(edited, kept_ids)
+    kept[y0:y1, x0:x1] = True
+    n_edits = len(w.session.history)
+    w.retrain_steps.value = 5
+    w.device.value = "cpu"
+    assert w.retrain() is not None
+    assert w.running and not w.retrain_button.isEnabled() and not w.accept_button.isEnabled()
+    assert not w.corrected_layer.editable
+    qtbot.waitUntil(lambda: not w.running, timeout=60_000)
+    assert "fine-tuned for 5 steps" in w.status and "objects before" in w.status, w.status
+    history = w.session.history
+    assert len(history) == n_edits + 1 and history[-1]["params"]["source"] == "retrain"
+    after = np.array(w.corrected_layer.data)
+    np.testing.assert_array_equal(after[kept], edited[kept])  # reviewed objects exactly as corrected
+    assert not np.array_equal(after[~kept], edited[~kept])  # the new prediction elsewhere
+    np.testing.assert_array_equal(after, w.session.labels)
+    assert w.corrected_layer.editable and w.retrain_button.isEnabled()
+    # The queue is ranked by the new uncertainty and still shows the reviewed patch.
+    uncertainty = viewer.layers["blobs retrained uncertainty"]
+    assert uncertainty.data.shape == edited.shape and w.uncertainty_layer == "blobs uncertainty"
+    assert w.queue and w.queue_list.count() == len(w.queue) and rect in [e.rect for e in w.queue]
+    assert w.reviewed_label.text() == f"reviewed 1 of {len(w.queue)}"
+    assert len(store) == 2 and store.get(store.names()[-1]).train_log["fine_tuned_from"]["steps_done"] == 20
+    assert "fine-tunes 'spoco retrained on blobs'" in w.retrain_from.text()
+    w.undo()
+    np.testing.assert_array_equal(w.corrected_layer.data, edited)
+    np.testing.assert_array_equal(w.session.labels, edited)
+    w.next_patch()
+    w.accept_patch()  # a patch of the re-ranked queue
+    reviewed = set(w.session.reviewed)
+    assert len(reviewed) == 2
+    viewer.close()
+    # Resumed, the queue comes from the session's own uncertainty again and still lists both reviewed patches.
+    w2 = ProofreadWidget(_viewer(make_napari_viewer, data), store)
+    assert w2.session is not None and reviewed <= {e.rect for e in w2.queue}
+    assert w2.reviewed_label.text() == f"reviewed 2 of {len(w2.queue)}"
+
+
+def test_cancelled_retraining_changes_nothing(make_napari_viewer, qtbot, data):
+    viewer = _viewer(make_napari_viewer, data)
+    store = _models.ModelStore()
+    w = ProofreadWidget(viewer, store)
+    assert "from scratch" in w.retrain_from.text() and w.retrain_steps.value > FINE_TUNE_STEPS
+    assert w.start()
+    edited = _reviewed_with_edits(w)
+    history, queue = w.session.history, list(w.queue)
+    w.retrain_steps.value = 100_000
+    w.device.value = "cpu"
+    assert w.retrain() is not None
+    qtbot.waitUntil(lambda: w.progress_bar.value() > 0, timeout=60_000)
+    w.cancel()
+    qtbot.waitUntil(lambda: not w.running, timeout=60_000)
+    assert w.status == "retraining cancelled; nothing was changed"
+    assert w.session.history == history and w.queue == queue and len(store) == 0
+    np.testing.assert_array_equal(w.corrected_layer.data, edited)
+    np.testing.assert_array_equal(w.session.labels, edited)
+    assert "blobs retrained uncertainty" not in viewer.layers
+    assert w.retrain_button.isEnabled() and w.corrected_layer.editable

@@ -17,10 +17,12 @@ from probseg.synthetic import touching_blobs
 TINY = {
     "cellulus": dict(num_fmaps=8, fmap_inc_factor=2, crop_size=48, batch_size=2, density=0.05, object_size=12),
     "concrete-dropout": dict(num_fmaps=4, crop_size=64, batch_size=2, learning_rate=5e-3),
+    "spoco": dict(num_fmaps=4, embedding_dims=8, crop_size=48, batch_size=2, learning_rate=5e-3),
 }
-STEPS = {"cellulus": 2, "concrete-dropout": 30}  # enough for concrete-dropout to find objects
+STEPS = {"cellulus": 2, "concrete-dropout": 30, "spoco": 30}  # enough for concrete-dropout to find objects
 # Settings that change the default result (both leave a valid, non-empty segmentation) ...
-OTHER = {"cellulus": {"halo_shrink": 2}, "concrete-dropout": {"partition": "meanshift", "min_size": 5}}
+OTHER = {"cellulus": {"halo_shrink": 2}, "concrete-dropout": {"partition": "meanshift", "min_size": 5},
+         "spoco": {"bias": 0.7, "min_size": 5}}
 # ... and settings that remove every object.
 NOTHING = {"min_size": 10**6}
 

@@ -10,7 +10,7 @@ from probseg.errors import Cancelled
 from probseg import methods
 from probseg.tiling import tiled_apply, window_starts
 
-SMALL = {"cellulus": dict(num_fmaps=8), "concrete-dropout": dict(num_fmaps=4)}
+SMALL = {"cellulus": dict(num_fmaps=8), "concrete-dropout": dict(num_fmaps=4), "spoco": dict(num_fmaps=4)}
 
 
 @pytest.fixture(scope="module", params=sorted(SMALL))

@@ -603,3 +603,30 @@ def test_device_line_wraps_and_names_no_command_line_flag(viewer, monkeypatch):
     with pytest.raises(InputError, match="choose auto or cpu") as info:
         chooser.check()
     assert "--" not in str(info.value)
+
+
+def test_spoco_trains_from_a_few_painted_objects_and_predicts(viewer, qtbot, tmp_path, store, crop):
+    truth = datasets.nuclei()[1][:96, :96]
+    ids = [i for i in np.unique(truth) if i][:5]
+    viewer.add_labels(np.where(np.isin(truth, ids), truth, 0), name="five nuclei")  # the rest unlabelled
+    trainer = _dock(viewer, TrainWidget(viewer, store=store))
+    predictor = _dock(viewer, PredictWidget(viewer, store=store))
+    trainer.method = "spoco"
+    assert trainer.labels_combo.enabled
+    assert trainer.form.values()["label_mode"] == "sparse"
+    trainer.labels_layer = "five nuclei"
+    trainer.form.set_values({"steps": 3, "crop_size": 48, "batch_size": 2, "num_fmaps": 4, "embedding_dims": 8})
+    trainer.output_folder = tmp_path / "spoco"
+    assert trainer.start() is not None, trainer.status
+    _wait(qtbot, trainer)
+    assert trainer.model_name in store and trainer.model.method == "spoco"
+    assert trainer.model.config.label_mode == "sparse"
+    predictor.model_name = trainer.model_name
+    predictor.image_layer = "nuclei"
+    predictor.n_samples = 2
+    predictor.run()
+    _wait(qtbot, predictor)
+    layers = predictor.output_layers
+    assert layers["segmentation"].data.shape == (96, 96)
+    assert layers["samples"].data.shape == (2, 96, 96)
+    assert "embeddings" in layers

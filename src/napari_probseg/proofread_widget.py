@@ -12,10 +12,18 @@ labels and the uncertainty) and its patch size. When the image is opened
 again, the widget picks the layers with that data and resumes; it never
 guesses other layers, and refuses labels the session did not start from and
 an intensity image as the uncertainty.
+
+"Train from reviewed objects" closes the loop (see
+:mod:`probseg.proofreading.retrain`): the objects of the reviewed patches
+train SPOCO (the newest SPOCO model of the shared model store is fine-tuned,
+else SPOCO starts from scratch) on a worker thread, the image is predicted
+again, and the new labels, with every reviewed object exactly as corrected,
+become one undoable edit; the queue is ranked by the new uncertainty.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +41,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_probseg._engine_widget import EngineWidget
+from napari_probseg import _models
+from napari_probseg._engine_widget import EngineWidget, JobMonitor, Outcome, format_seconds, run_engine
 from napari_probseg._layers import OUTPUT_META_KEY, canvas_size, image_layer_names, layer_role, layer_run, viewer_camera
 from probseg import bounds
-from probseg.errors import InputError, ProbsegError
+from probseg.errors import Cancelled, InputError, ProbsegError
 from probseg.proofreading import edits
-from probseg.proofreading.queue import proofreading_queue
+from probseg.proofreading.retrain import FINE_TUNE_STEPS, reranked_queue, retrain_from_review
 from probseg.proofreading.session import (
     Session,
     SessionError,
@@ -51,6 +60,8 @@ from probseg.proofreading.session import (
 #: Where sessions of images that were not opened from a file are kept.
 SESSIONS_HOME = Path("~/probseg-sessions")
 _NONE = "(none)"
+#: Layer role of the uncertainty of the model retrained on the reviewed objects.
+RETRAINED_ROLE = "retrained uncertainty"
 #: How far above 1 an uncertainty may go: float32 rounding of a map clipped at 1.
 _UNCERTAINTY_SLACK = 1e-5
 _WHAT_UNCERTAINTY_IS = ("a probseg uncertainty is float between 0 and 1: the Predict widget's '<image> uncertainty' "
@@ -99,6 +110,39 @@ def _uncertainty_checksum(data) -> str | None:
     return image_checksum(array.astype(np.float32, copy=False)) if np.issubdtype(array.dtype, np.floating) else None
 
 
+@dataclass
+class RetrainJob:
+    """What retraining needs, gathered on the GUI thread; the labels and mask are copies."""
+
+    session: Session
+    image_name: str
+    image: np.ndarray
+    labels: np.ndarray
+    checksum: str
+    mask: np.ndarray
+    reviewed: tuple
+    model: object
+    model_name: str | None
+    steps: int
+    device: str
+    patch: int
+
+
+def _retrain_job(job: RetrainJob, monitor: JobMonitor) -> Outcome:
+    def retrain():
+        try:
+            return retrain_from_review(job.image, job.labels, job.mask, job.model, steps=job.steps, device=job.device,
+                                       callbacks=monitor.callbacks(), patch=job.patch, reviewed_patches=job.reviewed)
+        except Cancelled:
+            return None  # nothing to apply; the widget says so
+
+    return run_engine(retrain)
+
+
+def _n_objects(labels) -> int:
+    return int(np.count_nonzero(np.unique(labels)))
+
+
 def image_path_of(layer, home: Path | None = None) -> Path:
     """The file a session folder is placed beside: the layer's source, or a name under SESSIONS_HOME."""
     source = getattr(getattr(layer, "source", None), "path", None)
@@ -119,18 +163,30 @@ class ProofreadWidget(EngineWidget):
         w.next_patch()            # centres the camera on the most uncertain patch
         w.merge(3, 7); w.delete(5); w.split_along_line(); w.undo(); w.redo()
         w.accept_patch()          # marks it reviewed, goes to the next
+        w.retrain_steps.value = 500
+        w.retrain()               # returns the worker; the result is one undoable edit
         w.export_labels("corrected.tif")
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+    store : ModelStore, optional
+        Where retraining finds the SPOCO model to fine-tune and puts the new
+        one; the session-wide store by default.
     """
 
-    job_name = "proofreading"
+    job_name = "retraining"
 
-    def __init__(self, napari_viewer, parent: QWidget | None = None):
-        super().__init__(napari_viewer, None, parent)
+    def __init__(self, napari_viewer, store: _models.ModelStore | None = None, parent: QWidget | None = None):
+        super().__init__(napari_viewer, store, parent)
         self.session: Session | None = None
         self.queue: list = []
         self.position = -1
         self._consensus = None
         self._syncing = False
+        self._retrain: RetrainJob | None = None
+        self._steps_chosen = False  # the user set the steps: keep them when the model store changes
+        self._setting_steps = False
 
         self.image_combo = ComboBox(choices=self._image_choices)
         self.labels_combo = ComboBox(choices=self._labels_choices)
@@ -188,6 +244,19 @@ class ProofreadWidget(EngineWidget):
         export_reviewed_button = QPushButton("Export reviewed…")
         export_reviewed_button.setToolTip("only the objects of reviewed patches, for weakly supervised training")
         export_reviewed_button.clicked.connect(lambda: self.export_reviewed())
+        self.retrain_button = QPushButton("Train from reviewed objects")
+        self.retrain_button.setToolTip(
+            "the objects of the reviewed patches become SPOCO training labels (0 in a reviewed patch is background, "
+            "everything outside them unlabelled); the newest SPOCO model is fine-tuned (else SPOCO is trained from "
+            "scratch), the image predicted again, your edits kept exactly, and the queue re-ranked by the new "
+            "uncertainty. One undoable edit; Cancel changes nothing")
+        self.retrain_button.clicked.connect(lambda: self.retrain())
+        self.retrain_steps = SpinBox(value=FINE_TUNE_STEPS, min=1, max=1_000_000)
+        self.retrain_steps.tooltip = (f"training steps: {FINE_TUNE_STEPS} when fine-tuning a SPOCO model, SPOCO's "
+                                      f"default ({self._scratch_steps()}) when training from scratch")
+        self.retrain_steps.changed.connect(self._steps_edited)
+        self.retrain_from = QLabel("")
+        self.retrain_from.setWordWrap(True)
         self.action_buttons = [merge_button, delete_button, split_button, resegment_button, self.undo_button,
                                self.redo_button, export_button, export_reviewed_button, self.prev_button,
                                self.next_button, self.accept_button]
@@ -232,9 +301,22 @@ class ProofreadWidget(EngineWidget):
         layout.addLayout(pick)
         layout.addLayout(acts)
         layout.addLayout(hist)
+        loop = QFormLayout()
+        loop.addRow("retrain steps", self.retrain_steps.native)
+        loop.addRow("device", self.device)
+        layout.addLayout(loop)
+        layout.addWidget(self.retrain_from)
+        runs = QHBoxLayout()
+        runs.addWidget(self.retrain_button)
+        runs.addWidget(self.cancel_button)
+        layout.addLayout(runs)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.progress_label)
         layout.addWidget(self.status_label)
         layout.addStretch(1)
         self._select_defaults()
+        self.store.changed.connect(self._store_changed)
+        self._show_retrain_model()
         self._update_buttons()
         self.image_combo.changed.connect(lambda *_: self.uncertainty_combo.reset_choices())
         self.image_combo.changed.connect(self._resume_if_saved)
@@ -447,7 +529,8 @@ class ProofreadWidget(EngineWidget):
                              + "; close it there and press Start / resume to edit here")
             if not session.read_only and session.inputs != inputs:
                 session.set_inputs(inputs)  # e.g. renamed layers, a new patch size, or a session of older probseg
-            queue = proofreading_queue(unc, session.labels, patch=int(self.patch_spin.value))
+            # Reviewed patches stay listed (and marked) even where they came from a queue since re-ranked.
+            queue = reranked_queue(unc, session.labels, session.reviewed, patch=int(self.patch_spin.value))
         except ProbsegError as exc:
             self._fail(str(exc))
             return False
@@ -623,6 +706,7 @@ class ProofreadWidget(EngineWidget):
             return
         self.queue_list.item(self.position).setText(self._item_text(self.position, self.queue[self.position]))
         self._show_reviewed()
+        self._update_buttons()
         self.next_patch()
 
     # -- edits ------------------------------------------------------------------------
@@ -755,6 +839,143 @@ class ProofreadWidget(EngineWidget):
             if self.session.read_only:
                 for b in self.edit_buttons:
                     b.setEnabled(False)
+        # While retraining, the labels must stay those it started from, or its result would undo new edits.
+        busy = self.running
+        for b in self.edit_buttons + [self.start_button, self.start_over_button]:
+            if busy:
+                b.setEnabled(False)
+        layer = self.corrected_layer if active else None
+        if layer is not None:
+            layer.editable = not busy and not self.session.read_only
+        can = active and not busy and not self.session.read_only and bool(self.session.reviewed)
+        self.retrain_button.setEnabled(can)
+
+    def _set_running(self, running: bool) -> None:
+        super()._set_running(running)
+        self._update_buttons()
+
+    # -- retraining -------------------------------------------------------------------
+    @staticmethod
+    def _scratch_steps() -> int:
+        from probseg import api
+
+        return int(api.make_config("spoco").steps)
+
+    def current_spoco_model(self) -> tuple[str | None, object]:
+        """``(name, model)`` of the newest SPOCO model with weights in the model store, or ``(None, None)``."""
+        for name in reversed(self.store.names()):
+            model = self.store.get(name)
+            if getattr(model, "method", None) == "spoco" and getattr(model, "net", None) is not None:
+                return name, model
+        return None, None
+
+    def _steps_edited(self, *_) -> None:
+        if not self._setting_steps:
+            self._steps_chosen = True
+
+    def _store_changed(self, name: str) -> None:
+        try:
+            self._show_retrain_model()
+        except RuntimeError:
+            # The Qt side of this widget is gone (viewer closed); stop listening.
+            self.store.changed.disconnect(self._store_changed)
+
+    def _show_retrain_model(self) -> None:
+        name, _ = self.current_spoco_model()
+        if name is None:
+            self.retrain_from.setText("no SPOCO model loaded: Train from reviewed objects trains SPOCO from scratch")
+        else:
+            self.retrain_from.setText(f"Train from reviewed objects fine-tunes '{name}'")
+        if not self._steps_chosen:
+            self._setting_steps = True
+            try:
+                self.retrain_steps.value = FINE_TUNE_STEPS if name is not None else self._scratch_steps()
+            finally:
+                self._setting_steps = False
+
+    def retrain(self):
+        """Train SPOCO on the reviewed objects in the background; returns the worker, or None on a problem.
+
+        Problems are shown in the status line and as a notification, never
+        raised. When the job finishes the new labels are one edit (undo
+        reverts them); a cancel or an error changes nothing.
+        """
+        if self.running:
+            self._warn("retraining is already running; cancel it first")
+            return None
+        if self.session is None:
+            self._warn("press Start first")
+            return None
+        try:
+            if self.session.read_only:
+                raise InputError("this session is open read-only; retraining would change its labels")
+            image = self._layer(self.image_layer, "an image layer")
+            mask = self.session.reviewed_mask()
+            device = self.device.check()
+        except ProbsegError as exc:
+            self._fail(str(exc))
+            return None
+        name, model = self.current_spoco_model()
+        job = RetrainJob(self.session, image.name, np.asarray(image.data), np.array(self.session.labels, copy=True),
+                         self.session.labels_checksum, mask, tuple(self.session.reviewed), model, name,
+                         int(self.retrain_steps.value), device, int(self.patch_spin.value))
+        self._retrain = job
+        how = f"fine-tuning '{name}'" if name is not None else "training SPOCO from scratch"
+        self._set_status(f"{how} on the objects of {len(job.reviewed)} reviewed patches, {job.steps} steps…")
+        return self.start_job(_retrain_job, job, on_result=self._on_retrained)
+
+    def _on_retrained(self, outcome: Outcome) -> None:
+        job, self._retrain = self._retrain, None
+        if outcome.error:
+            self._fail(f"retraining failed, nothing was changed: {outcome.error}")
+            return
+        result = outcome.value
+        # A Cancel pressed after the last step still means: change nothing.
+        if result is None or (self._monitor is not None and self._monitor.stop_requested):
+            self._warn("retraining cancelled; nothing was changed")
+            return
+        session = self.session
+        if session is not job.session or session.closed or session.labels_checksum != job.checksum:
+            self._fail("the session or its labels changed while retraining; nothing was applied")
+            return
+        log = result.model.train_log
+        params = {"source": "retrain", "model": job.model_name, "fine_tuned": result.fine_tuned,
+                  "steps": int(log.get("steps_done", 0)), "kept": len(result.kept)}
+        try:
+            session.commit_external(result.labels, kind="replace", params=params)
+        except ProbsegError as exc:
+            self._fail(f"retraining finished but its labels could not be saved, nothing was changed: {exc}")
+            return
+        self._sync_layer()
+        self._show_uncertainty(job.image_name, result.uncertainty)
+        model_name = self.store.add(f"spoco retrained on {job.image_name}", result.model)
+        self.queue, self.position = result.queue, -1
+        self._fill_queue()
+        self._update_buttons()
+        how = "fine-tuned" if result.fine_tuned else "trained from scratch"
+        self._set_status(
+            f"{how} for {params['steps']} steps and predicted again ({format_seconds(result.seconds)} in all): "
+            f"{_n_objects(job.labels)} objects before, {_n_objects(result.labels)} after, the {len(result.kept)} "
+            f"reviewed ones kept as corrected; {len(self.queue)} patches re-ranked; model '{model_name}' is in "
+            "Predict; Undo reverts the labels")
+
+    def _show_uncertainty(self, image_name: str, uncertainty: np.ndarray) -> None:
+        """Add or replace the layer of the retrained model's uncertainty, which ranks the queue now.
+
+        Its role is not "uncertainty", so the uncertainty box keeps the
+        layer the session was made from, which it resumes with.
+        """
+        for layer in self.viewer.layers:
+            meta = layer.metadata.get(OUTPUT_META_KEY)
+            if isinstance(layer, Image) and layer_role(layer) == RETRAINED_ROLE and meta.get("source") == image_name:
+                layer.data = uncertainty
+                layer.contrast_limits = (0.0, 1.0)
+                return
+        image = self.viewer.layers[image_name] if image_name in self.viewer.layers else None
+        place = dict(scale=image.scale, translate=image.translate) if image is not None else {}
+        meta = {OUTPUT_META_KEY: {"role": RETRAINED_ROLE, "source": image_name}}
+        self.viewer.add_image(uncertainty, name=f"{image_name} retrained uncertainty", colormap="magma",
+                              contrast_limits=(0.0, 1.0), visible=False, metadata=meta, **place)
 
 
 def _object_under_line(labels: np.ndarray, p0, p1) -> int:

@@ -56,6 +56,7 @@ def train(
     checkpoint_every: int = 0,
     channel_axis: int | None = None,
     rgb: bool = False,
+    init=None,
 ):
     """Train ``method`` on ``images`` and return the model.
 
@@ -68,7 +69,8 @@ def train(
     labels : ndarray or list, optional
         Instance labels, for methods that use them.
     config : Config, dict or None
-        Hyperparameters; missing ones take the method's defaults.
+        Hyperparameters; missing ones take the method's defaults (``init``'s
+        when fine-tuning).
     steps : int, optional
         Overrides ``config.steps``.
     device : str
@@ -85,11 +87,28 @@ def train(
         0 writes only at the end.
     channel_axis, rgb
         How to read channels, see :func:`probseg.inputs.to_planes`.
+    init : SegmentationModel, optional
+        A trained model of ``method`` to fine-tune: the network is built from
+        its config updated by ``config`` (a dict changes only the fields it
+        names, e.g. ``steps``, ``learning_rate``, ``label_mode``) and starts
+        from a copy of its whole state dict (for SPOCO also the momentum
+        network and the object area); the model keeps its post-processing
+        settings. ``init`` itself is not changed. The images must have its
+        number of channels, and ``config`` must not change the network's
+        shape.
 
     Returns
     -------
     SegmentationModel
-        ``model.train_log`` records steps, losses, time and device.
+        ``model.train_log`` records steps, losses, time and device, and
+        with ``init`` also ``fine_tuned_from`` (its folder, weights hash
+        and steps).
+
+    Raises
+    ------
+    InputError
+        For unusable images, labels or config, or an ``init`` of another
+        method, another channel count or without weights.
     """
     from probseg import methods
     from probseg.callbacks import ensure
@@ -100,7 +119,7 @@ def train(
     from probseg.training import seed_everything, train_loop
 
     info = methods.get(method)
-    cfg = make_config(method, config)
+    cfg = make_config(method, config) if init is None else _fine_tune_config(info, init, config)
     if steps is not None:
         cfg = make_config(method, dataclasses.replace(cfg, steps=int(steps)))
     cb = ensure(callbacks)
@@ -110,32 +129,92 @@ def train(
         cb.message(f"{info.title} is self-supervised; the labels are not used for training")
         labels = None
     ts = training_set(images, labels, channel_axis=channel_axis, rgb=rgb)
+    if init is not None and ts.in_channels != init.in_channels:
+        raise InputError(
+            f"the model to fine-tune was trained on {init.in_channels}-channel images but these have {ts.in_channels}"
+        )
     _check_object_size(cfg, ts)
     for notice in ts.notices:
         cb.message(notice)
     dev = resolve_device(device)
+    # Before the device and training messages, so that bad labels are the one line the user sees.
+    loss_fn = info.model_class.training_loss(cfg, ts, dev)
+    for notice in getattr(loss_fn, "notices", ()):
+        cb.message(notice)
     warning = gpu_warning()
     if warning:
         cb.message(warning)
-    cb.message(f"training {info.title} on {describe_device(dev)}")
+    cb.message(f"{'fine-tuning' if init is not None else 'training'} {info.title} on {describe_device(dev)}")
     rng = seed_everything(seed)
-    net = info.model_class.build_network(cfg, ts.in_channels).to(dev)
-    model = info.model_class(cfg, net, ts.in_channels, ts.normalization, device=dev,
-                             record=training_record(ts.planes, ts.labels, seed, dev))
-    loss_fn = info.model_class.training_loss(cfg, ts, dev)
+    net = info.model_class.build_network(cfg, ts.in_channels)
+    origin = None
+    if init is not None:
+        origin = _start_from(net, init)
+    net = net.to(dev)
+    record = training_record(ts.planes, ts.labels, seed, dev)
+    if origin is not None:
+        record["fine_tuned_from"] = origin
+    # A fine-tuned model keeps init's post-processing settings, which may have been tuned for these images.
+    model = info.model_class(cfg, net, ts.in_channels, ts.normalization, device=dev, record=record,
+                             settings=init.settings if init is not None else None)
+
+    def log_dict(log):
+        out_log = dict(log.to_dict(), seed=seed)
+        if origin is not None:
+            out_log["fine_tuned_from"] = origin
+        return out_log
 
     def save(log):
-        model.train_log = dict(log.to_dict(), seed=seed)
+        model.train_log = log_dict(log)
         return model.save(Path(out))
 
     log = train_loop(
         net, loss_fn, steps=cfg.steps, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
         device=dev, rng=rng, callbacks=cb, save=save if out is not None else None, checkpoint_every=checkpoint_every,
     )
-    model.train_log = dict(log.to_dict(), seed=seed)
+    model.train_log = log_dict(log)
     if log.cancelled:
         cb.message(f"training cancelled after {log.steps_done} of {log.steps_total} steps; the model so far is kept")
     return model
+
+
+def _fine_tune_config(info, init, config):
+    """``init``'s config updated by ``config``, refusing another method or a network of another shape."""
+    from probseg.config import make_config as make
+    from probseg.errors import InputError
+
+    if not isinstance(init, info.model_class) or getattr(init, "net", None) is None:
+        what = getattr(init, "method", None) or type(init).__name__
+        if isinstance(init, info.model_class):
+            raise InputError(
+                f"the {info.title} model to fine-tune has no network weights; load it from its model folder"
+            )
+        raise InputError(f"init must be a trained {info.name} model to fine-tune, got a {what} model")
+    cfg = make(info.model_class.config_class, config, base=init.config)
+    wanted = info.model_class.build_network(cfg, init.in_channels).state_dict()
+    have = init.net.state_dict()
+    for name in sorted(set(wanted) | set(have)):
+        if name not in wanted or name not in have or tuple(wanted[name].shape) != tuple(have[name].shape):
+            raise InputError(
+                f"the config changes the network of the model to fine-tune ({name}); "
+                "fine-tuning keeps its architecture, so leave its network fields as they are"
+            )
+    return cfg
+
+
+def _start_from(net, init) -> dict:
+    """Copy ``init``'s whole state dict into ``net``; returns what the record says about ``init``."""
+    from probseg.record import weights_digest
+
+    state = init.net.state_dict()
+    # load_state_dict copies the values, so training never changes init's tensors.
+    net.load_state_dict(state)
+    return {
+        "method": init.method,
+        "folder": str(init.folder) if init.folder is not None else None,
+        "weights_sha256": weights_digest(state),
+        "steps_done": int(init.train_log.get("steps_done", 0)),
+    }
 
 
 def load_model(folder, device: str = "auto"):

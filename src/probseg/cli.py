@@ -22,6 +22,7 @@ unexpected error.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import json
 import os
@@ -200,6 +201,10 @@ def _add_method_parser(methods_sub, info, common) -> None:
         help=info.summary,
         description=f"Train {info.title}: {info.summary}. Reference: {info.reference}.",
     )
+    if "label_mode" in {f.name for f in dataclasses.fields(info.config_class)}:
+        parser.add_argument("--reviewed", nargs="+", metavar="MASK",
+                            help="the reviewed masks the proofreading export writes beside the labels (*_reviewed), one per "
+                                 "labels file; 0 labels inside a mask are known background (sets --label-mode reviewed)")
     flags = [a for action in parser._actions for a in action.option_strings]
     flags += _add_fields(parser, info.config_class, f"{info.title} settings", "cfg_")
     parser.set_defaults(handler=_cmd_train, _prog=parser.prog, _flags=flags)
@@ -500,6 +505,7 @@ def _check_model_folder(args) -> Path:
         raise InputError(f"--out {folder} is a file; give a folder for the model")
     inputs = {f"IMAGE {i + 1}": p for i, p in enumerate(args.images)}
     inputs.update({f"LABELS {i + 1}": p for i, p in enumerate(args.labels or [])})
+    inputs.update({f"MASK {i + 1}": p for i, p in enumerate(_reviewed(args))})
     # The folder itself may exist (and may even hold the images); the files a
     # model consists of must not be inputs.
     check_outputs(inputs, {"--out": folder}, overwrite=True)
@@ -522,6 +528,11 @@ def _prepare_model_folder(folder: Path, reporter: _Reporter) -> Path:
     return folder
 
 
+def _reviewed(args) -> list:
+    """The ``--reviewed`` masks, for methods with that flag; [] otherwise."""
+    return getattr(args, "reviewed", None) or []
+
+
 def _cmd_train(args) -> int:
     from probseg import api, methods
     from probseg.callbacks import Callbacks
@@ -530,6 +541,11 @@ def _cmd_train(args) -> int:
 
     info = methods.get(args.method)
     values = _field_values(args, info.config_class, "cfg_")
+    if _reviewed(args):
+        if values.get("label_mode", "reviewed") != "reviewed":
+            raise InputError(f"--reviewed marks known background, which --label-mode {values['label_mode']} would ignore; "
+                             "drop --label-mode or use reviewed")
+        values["label_mode"] = "reviewed"
     # Validate settings before reading images, so a typo fails in a second.
     config = api.make_config(info.name, values)
     if args.checkpoint_every < 0:
@@ -539,6 +555,12 @@ def _cmd_train(args) -> int:
     labels = [read_image(p) for p in args.labels] if args.labels else None
     if labels is not None and len(labels) != len(images):
         raise InputError(f"{len(images)} image(s) but {len(labels)} label image(s); give one labels file per image")
+    if _reviewed(args):
+        from probseg.methods.spoco import reviewed_labels
+
+        if labels is None or len(args.reviewed) != len(labels):
+            raise InputError(f"--reviewed needs one mask per labels file: {len(labels or [])} labels, {len(args.reviewed)} mask(s)")
+        labels = [reviewed_labels(lab, read_image(m), config.background_id) for lab, m in zip(labels, args.reviewed)]
     resolve_device(args.device)  # an unusable --device fails before any folder is made
     reporter = _Reporter("training", "step")
     created = not folder.exists()

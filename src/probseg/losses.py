@@ -1,4 +1,4 @@
-"""Loss functions shared by methods: object-centric embeddings and the discriminative loss."""
+"""Loss functions shared by methods: object-centric embeddings, the discriminative loss and SPOCO's terms."""
 
 from __future__ import annotations
 
@@ -109,3 +109,216 @@ def discriminative_loss(embeddings: torch.Tensor, instances: torch.Tensor, delta
         distance = (F.relu(delta_d - gap) ** 2).mean()
     center = torch.sqrt((means**2).sum(dim=1) + 1e-8).mean()
     return variance + distance + center_weight * center
+
+
+# -- SPOCO (Wolny, Yu, Pape, Kreshuk, CVPR 2022) ---------------------------------------------
+
+
+def soft_mask(embeddings: torch.Tensor, anchor: torch.Tensor, delta_v: float, threshold: float = 0.9) -> torch.Tensor:
+    """SPOCO's differentiable single-instance selection around one anchor embedding.
+
+    Parameters
+    ----------
+    embeddings : Tensor, shape (D, ...)
+        Pixel embeddings.
+    anchor : Tensor, shape (D,)
+        The anchor embedding, usually the embedding of one pixel.
+    delta_v : float
+        Pull margin.
+    threshold : float
+        The kernel threshold t of the paper (eq. 3), in (0, 1): the mask's
+        value at embedding distance ``delta_v``. The paper uses 0.9 and
+        finds it clearly better than 0.5 when few objects are labelled
+        (its appendix A.7).
+
+    Returns
+    -------
+    Tensor, shape (...)
+        ``exp(d**2 * ln(t) / delta_v**2)`` with ``d`` the Euclidean distance of
+        each pixel's embedding to ``anchor``: 1 at the anchor, ``t`` at
+        ``delta_v``, ``t**4`` at ``2 delta_v``.
+    """
+    shape = (-1,) + (1,) * (embeddings.dim() - 1)
+    d2 = ((embeddings - anchor.reshape(shape)) ** 2).sum(dim=0)
+    return torch.exp(d2 * (math.log(threshold) / delta_v**2))
+
+
+def dice_loss(prediction: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """``1 - 2 sum(p t) / (sum(p) + sum(t))`` of two soft masks of the same shape; 0 for equal binary masks."""
+    intersection = (prediction * target).sum()
+    return 1.0 - (2.0 * intersection + eps) / (prediction.sum() + target.sum() + eps)
+
+
+def instance_means(embeddings: torch.Tensor, instances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean embedding of every instance.
+
+    Parameters
+    ----------
+    embeddings : Tensor, shape (D, N)
+    instances : Tensor of int, shape (N,)
+        Any integer ids.
+
+    Returns
+    -------
+    (Tensor (K, D), Tensor (N,))
+        The means, in the order of ``torch.unique(instances)``, and each
+        pixel's index into them.
+    """
+    _, index = torch.unique(instances, return_inverse=True)
+    k = int(index.max()) + 1
+    counts = torch.bincount(index, minlength=k).to(embeddings.dtype)
+    sums = torch.zeros(k, embeddings.shape[0], dtype=embeddings.dtype, device=embeddings.device)
+    return sums.index_add_(0, index, embeddings.T) / counts[:, None], index
+
+
+def hinged_pull(embeddings: torch.Tensor, instances: torch.Tensor, delta_v: float) -> torch.Tensor:
+    """SPOCO's pull term (eq. 1): ``mean_k mean_{i in k} [|mu_k - e_i| - delta_v]_+^2``.
+
+    Parameters
+    ----------
+    embeddings : Tensor, shape (D, N)
+        Embeddings of the labelled pixels.
+    instances : Tensor of int, shape (N,)
+        Their instance ids.
+    delta_v : float
+
+    Returns
+    -------
+    Tensor
+        0 without pixels.
+    """
+    if instances.numel() == 0:
+        return embeddings.sum() * 0.0
+    means, index = instance_means(embeddings, instances)
+    # The small constant keeps the gradient of the norm finite at 0.
+    dist = torch.sqrt(((embeddings.T - means[index]) ** 2).sum(dim=1) + 1e-8)
+    per_pixel = F.relu(dist - delta_v) ** 2
+    k = means.shape[0]
+    counts = torch.bincount(index, minlength=k).to(embeddings.dtype)
+    return (torch.zeros(k, dtype=embeddings.dtype, device=embeddings.device).index_add_(0, index, per_pixel) / counts).mean()
+
+
+def mean_push(means: torch.Tensor, delta_d: float) -> torch.Tensor:
+    """SPOCO's push term (eq. 2): ``mean_{k != l} [2 delta_d - |mu_k - mu_l|]_+^2``.
+
+    Parameters
+    ----------
+    means : Tensor, shape (K, D)
+        Instance means.
+    delta_d : float
+        Means at least ``2 delta_d`` apart are not pushed.
+
+    Returns
+    -------
+    Tensor
+        0 for fewer than two means.
+    """
+    k = means.shape[0]
+    if k < 2:
+        return means.sum() * 0.0
+    a, b = torch.triu_indices(k, k, 1, device=means.device)
+    gap = torch.sqrt(((means[a] - means[b]) ** 2).sum(dim=1) + 1e-8)
+    return (F.relu(2.0 * delta_d - gap) ** 2).mean()
+
+
+def unlabelled_push(means: torch.Tensor, unlabelled: torch.Tensor, delta_d: float) -> torch.Tensor:
+    """SPOCO's push of the labelled clusters away from the unlabelled pixels (eq. 6).
+
+    Parameters
+    ----------
+    means : Tensor, shape (K, D)
+        Means of the labelled instances.
+    unlabelled : Tensor, shape (D, M)
+        Embeddings of the pixels of the unlabelled region.
+    delta_d : float
+        Unlabelled pixels further than this from a mean are not pushed.
+
+    Returns
+    -------
+    Tensor
+        ``mean_k mean_i [delta_d - |mu_k - e_i|]_+^2``; 0 without means or
+        unlabelled pixels.
+    """
+    if means.shape[0] == 0 or unlabelled.shape[1] == 0:
+        return means.sum() * 0.0 + unlabelled.sum() * 0.0
+    d2 = ((means[:, :, None] - unlabelled[None]) ** 2).sum(dim=1)  # (K, M)
+    return (F.relu(delta_d - torch.sqrt(d2 + 1e-8)) ** 2).mean()
+
+
+def single_object_loss(embeddings: torch.Tensor, instances: torch.Tensor, anchors: torch.Tensor,
+                       delta_v: float, threshold: float = 0.9) -> torch.Tensor:
+    """SPOCO's instance term (eq. 4): the Dice loss of each object's soft mask against its mask.
+
+    Parameters
+    ----------
+    embeddings : Tensor, shape (D, Y, X)
+        Embeddings of a whole crop.
+    instances : Tensor of int, shape (Y, X)
+        Object id per pixel; ids not in ``anchors``' objects are "not this
+        object" for every soft mask (in the positive-unlabelled setting an
+        annotated object's mask is complete, so that is true of unlabelled
+        pixels too).
+    anchors : Tensor of int, shape (K, 3)
+        ``(id, y, x)``: one anchor pixel inside each object to select.
+    delta_v, threshold : float
+        Of :func:`soft_mask`.
+
+    Returns
+    -------
+    Tensor
+        Mean over the K objects of ``dice_loss(soft_mask(e, e[y, x]), instances == id)``;
+        0 for K = 0.
+    """
+    if len(anchors) == 0:
+        return embeddings.sum() * 0.0
+    terms = []
+    for obj, y, x in anchors.tolist():
+        mask = soft_mask(embeddings, embeddings[:, y, x], delta_v, threshold)
+        terms.append(dice_loss(mask, (instances == obj).to(mask.dtype)))
+    return torch.stack(terms).mean()
+
+
+def consistency_loss(f_embeddings: torch.Tensor, g_embeddings: torch.Tensor, region: np.ndarray, delta_v: float,
+                     rng: np.random.Generator, max_anchors: int, threshold: float = 0.9) -> torch.Tensor:
+    """SPOCO's embedding consistency (eq. 7) between two networks' embeddings of one crop.
+
+    Anchors are drawn one by one among the pixels of ``region`` that no
+    earlier anchor's masks cover (a mask covers the pixels where it exceeds
+    0.5), until the region is covered or ``max_anchors`` are drawn. For each
+    anchor the soft masks of ``f`` and ``g`` around the anchor's own
+    embedding in each are compared with the Dice loss; ``g`` is the target
+    and gets no gradient.
+
+    Parameters
+    ----------
+    f_embeddings, g_embeddings : Tensor, shape (D, Y, X)
+        The same pixels seen by f (trained) and g (its momentum copy).
+    region : ndarray of bool, shape (Y, X)
+        The unlabelled region.
+    delta_v : float
+    threshold : float
+        Of :func:`soft_mask`.
+    rng : numpy.random.Generator
+    max_anchors : int
+
+    Returns
+    -------
+    Tensor
+        Mean Dice loss over the anchors; 0 for an empty region.
+    """
+    g_embeddings = g_embeddings.detach()
+    uncovered = np.array(region, dtype=bool)
+    terms = []
+    while uncovered.any() and len(terms) < max_anchors:
+        ys, xs = np.nonzero(uncovered)
+        i = int(rng.integers(len(ys)))
+        y, x = int(ys[i]), int(xs[i])
+        sf = soft_mask(f_embeddings, f_embeddings[:, y, x], delta_v, threshold)
+        sg = soft_mask(g_embeddings, g_embeddings[:, y, x], delta_v, threshold)
+        terms.append(dice_loss(sf, sg))
+        covered = ((sf.detach() > 0.5) | (sg > 0.5)).cpu().numpy()
+        uncovered &= ~covered
+        uncovered[y, x] = False  # a degenerate mask must not draw the same anchor forever
+    if not terms:
+        return f_embeddings.sum() * 0.0
+    return torch.stack(terms).mean()

@@ -25,7 +25,9 @@ A method is one module that defines a model class deriving from
     or more axes has the draws first, draw 0 being the segmentation's. Nothing is
     mandatory, but ``"embeddings"``, when present, is shown as a layer. One
     sample should cost one network pass where the method allows it.
-    ``raw_maps`` names the maps, so callers know them before the network runs.
+    ``raw_maps`` names the maps, so callers know them before the network runs
+    (a property where they depend on what the model learned, as SPOCO's
+    foreground head).
 ``instances(raw, settings, n_samples)``
     Post-processing, no network: the raw maps of one plane become the
     segmentation ``(Y, X)`` and ``n_samples`` samples ``(n, Y, X)``.
@@ -159,6 +161,8 @@ class SegmentationModel:
         self.settings = self.make_settings(settings)
         #: Facts about how the model was made (see :mod:`probseg.record`).
         self.record = dict(record or {})
+        #: Training-data facts of a model without weights (see :meth:`learned`).
+        self.learned_record: dict = {}
         #: The folder it was loaded from or saved to, where tuned settings go.
         self.folder: Path | None = None
         # Inference window; the widgets and CLI expose it so large images fit in memory.
@@ -441,9 +445,20 @@ class SegmentationModel:
         return model
 
     def meta(self) -> dict:
-        """What ``config.json`` holds about the model (method, config, channels, normalisation)."""
+        """What ``config.json`` holds about the model (method, config, channels, normalisation, learned facts)."""
         return {"method": self.method, "config": config_to_dict(self.config), "in_channels": self.in_channels,
-                "normalization": self.normalization, "settings": config_to_dict(self.settings)}
+                "normalization": self.normalization, "settings": config_to_dict(self.settings),
+                "learned": self.learned()}
+
+    def learned(self) -> dict:
+        """Facts from the training data that post-processing needs (JSON values); none by default.
+
+        A model with weights may keep them in its network's buffers; a model
+        made by :meth:`for_postprocessing` (post-processing a raw store, which
+        has no weights) reads them back from ``meta["learned"]`` into
+        ``self.learned_record``.
+        """
+        return dict(self.learned_record)
 
     @classmethod
     def for_postprocessing(cls, meta: dict, settings=None) -> "SegmentationModel":
@@ -454,6 +469,8 @@ class SegmentationModel:
         config = config_from_dict(cls.config_class, meta["config"])
         model = cls(config, None, int(meta.get("in_channels", 1)), meta.get("normalization", {}), device="cpu",
                     settings=meta.get("settings"))
+        learned = meta.get("learned", {})
+        model.learned_record = dict(learned) if isinstance(learned, dict) else {}
         model.settings = model.make_settings(settings)
         return model
 

@@ -71,7 +71,7 @@ def save_raw(path, raw: Raw, model_meta: dict) -> Path:
     root.attrs.update({
         "format": FORMAT, "format_version": FORMAT_VERSION, "method": model_meta["method"],
         "n_samples": int(raw.n_samples), "is_stack": bool(raw.is_stack), "notice": raw.notice,
-        "model": {k: model_meta[k] for k in ("method", "config", "in_channels", "normalization", "settings") if k in model_meta},
+        "model": {k: model_meta[k] for k in ("method", "config", "in_channels", "normalization", "settings", "learned") if k in model_meta},
         "run": raw.attrs,
         "maps": list(raw.planes[0]),  # zarr lists arrays in its own order; keep the method's
     })
@@ -150,7 +150,7 @@ class RawWriter:
         self.root.attrs.update({
             "format": FORMAT, "format_version": FORMAT_VERSION, "method": self.meta["method"],
             "n_samples": self.n_samples, "is_stack": bool(raw.is_stack), "notice": raw.notice,
-            "model": {k: self.meta[k] for k in ("method", "config", "in_channels", "normalization", "settings") if k in self.meta},
+            "model": {k: self.meta[k] for k in ("method", "config", "in_channels", "normalization", "settings", "learned") if k in self.meta},
             "run": raw.attrs,
             "maps": list(self.maps),
         })

@@ -84,13 +84,20 @@ def _spatial(p) -> tuple:
 
 
 def random_crops(
-    ts: TrainingSet, size: int, batch: int, rng: np.random.Generator, with_labels: bool = False
+    ts: TrainingSet, size: int, batch: int, rng: np.random.Generator, with_labels: bool = False,
+    focus: list | None = None, focus_fraction: float = 0.0, focus_radius: int = 0,
 ) -> tuple:
     """A batch of random ``size`` x ``size`` crops with flips and 90° turns.
 
     Planes smaller than ``size`` are reflect-padded. Returns
     ``(images, labels)`` tensors of shape ``(B, C, size, size)`` and
     ``(B, size, size)`` (labels is None unless ``with_labels``).
+
+    With ``focus`` (one ``(N, 2)`` array of ``(y, x)`` pixels per plane), a
+    crop is, with probability ``focus_fraction``, centred within
+    ``focus_radius`` pixels of one such pixel of its plane drawn at random
+    (clipped to the plane): sparse labels then reach the loss in most
+    steps instead of a few.
     """
     imgs, labs = [], []
     for _ in range(batch):
@@ -103,8 +110,14 @@ def random_crops(
             plane = np.pad(plane, ((0, 0), (0, pad_y), (0, pad_x)), mode="reflect")
             if lab is not None:
                 lab = np.pad(lab, ((0, pad_y), (0, pad_x)), mode="constant")
-        y0 = int(rng.integers(plane.shape[1] - size + 1))
-        x0 = int(rng.integers(plane.shape[2] - size + 1))
+        points = focus[k] if focus is not None else None
+        if points is not None and len(points) and rng.random() < focus_fraction:
+            cy, cx = points[int(rng.integers(len(points)))] + rng.integers(-focus_radius, focus_radius + 1, 2)
+            y0 = int(np.clip(cy - size // 2, 0, plane.shape[1] - size))
+            x0 = int(np.clip(cx - size // 2, 0, plane.shape[2] - size))
+        else:
+            y0 = int(rng.integers(plane.shape[1] - size + 1))
+            x0 = int(rng.integers(plane.shape[2] - size + 1))
         crop = plane[:, y0 : y0 + size, x0 : x0 + size]
         lcrop = None if lab is None else lab[y0 : y0 + size, x0 : x0 + size]
         turns = int(rng.integers(4))

@@ -19,6 +19,7 @@ from probseg.errors import InputError
 _MODULES = {
     "cellulus": "probseg.methods.cellulus",
     "concrete-dropout": "probseg.methods.concrete_dropout",
+    "spoco": "probseg.methods.spoco",
 }
 
 

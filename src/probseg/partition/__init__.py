@@ -2,6 +2,7 @@
 
 - :func:`connected_components` (alias :func:`split_and_filter`), :func:`shrink`
 - :func:`mean_shift`, :func:`meanshift_instances` (embeddings -> instances)
+- :func:`hdbscan_instances` (embeddings -> instances, density-based)
 - :func:`embedding_affinities`, :data:`DEFAULT_OFFSETS`, :data:`INPAINTAFF_OFFSETS`,
   :func:`offsets_for_object_size`
 - :func:`mutex_watershed` (affinities -> instances)
@@ -15,6 +16,7 @@ from probseg.partition.affinities import (
     offsets_for_object_size,
 )
 from probseg.partition.components import connected_components, shrink, split_and_filter
+from probseg.partition.hdbscan import hdbscan_instances
 from probseg.partition.meanshift import mean_shift, meanshift_instances
 from probseg.partition.mutex import mutex_watershed
 from probseg.partition.watershed import seeded_watershed
@@ -24,6 +26,7 @@ __all__ = [
     "INPAINTAFF_OFFSETS",
     "connected_components",
     "embedding_affinities",
+    "hdbscan_instances",
     "mean_shift",
     "meanshift_instances",
     "mutex_watershed",

@@ -1083,10 +1083,9 @@ class Session:
             If nothing is reviewed, a reviewed patch has no rectangle, or a
             path lies inside the session folder.
         """
-        rects = self._reviewed_rects(patches)
-        known = np.zeros(self.shape, dtype=bool)
-        for y0, x0, y1, x1 in rects:
-            known[y0:y1, x0:x1] = True
+        if not self._record["reviewed"]:
+            raise InputError("no patch is marked reviewed yet; there is nothing to export")
+        known = self.reviewed_mask(patches)
         path = Path(path)
         mask_path = Path(mask_path) if mask_path is not None else path.with_name(f"{path.stem}_reviewed{path.suffix}")
         if mask_path == path:
@@ -1095,10 +1094,37 @@ class Session:
         labels = np.where(known, self._labels, 0).astype(LABEL_DTYPE)
         return write_image(path, labels), write_image(mask_path, known.astype(np.uint8))
 
+    def reviewed_mask(self, patches=None) -> np.ndarray:
+        """Where the pixels were reviewed: the union of the reviewed patches.
+
+        Possible in a read-only session too.
+
+        Parameters
+        ----------
+        patches : mapping or iterable of (id, rect) pairs, optional
+            The ``(y0, x0, y1, x1)`` rectangle of every reviewed patch id
+            (others are ignored). Default: the reviewed ids are themselves
+            rectangles.
+
+        Returns
+        -------
+        ndarray of bool, shape of :attr:`labels`
+            True inside a reviewed patch.
+
+        Raises
+        ------
+        InputError
+            If nothing is reviewed or a reviewed patch has no rectangle.
+        """
+        if not self._record["reviewed"]:
+            raise InputError("no patch is marked reviewed yet; accept a patch first")
+        known = np.zeros(self.shape, dtype=bool)
+        for y0, x0, y1, x1 in self._reviewed_rects(patches):
+            known[y0:y1, x0:x1] = True
+        return known
+
     def _reviewed_rects(self, patches) -> list[tuple[int, int, int, int]]:
         reviewed = self._record["reviewed"]
-        if not reviewed:
-            raise InputError("no patch is marked reviewed yet; there is nothing to export")
         if patches is None:
             table = {pid: pid for pid in reviewed if isinstance(pid, tuple) and len(pid) == 4}
         else:
