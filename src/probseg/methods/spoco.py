@@ -103,23 +103,21 @@ class Config(TrainingConfig):
     training takes about 4 minutes on one CPU thread; on a GPU raise
     ``num_fmaps``, ``crop_size``, ``batch_size`` and ``steps``.
 
-    Two defaults depart from the paper, measured on the nuclei sample (a
-    quarter of the top half's objects, scored on the bottom half; one run
-    each, so trends only): ``spatial`` 0.3 (the paper's embeddings are
-    non-spatial; with them touching nuclei kept means closer than 1 unit
-    apart, F1 0.45 to 0.64 over five runs, against 0.85 with coordinates
-    added and the foreground head) and ``momentum`` 0.99 (the paper's 0.999
-    moves g too slowly for a few thousand steps: F1 0.70 against 0.84 on
-    touching blobs, ``benchmarks/spoco_probe.py``).
+    Two defaults depart from the paper. ``spatial`` 0.3: with the paper's
+    non-spatial embeddings, exploratory runs on the nuclei sample (a quarter
+    of the objects labelled) kept touching nuclei at nearly equal means and
+    stayed below the classical baseline; the defaults' figures are in
+    docs/benchmarks.md (``benchmarks/spoco_sparse.py``). ``momentum`` 0.99:
+    the paper's 0.999 moves g too slowly for a few thousand steps
+    (``benchmarks/spoco_probe.py`` compares them on touching blobs).
     """
 
     label_mode: str = param("sparse", "sparse: 0 is unlabelled (never background); dense: 0 is background; reviewed: 0 is unlabelled and background_id marks known background", choices=LABEL_MODES)
     background_id: int = param(65535, "reviewed mode: the label id of known background pixels", minimum=1)
-    # Measured with benchmarks/spoco_probe.py (touching blobs, a quarter of
-    # the objects labelled, F1@0.5 on a second image): 1000 steps at the
-    # paper's 2e-4 gave 0.26, 2000 steps at 1e-3 0.51, 4000 steps at 1e-3
-    # 0.70 (0.84 with momentum 0.99). The paper trains far longer; a short
-    # CPU run needs the larger rate.
+    # Chosen with benchmarks/spoco_probe.py under the earlier non-spatial
+    # defaults (touching blobs, a quarter of the objects labelled): the
+    # paper's 2e-4 for 1000 steps learned far less than 1e-3 for 4000. The
+    # paper trains far longer; a short CPU run needs the larger rate.
     steps: int = param(4000, "training iterations", unit="steps", minimum=1, maximum=1_000_000)
     batch_size: int = param(2, "crops per iteration", unit="crops", minimum=1, maximum=256, advanced=True)
     crop_size: int = param(96, "side of the random training crops; the loss sees the centre, 40 px smaller", unit="px", minimum=48, maximum=2048, advanced=True)
