@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 FORMAT = "probseg-raw"
 FORMAT_VERSION = 1
 CHUNK = 256  # px; whole planes would make one enormous chunk per map
+#: What a store keeps of the model's ``meta()``: enough to post-process without weights.
+MODEL_KEYS = ("method", "config", "in_channels", "normalization", "settings", "learned")
 
 
 def store_method(path) -> str | None:
@@ -71,7 +73,7 @@ def save_raw(path, raw: Raw, model_meta: dict) -> Path:
     root.attrs.update({
         "format": FORMAT, "format_version": FORMAT_VERSION, "method": model_meta["method"],
         "n_samples": int(raw.n_samples), "is_stack": bool(raw.is_stack), "notice": raw.notice,
-        "model": {k: model_meta[k] for k in ("method", "config", "in_channels", "normalization", "settings", "learned") if k in model_meta},
+        "model": {k: model_meta[k] for k in MODEL_KEYS if k in model_meta},
         "run": raw.attrs,
         "maps": list(raw.planes[0]),  # zarr lists arrays in its own order; keep the method's
     })
@@ -81,6 +83,7 @@ def save_raw(path, raw: Raw, model_meta: dict) -> Path:
             out = group.create_array(name, shape=array.shape, chunks=_chunks(array.shape), dtype="float32")
             out[...] = np.asarray(array, dtype=np.float32)
     return path
+
 
 
 def _chunks(shape: tuple) -> tuple:
@@ -150,7 +153,7 @@ class RawWriter:
         self.root.attrs.update({
             "format": FORMAT, "format_version": FORMAT_VERSION, "method": self.meta["method"],
             "n_samples": self.n_samples, "is_stack": bool(raw.is_stack), "notice": raw.notice,
-            "model": {k: self.meta[k] for k in ("method", "config", "in_channels", "normalization", "settings", "learned") if k in self.meta},
+            "model": {k: self.meta[k] for k in MODEL_KEYS if k in self.meta},
             "run": raw.attrs,
             "maps": list(self.maps),
         })

@@ -447,9 +447,10 @@ class SpocoModel(SegmentationModel):
             net.object_area.fill_(area)
             net.foreground_kind.fill_(float(kind if config.foreground_weight > 0 else 0))
             size = _crop_side(config, net.f)
-            h = size - 2 * net.f.context
+            # Near a labelled object: within a quarter of the part of the crop the loss sees.
+            seen = size - 2 * net.f.context
             images, labels = random_crops(coded, size, config.batch_size, rng, with_labels=True, focus=focus,
-                                          focus_fraction=config.object_crops, focus_radius=h // 4)
+                                          focus_fraction=config.object_crops, focus_radius=seen // 4)
             view_f, geo_f = view(images, rng)
             view_g, geo_g = view(images, rng)
             out_f = net(view_f.to(device)).float()
