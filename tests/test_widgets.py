@@ -630,3 +630,41 @@ def test_spoco_trains_from_a_few_painted_objects_and_predicts(viewer, qtbot, tmp
     assert layers["segmentation"].data.shape == (96, 96)
     assert layers["samples"].data.shape == (2, 96, 96)
     assert "embeddings" in layers
+
+
+def test_cellsegmenter_trains_predicts_and_lists_its_objects(viewer, qtbot, tmp_path, store):
+    trainer = _dock(viewer, TrainWidget(viewer, store=store))
+    predictor = _dock(viewer, PredictWidget(viewer, store=store))
+    trainer.method = "cellsegmenter"
+    assert not trainer.labels_combo.enabled
+    trainer.form.set_values({"steps": 3, "crop_size": 48, "batch_size": 2, "num_fmaps": 4, "object_size_min": 8.0,
+                             "object_size_max": 40.0, "max_objects": 4, "appearance_dims": 4, "background_dims": 4})
+    trainer.output_folder = tmp_path / "cellsegmenter"
+    assert trainer.start() is not None, trainer.status
+    _wait(qtbot, trainer)
+    assert trainer.model_name in store and trainer.model.method == "cellsegmenter"
+    predictor.model_name = trainer.model_name
+    predictor.image_layer = "nuclei"
+    predictor.n_samples = 2
+    predictor.run()
+    _wait(qtbot, predictor)
+    layers = predictor.output_layers
+    assert layers["samples"].data.shape == (2, 96, 96)
+    segmentation = layers["segmentation"]
+    labels = np.unique(segmentation.data)
+    labels = labels[labels > 0]
+    table = predictor.objects_table
+    if len(labels):
+        assert table.isVisible()
+        np.testing.assert_array_equal(np.sort(segmentation.features["label"]), labels)
+        table.sort_by("presence", descending=True)
+        presence = dict(zip(segmentation.features["label"], segmentation.features["presence"]))
+        order = [presence[label] for label in table.labels_in_order()]
+        assert order == sorted(order, reverse=True)
+        table.colour_by("area")
+        assert type(segmentation.colormap).__name__ == "DirectLabelColormap"
+        table.colour_by("label colours")
+        table.table.selectRow(0)
+        assert segmentation.selected_label == table.labels_in_order()[0]
+    consensus = _dock(viewer, ConsensusWidget(viewer))
+    assert consensus.samples_layer == layers["samples"].name

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["crop_glimpses", "paste_glimpses"]
+__all__ = ["crop_glimpses", "crop_glimpses_batched", "paste_glimpses"]
 
 
 def _box_affine(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -41,6 +41,21 @@ def crop_glimpses(image: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int
     grid = F.affine_grid(theta, (len(boxes), c, *size), align_corners=False)
     return F.grid_sample(image.expand(len(boxes), c, height, width), grid, mode="bilinear", padding_mode="zeros",
                          align_corners=False)
+
+
+def crop_glimpses_batched(images: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """:func:`crop_glimpses` for a batch: ``images`` ``(B, C, H, W)``, ``boxes`` ``(B, K, 4)`` -> ``(B, K, C, h, w)``.
+
+    The K glimpses of an image are read as one tall sampling grid, so the
+    feature map is never copied K times.
+    """
+    b, c, height, width = images.shape
+    k = boxes.shape[1]
+    h, w = size
+    theta = _box_affine(boxes.reshape(b * k, 4).to(images.dtype), height, width)
+    grid = F.affine_grid(theta, (b * k, c, h, w), align_corners=False).reshape(b, k * h, w, 2)
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.reshape(b, c, k, h, w).transpose(1, 2)
 
 
 def paste_glimpses(glimpses: torch.Tensor, boxes: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
