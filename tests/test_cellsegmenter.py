@@ -143,3 +143,43 @@ def test_bad_settings_give_one_line(change, message):
     with pytest.raises(InputError, match=message) as info:
         api.train("cellsegmenter", _scenes(2).images, config=change, steps=1, device="cpu")
     assert "\n" not in str(info.value)
+
+
+def test_cli_trains_on_a_stack_of_scenes_and_writes_the_object_table(tmp_path, capsys):
+    import csv
+
+    import tifffile
+
+    from probseg import cli
+
+    scenes = _scenes(4, seed=6)
+    tifffile.imwrite(tmp_path / "scenes.tif", scenes.images)
+    flags = ["--steps", "2", "--crop-size", "32", "--object-size-min", "6", "--object-size-max", "16", "--objects-min", "0.5",
+             "--objects-max", "3", "--max-objects", "3", "--num-fmaps", "4", "--appearance-dims", "4", "--background-dims", "4",
+             "--batch-size", "2", "--device", "cpu"]
+    assert cli.main(["train", "cellsegmenter", str(tmp_path / "scenes.tif"), "--out", str(tmp_path / "model"), *flags]) == 0
+    assert cli.main(["segment", str(tmp_path / "model"), str(tmp_path / "scenes.tif"), "--out", str(tmp_path / "labels.tif"),
+                     "--features-out", str(tmp_path / "objects.csv")]) == 0
+    labels = tifffile.imread(tmp_path / "labels.tif")
+    assert labels.shape == scenes.images.shape
+    with open(tmp_path / "objects.csv") as f:
+        rows = list(csv.DictReader(f))
+    with open(tmp_path / "objects.csv") as f:
+        assert f.readline().startswith("plane,label,area,presence,box_y0")
+    expected = sum(len(np.unique(plane)) - 1 for plane in labels)
+    assert len(rows) == expected
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_features_out_is_refused_for_a_method_without_features(tmp_path, capsys):
+    from probseg import cli
+
+    image = _scenes(1).images[0]
+    np.save(tmp_path / "image.npy", image)
+    assert cli.main(["train", "cellulus", str(tmp_path / "image.npy"), "--out", str(tmp_path / "model"), "--steps", "1",
+                     "--crop-size", "48", "--batch-size", "1", "--object-size", "12", "--device", "cpu"]) == 0
+    code = cli.main(["segment", str(tmp_path / "model"), str(tmp_path / "image.npy"), "--out", str(tmp_path / "labels.tif"),
+                     "--features-out", str(tmp_path / "objects.csv")])
+    assert code != 0
+    assert "has no object features" in capsys.readouterr().err
+    assert not (tmp_path / "objects.csv").exists()

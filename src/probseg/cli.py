@@ -659,6 +659,16 @@ def _write_results(args, prediction, seconds: float, source: dict, model=None) -
         print(f"wrote {len(table['label'])} objects' features to {args.features_out}")
 
 
+def _check_output(key: str, path, overwrite: bool) -> None:
+    """Fail at once on an output name that cannot be written: images by their extension, the object table as .csv."""
+    from probseg.io import check_output_path
+
+    if key != "features_out":
+        check_output_path(path, overwrite)
+    elif Path(path).suffix.lower() != ".csv" or Path(path).is_dir():
+        raise InputError(f"cannot write {path}: the object table is written as a .csv file")
+
+
 def write_csv(path, table: dict) -> None:
     """Write columns of equal length to ``path`` as CSV (atomically: a failed write leaves no half file)."""
     import csv
@@ -709,15 +719,14 @@ def _cmd_segment(args) -> int:
     from probseg.api import load_model
     from probseg.callbacks import Callbacks
     from probseg.device import describe_device
-    from probseg.io import check_output_path
 
     outputs = {"out": args.out, "samples_out": args.samples_out, "embeddings_out": args.embeddings_out,
                "uncertainty_out": args.uncertainty_out, "probability_out": args.probability_out,
                "features_out": args.features_out}
     _guard_outputs(args, {"MODEL_DIR": args.model, "IMAGE": args.image}, {**outputs, "raw_out": args.raw_out})
-    for value in outputs.values():
+    for key, value in outputs.items():
         if value is not None:
-            check_output_path(value, args.overwrite)
+            _check_output(key, value, args.overwrite)
     stitch = args.stitch == "consensus"
     if stitch and args.window_overlap is not None and args.window_overlap >= args.window:
         raise InputError(f"--window-overlap must be less than the window ({args.window} px), got {args.window_overlap}")
@@ -780,15 +789,14 @@ def _cmd_segment(args) -> int:
 
 def _cmd_instances(args) -> int:
     from probseg import methods
-    from probseg.io import check_output_path
     from probseg.rawstore import load_raw
 
     outputs = {"out": args.out, "samples_out": args.samples_out, "uncertainty_out": args.uncertainty_out,
                "probability_out": args.probability_out, "features_out": args.features_out}
     _guard_outputs(args, {"RAW.zarr": args.raw}, outputs)
-    for value in outputs.values():
+    for key, value in outputs.items():
         if value is not None:
-            check_output_path(value, args.overwrite)
+            _check_output(key, value, args.overwrite)
     start = time.perf_counter()
     raw, meta = load_raw(args.raw)
     info = methods.get(meta["method"])

@@ -381,6 +381,8 @@ _POSITION_TRIES = 200  # random positions tried per digit before the canvas is s
 _POSITION_BATCH = 32  # positions drawn per call to the generator
 _CANVAS_TRIES = 100  # fresh starts of one canvas before the arguments count as impossible
 _GRID_SPACINGS = (10, 15, 20)
+# The paper's "four different orientation angles", spread over 0-45 degrees.
+_GRID_ANGLES = (0.0, 15.0, 30.0, 45.0)
 
 
 @dataclass(frozen=True)
@@ -462,7 +464,7 @@ def _check_digit_args(n, size, n_digits, digit_size, background, max_overlap, no
 def _grid_lines(size: int, rng) -> np.ndarray:
     """Two perpendicular families of thin, anti-aliased lines at a random angle."""
     spacing = float(rng.choice(_GRID_SPACINGS))
-    angle = np.deg2rad(rng.uniform(0.0, 45.0))
+    angle = np.deg2rad(rng.choice(_GRID_ANGLES))
     width = rng.uniform(1.0, 2.0)
     level = rng.uniform(0.4, 0.6)
     phase = rng.uniform(0.0, spacing, 2)
@@ -580,8 +582,8 @@ def digit_scenes(
         Smallest and largest side of a digit in pixels (inclusive, >= 12).
     background : {"black", "grid"}
         "black": zeros. "grid": two perpendicular families of lines 1-2 px
-        wide at intensity 0.4-0.6, spaced 10, 15 or 20 px, at an angle
-        uniform in [0, 45] degrees and a random phase; digits hide the
+        wide at intensity 0.4-0.6, spaced 10, 15 or 20 px, at one of the
+        angles 0, 15, 30 or 45 degrees (the paper's four orientations) and a random phase; digits hide the
         lines they cover (the image is the maximum of both).
     max_overlap : float
         Largest intersection over the smaller box of two digits, in [0, 1].

@@ -92,6 +92,7 @@ class Config(TrainingConfig):
     # duplicates; a model trained for minutes on a CPU still proposes
     # duplicate boxes that 0.5 lets through (benchmarks/cellsegmenter.py
     # scores both), so the default is the training value.
+    flips: bool = param(False, "also train on flipped and quarter-turned windows: for images without a preferred orientation, such as nuclei (the paper's digits train without)", advanced=True)
     nms_threshold: float = param(0.3, "at prediction: boxes overlapping more than this (intersection over the smaller) compete; 0.3 as in training, the paper predicts with 0.5", minimum=0.0, maximum=1.0, advanced=True)
 
     def check(self) -> None:
@@ -115,9 +116,9 @@ class Config(TrainingConfig):
 class Settings:
     """How the drawn windows become objects; changing them never reruns the network."""
 
-    resolution: float = param(0.05, "Leiden CPM resolution of the consensus: the same-objectness two pixels need to stay together; higher splits more", minimum=1e-5, maximum=1.0)
+    window_resolution: float = param(0.05, "Leiden CPM resolution of the consensus: the same-objectness two pixels need to stay together; higher splits more", minimum=1e-5, maximum=1.0)
     min_size: int = param(0, "smallest object kept; 0 means a quarter of the smallest box area", unit="px", minimum=0)
-    min_foreground: float = param(0.5, "share of the windows and draws covering a pixel that must call it an object", minimum=0.0, maximum=1.0)
+    window_min_foreground: float = param(0.5, "share of the windows and draws covering a pixel that must call it an object", minimum=0.0, maximum=1.0)
 
 
 # -- the network ------------------------------------------------------------------------
@@ -157,9 +158,12 @@ class CellSegmenterNet(nn.Module):
         self.enc = nn.ModuleList([_block(c, c), _block(c, 2 * c), _block(2 * c, 4 * c)])
         self.dec = nn.ModuleList([_block(6 * c, 2 * c), _block(3 * c, c)])
         self.grid_head = nn.Sequential(nn.Conv2d(4 * c, 32, 1), nn.ReLU(inplace=True), nn.Conv2d(32, 9, 1))
-        self.bg_enc = nn.Sequential(nn.Conv2d(4 * c, 32, 1), nn.ReLU(inplace=True))
-        self.bg_head = nn.Linear(2 * 32 * 4, 2 * self.d_bg)
         side = self.window // 16
+        # Pooled to the background decoder's first grid (the paper's 5x5 for
+        # 80 px), not further: a structured background's phase and angle
+        # live in where things are.
+        self.bg_enc = nn.Sequential(nn.Conv2d(4 * c, 32, 1), nn.ReLU(inplace=True))
+        self.bg_head = nn.Linear(2 * 32 * side * side, 2 * self.d_bg)
         self.bg_dec = nn.Sequential(
             nn.Linear(self.d_bg, 32 * side * side), nn.ReLU(inplace=True), nn.Unflatten(1, (32, side, side)),
             nn.ConvTranspose2d(32, 32, 4, 2, 1), nn.ReLU(inplace=True),
@@ -205,7 +209,8 @@ class CellSegmenterNet(nn.Module):
     def background(self, bottom: torch.Tensor):
         """Posterior mean and sigma of the background latent: ``(B, D_bg)`` each."""
         h = self.bg_enc(bottom)
-        pooled = torch.cat([F.adaptive_avg_pool2d(h, 2), F.adaptive_max_pool2d(h, 2)], 1).flatten(1)
+        side = self.window // 16
+        pooled = torch.cat([F.adaptive_avg_pool2d(h, side), F.adaptive_max_pool2d(h, side)], 1).flatten(1)
         mu, s = self.bg_head(pooled).chunk(2, dim=1)
         return mu, _softplus_sigma(s)
 
@@ -409,7 +414,10 @@ def sapr_loss(net: CellSegmenterNet, x: torch.Tensor, config: Config) -> tuple[t
     q_rec = (pi * err).sum(1).mean((1, 2)) / (2 * config.noise_level**2)
 
     present = out["present"].to(x.dtype)
-    n_obj = present.sum(1).clamp(min=1.0)
+    # Normalised by the most objects a window may hold (the paper's K~), not
+    # by how many it holds: each object then costs its code, and a digit
+    # told as two objects costs more than as one.
+    n_obj = float(config.max_objects)
     kl_bg = gaussian_kl(out["z0_mu"], out["z0_sigma"]) / net.d_bg
     kl_fg = (gaussian_kl(out["z_mu"], out["z_sigma"]) * present).sum(1) / (net.d_fg * n_obj)
     v_mu_k = torch.gather(out["v_mu"], 1, out["chosen"][..., None].expand(-1, -1, 4))
@@ -492,7 +500,7 @@ class CellSegmenterModel(SegmentationModel):
     @classmethod
     def training_loss(cls, config: Config, ts: TrainingSet, device: torch.device):
         def loss_fn(net: nn.Module, rng: np.random.Generator) -> torch.Tensor:
-            images, _ = random_crops(ts, config.crop_size, config.batch_size, rng)
+            images, _ = random_crops(ts, config.crop_size, config.batch_size, rng, augment=config.flips)
             loss, terms = sapr_loss(net, images.to(device), config)
             loss_fn.terms = terms
             return loss
@@ -599,8 +607,8 @@ class CellSegmenterModel(SegmentationModel):
             (_, pi), = self.window_masks(raw, draws[0], shape)
             return split_and_filter(pi.argmax(0).astype(np.int32), min_size)
         windows = (w for d in draws for w in self.window_masks(raw, d, shape))
-        consensus = soft_consensus(windows, shape, min_foreground=settings.min_foreground)
-        return consensus.labels(settings.resolution, "cpm", 0, min_size).astype(np.int32)
+        consensus = soft_consensus(windows, shape, min_foreground=settings.window_min_foreground)
+        return consensus.labels(settings.window_resolution, "cpm", 0, min_size).astype(np.int32)
 
     def min_size(self, settings: Settings) -> int:
         """Smallest object kept, in pixels."""
@@ -676,7 +684,7 @@ class CellSegmenterModel(SegmentationModel):
         return int(raw["objects"][draw][:, 7].sum())
 
     def tune_grid(self) -> dict:
-        return {"resolution": [0.01, 0.03, 0.05, 0.1, 0.2, 0.4]}
+        return {"window_resolution": [0.01, 0.03, 0.05, 0.1, 0.2, 0.4]}
 
 
 def _register():
