@@ -138,6 +138,7 @@ def test_a_stack_of_scenes_trains_and_segments_plane_by_plane(tiny_model):
     (dict(crop_size=40), "multiple of 16"),
     (dict(objects_min=5.0, objects_max=2.0), "objects-per-window range is inverted"),
     (dict(foreground_min=30.0, foreground_max=10.0), "foreground range is inverted"),
+    (dict(max_objects=4), "below the most objects expected"),
 ])
 def test_bad_settings_give_one_line(change, message):
     with pytest.raises(InputError, match=message) as info:

@@ -7,8 +7,8 @@ objects, each a box, an appearance and a soft mask:
   ``z0`` (decoded into a background image) and, on a coarse grid of one cell
   per 8 px, each cell's presence probability ``p`` and box latent ``v``;
 - presence is drawn per cell, overlapping boxes are removed by non-max
-  suppression by intersection over minimum (0.3 in training, 0.5 at test)
-  and at most ``max_objects`` are kept;
+  suppression by intersection over minimum (0.3) and at most
+  ``max_objects`` are kept;
 - each object's appearance latent ``z`` is read from a glimpse of the U-Net's
   last feature map inside its box, and decoded into the object's image and
   mask, which a spatial transformer pastes back into the window;
@@ -23,6 +23,22 @@ regularisation of the paper's eq. (14): the reconstruction error, the
 objects per window and the foreground fraction are kept in user ranges by
 multipliers that grow while a range is missed. A warm-up first favours cells
 whose box the background explains badly.
+
+Where this departs from the paper, and why (each is also noted where it is
+made):
+
+- sized for a 2-core CPU: a U-Net of three poolings whose glimpse feature
+  map is at half resolution, glimpses of 24 px (the paper's 28), 32 windows
+  a step (the paper's 128);
+- the multipliers move 10x faster than the weights (:data:`LAMBDA_SPEED`),
+  so that they cross their range within a run of minutes;
+- the user's foreground range constrains the share of the window the masks
+  cover; the paper averages mask and box areas, which the user cannot
+  know, and boxes are kept tight by a penalty on their excess over the mask;
+- the appearance and box KL are divided by ``max_objects`` (a constant),
+  not by the objects drawn, so that every object costs its code;
+- prediction keeps the training NMS threshold 0.3 (the paper: 0.5);
+- no flips or turns of the training windows unless ``flips`` is set.
 
 Inference (:meth:`CellSegmenterModel.raw`) slides the window with a step of a
 quarter window, so every pixel is seen 16 times, and draws the latents:
@@ -88,11 +104,11 @@ class Config(TrainingConfig):
     warmup_steps: int = param(300, "steps of the warm-up (cells the background explains badly are favoured), then as many to fade it out", unit="steps", minimum=0, maximum=100_000, advanced=True)
     overlap_weight: float = param(1.0, "penalty on mask mass beyond the strongest object at each pixel", minimum=0.0, maximum=100.0, advanced=True)
     box_term: float = param(0.01, "share of each object's box added to its mask in the mixing", minimum=0.0, maximum=0.5, advanced=True)
+    flips: bool = param(False, "also train on flipped and quarter-turned windows: for images without a preferred orientation, such as nuclei (the paper's digits train without)", advanced=True)
     # The paper predicts with a permissive 0.5 and lets the consensus merge
     # duplicates; a model trained for minutes on a CPU still proposes
     # duplicate boxes that 0.5 lets through (benchmarks/cellsegmenter.py
     # scores both), so the default is the training value.
-    flips: bool = param(False, "also train on flipped and quarter-turned windows: for images without a preferred orientation, such as nuclei (the paper's digits train without)", advanced=True)
     nms_threshold: float = param(0.3, "at prediction: boxes overlapping more than this (intersection over the smaller) compete; 0.3 as in training, the paper predicts with 0.5", minimum=0.0, maximum=1.0, advanced=True)
 
     def check(self) -> None:
@@ -107,6 +123,8 @@ class Config(TrainingConfig):
             raise InputError(f"the objects-per-window range is inverted: fewest {self.objects_min:g} > most {self.objects_max:g}")
         if self.foreground_min > self.foreground_max:
             raise InputError(f"the foreground range is inverted: {self.foreground_min:g}% > {self.foreground_max:g}%")
+        if self.max_objects < self.objects_max:
+            raise InputError(f"max objects ({self.max_objects}) is below the most objects expected per window ({self.objects_max:g}); raise it")
         cells = (self.crop_size // GRID) ** 2
         if self.objects_max > cells:
             raise InputError(f"at most {cells} objects fit a {self.crop_size} px window (one per {GRID} px cell), got {self.objects_max:g}")
