@@ -44,7 +44,7 @@ from scipy.sparse.csgraph import connected_components
 from probseg.callbacks import Callbacks, ensure
 from probseg.consensus.engine import Consensus
 from probseg.consensus.fragments import Fragments
-from probseg.consensus.graph import DEFAULT_MIN_WEIGHT, DEFAULT_RADIUS, Graph, half_disc
+from probseg.consensus.graph import DEFAULT_MIN_WEIGHT, DEFAULT_RADIUS, Graph, half_disc, region_fragments
 from probseg.consensus.leiden import DEFAULT_BACKEND, check_backend
 from probseg.consensus.nmi import Reference
 from probseg.device import resolve_device
@@ -394,16 +394,7 @@ def soft_fragment_graph(frags: Fragments, sums: torch.Tensor, rects: np.ndarray,
     height, width = frags.map.shape
     rect = (0, 0, height, width) if region is None else tuple(int(v) for v in region)
     y0, x0, y1, x1 = rect
-    if region is None:
-        present, lmap, sizes = np.arange(frags.count), frags.map, frags.sizes
-    else:
-        fmap = frags.map[y0:y1, x0:x1]
-        present = np.unique(fmap)
-        present = present[present >= 0]
-        local = np.full(frags.count + 1, -1, dtype=np.int64)  # index -1 stays -1
-        local[present] = np.arange(present.size)
-        lmap = local[fmap]
-        sizes = np.bincount(lmap[lmap >= 0].ravel(), minlength=present.size).astype(np.int64)
+    present, lmap, sizes = region_fragments(frags, None if region is None else rect)
     n = int(present.size)
     t = torch.as_tensor(np.ascontiguousarray(lmap), device=dev).long()
     inner = torch.zeros((3, n), dtype=torch.float64, device=dev)  # pair-weight sum, pairs, covering-layer sum
