@@ -94,6 +94,21 @@ def _train(qtbot, widget, folder, **values):
     _wait(qtbot, widget)
 
 
+def _train_and_predict(qtbot, trainer, predictor, folder, values: dict, n_samples: int) -> dict:
+    """Train with ``values`` into ``folder``, predict the "nuclei" layer with the new model; the output layers."""
+    trainer.form.set_values(values)
+    trainer.output_folder = folder
+    assert trainer.start() is not None, trainer.status
+    _wait(qtbot, trainer)
+    assert trainer.model_name in trainer.store
+    predictor.model_name = trainer.model_name
+    predictor.image_layer = "nuclei"
+    predictor.n_samples = n_samples
+    predictor.run()
+    _wait(qtbot, predictor)
+    return predictor.output_layers
+
+
 def _load(qtbot, widget, folder):
     worker = widget.load_model(folder)
     qtbot.waitUntil(lambda: not worker.is_running and len(widget.store) > 0, timeout=30_000)
@@ -334,17 +349,8 @@ def test_concrete_dropout_trains_from_a_labels_layer_and_predicts(viewer, qtbot,
     trainer.form.set_values({"steps": 2, "crop_size": 48, "batch_size": 2, "num_fmaps": 4})
     assert trainer.start() is None and "labels" in trainer.status  # it learns from labels
     trainer.labels_layer = "nuclei truth"
-    trainer.form.set_values({"steps": 3, "crop_size": 48, "batch_size": 2, "num_fmaps": 4})
-    trainer.output_folder = tmp_path / "cd"
-    assert trainer.start() is not None, trainer.status
-    _wait(qtbot, trainer)
-    assert trainer.model_name in store and trainer.model.method == "concrete-dropout"
-    predictor.model_name = trainer.model_name
-    predictor.image_layer = "nuclei"
-    predictor.n_samples = 3
-    predictor.run()
-    _wait(qtbot, predictor)
-    layers = predictor.output_layers
+    layers = _train_and_predict(qtbot, trainer, predictor, tmp_path / "cd", {"steps": 3, "crop_size": 48, "batch_size": 2, "num_fmaps": 4}, 3)
+    assert trainer.model.method == "concrete-dropout"
     assert layers["samples"].data.shape == (3, 96, 96)
     assert {"probability", "uncertainty"} <= set(layers)
     assert 0.0 <= layers["uncertainty"].data.min() and layers["uncertainty"].data.max() <= 1.0
@@ -630,3 +636,51 @@ def test_spoco_trains_from_a_few_painted_objects_and_predicts(viewer, qtbot, tmp
     assert layers["segmentation"].data.shape == (96, 96)
     assert layers["samples"].data.shape == (2, 96, 96)
     assert "embeddings" in layers
+
+
+def test_cellsegmenter_trains_predicts_and_lists_its_objects(viewer, qtbot, tmp_path, store):
+    trainer = _dock(viewer, TrainWidget(viewer, store=store))
+    predictor = _dock(viewer, PredictWidget(viewer, store=store))
+    trainer.method = "cellsegmenter"
+    assert not trainer.labels_combo.enabled
+    values = {"steps": 3, "crop_size": 48, "batch_size": 2, "num_fmaps": 4, "object_size_min": 8.0, "object_size_max": 40.0,
+              "objects_min": 0.5, "objects_max": 3.0, "max_objects": 4, "appearance_dims": 4, "background_dims": 4}
+    layers = _train_and_predict(qtbot, trainer, predictor, tmp_path / "cellsegmenter", values, 2)
+    assert trainer.model.method == "cellsegmenter"
+    assert layers["samples"].data.shape == (2, 96, 96)
+    segmentation = layers["segmentation"]
+    labels = np.unique(segmentation.data)
+    labels = labels[labels > 0]
+    # A three-step model may find nothing; then there is no table to show.
+    assert predictor.objects_table.isHidden() == (len(labels) == 0)
+    if len(labels):
+        np.testing.assert_array_equal(np.sort(segmentation.features["label"]), labels)
+    consensus = _dock(viewer, ConsensusWidget(viewer))
+    assert consensus.samples_layer == layers["samples"].name
+
+
+def test_objects_table_sorts_selects_and_colours(viewer, qtbot):
+    from napari_probseg._objects_table import ObjectsTable
+
+    labels = np.zeros((20, 30), np.int32)
+    labels[2:6, 2:6], labels[8:14, 3:9], labels[10:18, 15:28] = 1, 2, 3
+    layer = viewer.add_labels(labels, name="objects")
+    natural = layer.colormap
+    table = ObjectsTable()
+    qtbot.addWidget(table)
+    columns = {"label": np.array([1, 2, 3]), "area": np.array([16, 36, 104]), "presence": np.array([0.9, 0.2, 0.6])}
+    table.set_table(layer, columns)
+    assert not table.isHidden()
+    table.sort_by("presence", descending=True)
+    assert table.labels_in_order() == [1, 3, 2]
+    table.sort_by("area")
+    assert table.labels_in_order() == [1, 2, 3]
+    table.table.selectRow(2)
+    assert layer.selected_label == 3
+    table.colour_by("area")
+    colours = [tuple(np.round(layer.colormap.map(i), 3)) for i in (1, 2, 3)]
+    assert len(set(colours)) == 3  # low to high along viridis
+    table.colour_by("label colours")
+    assert layer.colormap is natural
+    table.set_table(layer, None)
+    assert table.isHidden()

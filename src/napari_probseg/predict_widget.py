@@ -27,6 +27,7 @@ from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QPushButton, QToolB
 
 import probseg
 from napari_probseg import _models
+from napari_probseg._objects_table import ObjectsTable
 from napari_probseg._form import ConfigForm
 from napari_probseg._engine_widget import EngineWidget, JobMonitor, Outcome, run_engine
 from napari_probseg._layers import OUTPUT_META_KEY, default_image, image_arrays, image_layer_names
@@ -80,6 +81,7 @@ class PredictResult:
     cancelled: bool = False
     model: object = None  # the model that post-processes it (maybe a copy on another device)
     job: object = None  # the PredictJob whose network output this is
+    features: dict | None = None  # the object table of the segmentation, for methods that make one
 
 
 def _embeddings_rgb(pred) -> np.ndarray | None:
@@ -109,7 +111,7 @@ def _retune_job(job: RetuneJob, monitor: JobMonitor) -> Outcome:
             pred = job.model.postprocess(job.raw, job.settings, callbacks=monitor.callbacks())
         except Cancelled:
             return PredictResult(None, None, cancelled=True)
-        return PredictResult(pred, _embeddings_rgb(pred), model=job.model, job=job.source)
+        return PredictResult(pred, _embeddings_rgb(pred), model=job.model, job=job.source, features=job.model.features(pred))
 
     return run_engine(retune)
 
@@ -148,7 +150,7 @@ def _predict(job: PredictJob, monitor: JobMonitor) -> PredictResult:
             np.asarray(job.image), n_samples=job.n_samples, seed=job.seed, settings=job.settings, rgb=job.rgb,
             callbacks=monitor.callbacks(),
         )
-        return PredictResult(pred, _embeddings_rgb(pred), model=model, job=job)
+        return PredictResult(pred, _embeddings_rgb(pred), model=model, job=job, features=model.features(pred))
     except Cancelled:
         return PredictResult(None, None, cancelled=True)
 
@@ -253,6 +255,8 @@ class PredictWidget(EngineWidget):
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.progress_label)
         layout.addWidget(self.status_label)
+        self.objects_table = ObjectsTable()
+        layout.addWidget(self.objects_table, 1)
         layout.addStretch(1)
 
         self.model_combo.changed.connect(self._model_changed)
@@ -512,8 +516,14 @@ class PredictWidget(EngineWidget):
         self._model = result.model
         self._shown = job
         self._show_layers(self.viewer.layers[job.image_name], result)
+        segmentation = self.output_layers["segmentation"]
+        if result.features is not None:
+            segmentation.features = result.features
+        self.objects_table.set_table(segmentation, result.features)
         n_objects = int(result.prediction.segmentation.max())
         notice = f" ({result.prediction.notice})" if result.prediction.notice else ""
+        if result.features is not None:
+            notice += "; each object's features are in the Objects table below and the layer's features (shown on hover)"
         extras = "samples, embeddings, uncertainty and probability" if result.embeddings_rgb is not None else "samples, uncertainty and probability"
         tuned, self._tune_message = self._tune_message, ""
         self._set_status(

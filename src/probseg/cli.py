@@ -323,6 +323,7 @@ def _add_sample_outputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples-out", metavar="SAMPLES", help="write the sampled label images, stacked on a first axis")
     parser.add_argument("--uncertainty-out", metavar="UNC", help="write the per-pixel uncertainty of the samples (float32, 0 to 1)")
     parser.add_argument("--probability-out", metavar="PROB", help="write each pixel's object probability over the samples (float32, 0 to 1)")
+    parser.add_argument("--features-out", metavar="CSV", help="write a table of the objects, one row per label (cellsegmenter: latent codes, box, presence, size)")
 
 
 def _add_overwrite(parser: argparse.ArgumentParser) -> None:
@@ -616,7 +617,7 @@ def _settings_of(args) -> dict:
     return _field_values(args, cls, "set_") if cls is not None else {}
 
 
-def _write_results(args, prediction, seconds: float, source: dict) -> None:
+def _write_results(args, prediction, seconds: float, source: dict, model=None) -> None:
     """Write the labels (with their JSON sidecar) and whichever of samples, embeddings, uncertainty and
     probability were asked for."""
     from probseg.atomic import write_json
@@ -650,6 +651,39 @@ def _write_results(args, prediction, seconds: float, source: dict) -> None:
     if getattr(args, "probability_out", None):
         write_image(args.probability_out, prediction.probability.astype(np.float32, copy=False), overwrite=args.overwrite)
         print(f"wrote object probabilities to {args.probability_out}")
+    if getattr(args, "features_out", None):
+        table = model.features(prediction)
+        if table is None:
+            raise InputError(f"{model.method} has no object features to write; drop --features-out")
+        write_csv(args.features_out, table)
+        print(f"wrote {len(table['label'])} objects' features to {args.features_out}")
+
+
+def _check_output(key: str, path, overwrite: bool) -> None:
+    """Fail at once on an output name that cannot be written: images by their extension, the object table as .csv."""
+    from probseg.io import check_output_path
+
+    if key != "features_out":
+        check_output_path(path, overwrite)
+    elif Path(path).suffix.lower() != ".csv" or Path(path).is_dir():
+        raise InputError(f"cannot write {path}: the object table is written as a .csv file")
+
+
+def write_csv(path, table: dict) -> None:
+    """Write columns of equal length to ``path`` as CSV (atomically: a failed write leaves no half file)."""
+    import csv
+    import io
+
+    from probseg.atomic import write_bytes
+
+    names = list(table)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(names)
+    columns = [np.asarray(table[n]) for n in names]
+    for row in zip(*columns):
+        writer.writerow([f"{v:.6g}" if isinstance(v, (float, np.floating)) else int(v) for v in row])
+    write_bytes(path, buffer.getvalue().encode())
 
 
 def _irreplaceable(flag: str, path: Path) -> str | None:
@@ -685,19 +719,19 @@ def _cmd_segment(args) -> int:
     from probseg.api import load_model
     from probseg.callbacks import Callbacks
     from probseg.device import describe_device
-    from probseg.io import check_output_path
 
     outputs = {"out": args.out, "samples_out": args.samples_out, "embeddings_out": args.embeddings_out,
-               "uncertainty_out": args.uncertainty_out, "probability_out": args.probability_out}
+               "uncertainty_out": args.uncertainty_out, "probability_out": args.probability_out,
+               "features_out": args.features_out}
     _guard_outputs(args, {"MODEL_DIR": args.model, "IMAGE": args.image}, {**outputs, "raw_out": args.raw_out})
-    for value in outputs.values():
+    for key, value in outputs.items():
         if value is not None:
-            check_output_path(value, args.overwrite)
+            _check_output(key, value, args.overwrite)
     stitch = args.stitch == "consensus"
     if stitch and args.window_overlap is not None and args.window_overlap >= args.window:
         raise InputError(f"--window-overlap must be less than the window ({args.window} px), got {args.window_overlap}")
     if stitch:
-        extra = [f"--{k.replace('_', '-')}" for k in ("samples_out", "embeddings_out", "uncertainty_out", "probability_out") if outputs[k]]
+        extra = [f"--{k.replace('_', '-')}" for k in ("samples_out", "embeddings_out", "uncertainty_out", "probability_out", "features_out") if outputs[k]]
         if args.raw_out:
             extra.append("--raw-out")
         if extra:
@@ -709,6 +743,8 @@ def _cmd_segment(args) -> int:
     model.settings = model.make_settings(settings)  # a bad value fails before the network runs
     if args.embeddings_out and "embeddings" not in model.raw_maps:
         raise InputError(f"{model.method} has no embeddings to write; drop --embeddings-out")
+    if args.features_out and not model.has_features:
+        raise InputError(f"{model.method} has no object features to write; drop --features-out")
     if args.tile_size is not None:
         model.tile_size = args.tile_size
     if stitch:
@@ -747,29 +783,30 @@ def _cmd_segment(args) -> int:
     source = {"model": str(Path(args.model).resolve()), "method": model.method,
               "weights_sha256": model.record.get("weights_sha256"), "image": str(Path(args.image).resolve()),
               "seed": args.seed}
-    _write_results(args, prediction, time.perf_counter() - start, source)
+    _write_results(args, prediction, time.perf_counter() - start, source, model)
     return 0
 
 
 def _cmd_instances(args) -> int:
     from probseg import methods
-    from probseg.io import check_output_path
     from probseg.rawstore import load_raw
 
     outputs = {"out": args.out, "samples_out": args.samples_out, "uncertainty_out": args.uncertainty_out,
-               "probability_out": args.probability_out}
+               "probability_out": args.probability_out, "features_out": args.features_out}
     _guard_outputs(args, {"RAW.zarr": args.raw}, outputs)
-    for value in outputs.values():
+    for key, value in outputs.items():
         if value is not None:
-            check_output_path(value, args.overwrite)
+            _check_output(key, value, args.overwrite)
     start = time.perf_counter()
     raw, meta = load_raw(args.raw)
     info = methods.get(meta["method"])
     model = info.model_class.for_postprocessing(meta, _settings_of(args))
+    if args.features_out and not model.has_features:
+        raise InputError(f"{model.method} has no object features to write; drop --features-out")
     prediction = model.postprocess(raw)
     source = {"raw": str(Path(args.raw).resolve()), "method": info.name, "model": raw.attrs.get("model"),
               "weights_sha256": raw.attrs.get("weights_sha256"), "seed": raw.attrs.get("seed")}
-    _write_results(args, prediction, time.perf_counter() - start, source)
+    _write_results(args, prediction, time.perf_counter() - start, source, model)
     return 0
 
 

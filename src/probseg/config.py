@@ -134,6 +134,11 @@ def validate_config(config: Any) -> Any:
             raise InputError(f"{spec.name} must be at most {spec.maximum} {spec.unit}".rstrip() + f", got {value}")
         if spec.choices is not None and value not in spec.choices:
             raise InputError(f"{spec.name} must be one of {', '.join(map(str, spec.choices))}, got {value!r}")
+    # Rules between fields (a size range, a window that must hold the largest
+    # object) live with the config that has them.
+    check = getattr(config, "check", None)
+    if callable(check):
+        check()
     return config
 
 

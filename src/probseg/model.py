@@ -43,6 +43,11 @@ A method is one module that defines a model class deriving from
     outputs draws one sample, and :meth:`~SegmentationModel.predict` with
     ``keep_raw=False`` post-processes each draw as it comes, so the raw maps
     of only one draw are ever in memory.
+``object_features(raw, labels)``
+    Optional: facts about each object of one plane's labels from its raw
+    maps, no network (CellSegmenter's latent codes, boxes, presence):
+    columns of equal length, ``"label"`` first. They become the
+    segmentation layer's features in napari and ``--features-out`` CSV.
 ``raw_draws(plane, n_samples, rng, callbacks)``
     Optional: :meth:`~SegmentationModel.raw` one draw at a time, a generator
     of one-draw dicts as above, consuming ``rng`` as ``raw`` does. The
@@ -196,6 +201,39 @@ class SegmentationModel:
     def tune_grid(self) -> dict:
         """Settings :func:`probseg.tune` tries by default: ``{name: [values]}``."""
         return {}
+
+    def object_features(self, raw: dict, labels: np.ndarray) -> dict | None:
+        """Per-object columns of one plane's ``labels`` from its raw maps (no network), or None.
+
+        The default has none; see the module docstring.
+        """
+        return None
+
+    @property
+    def has_features(self) -> bool:
+        """Whether the method makes an object table (overrides :meth:`object_features`)."""
+        return type(self).object_features is not SegmentationModel.object_features
+
+    def features(self, prediction: "Prediction") -> dict | None:
+        """The object table of ``prediction``'s segmentation, or None if the method has none.
+
+        Columns of equal length from :meth:`object_features`; a stack's
+        planes are concatenated with a ``"plane"`` column in front.
+        """
+        seg = prediction.segmentation
+        planes = seg if prediction.raw.is_stack else seg[None]
+        if len(prediction.raw.planes) != len(planes):
+            return None
+        tables = []
+        for z, (maps, labels) in enumerate(zip(prediction.raw.planes, planes)):
+            table = self.object_features(maps, labels)
+            if table is None:
+                return None
+            if prediction.raw.is_stack:
+                n = len(next(iter(table.values()))) if table else 0
+                table = {"plane": np.full(n, z, dtype=np.int64), **table}
+            tables.append(table)
+        return {name: np.concatenate([t[name] for t in tables]) for name in tables[0]}
 
     def draws_independent(self, settings) -> bool:
         """Whether each draw can be post-processed alone under ``settings`` (see the module docstring).

@@ -85,9 +85,9 @@ def _spatial(p) -> tuple:
 
 def random_crops(
     ts: TrainingSet, size: int, batch: int, rng: np.random.Generator, with_labels: bool = False,
-    focus: list | None = None, focus_fraction: float = 0.0, focus_radius: int = 0,
+    focus: list | None = None, focus_fraction: float = 0.0, focus_radius: int = 0, augment: bool = True,
 ) -> tuple:
-    """A batch of random ``size`` x ``size`` crops with flips and 90° turns.
+    """A batch of random ``size`` x ``size`` crops with flips and 90° turns (``augment``, the default).
 
     Planes smaller than ``size`` are reflect-padded. Returns
     ``(images, labels)`` tensors of shape ``(B, C, size, size)`` and
@@ -120,8 +120,10 @@ def random_crops(
             x0 = int(rng.integers(plane.shape[2] - size + 1))
         crop = plane[:, y0 : y0 + size, x0 : x0 + size]
         lcrop = None if lab is None else lab[y0 : y0 + size, x0 : x0 + size]
-        turns = int(rng.integers(4))
-        flip = bool(rng.integers(2))
+        turns, flip = int(rng.integers(4)), bool(rng.integers(2))
+        if not augment:
+            # Drawn all the same, so that a seed gives the same crops either way.
+            turns, flip = 0, False
         crop = np.rot90(crop, turns, axes=(1, 2))
         if flip:
             crop = crop[:, :, ::-1]

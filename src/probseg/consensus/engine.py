@@ -128,6 +128,16 @@ class Consensus:
                  min_foreground: float = 0.5, device="auto", backend: str = DEFAULT_BACKEND):
         if not layers:
             raise InputError("the consensus needs at least one labeling")
+        self._configure(shape, radius, min_weight, min_foreground, device, backend)
+        self.n_layers = len(layers)
+        self.fragments: Fragments = fragments(layers, self.shape)
+        self.graph: Graph = fragment_graph(self.fragments, self.radius, self.min_weight, device=device)
+        self._keep = self.fragments.foreground >= self.min_foreground - 1e-12
+        self._ig = None
+        self._region_graph = None
+        self._layer_references = None
+
+    def _configure(self, shape, radius, min_weight, min_foreground, device, backend) -> None:
         if not 0.0 <= float(min_foreground) <= 1.0:
             raise InputError(f"min_foreground must be between 0 and 1, got {min_foreground}")
         if not 0.0 < float(min_weight) <= 1.0:
@@ -138,11 +148,6 @@ class Consensus:
         self.min_foreground = float(min_foreground)
         self.device = device
         self.backend = check_backend(backend)
-        self.n_layers = len(layers)
-        self.fragments: Fragments = fragments(layers, self.shape)
-        self.graph: Graph = fragment_graph(self.fragments, self.radius, self.min_weight, device=device)
-        self._keep = self.fragments.foreground >= self.min_foreground - 1e-12
-        self._ig = None
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -159,6 +164,42 @@ class Consensus:
             arr = check_labelings(labels, "window labels")
             layers.extend(Layer(a, (int(origin[0]), int(origin[1]))) for a in arr)
         return cls(layers, shape, **kwargs)
+
+    @classmethod
+    def from_graph(cls, frags: Fragments, graph: Graph, shape, *, n_layers: int, region_graph=None, references=None,
+                   radius: float = DEFAULT_RADIUS, min_weight: float = DEFAULT_MIN_WEIGHT, min_foreground: float = 0.5,
+                   device="auto", backend: str = DEFAULT_BACKEND) -> "Consensus":
+        """A consensus over fragments and a graph built elsewhere (e.g. from soft masks).
+
+        Parameters
+        ----------
+        frags : Fragments
+            Only ``map``, ``sizes`` and ``foreground`` are used.
+        graph : Graph
+            The whole image's graph over ``frags``.
+        shape : (int, int)
+        n_layers : int
+            How many labelings the graph was built from.
+        region_graph : callable((y0, x0, y1, x1)) -> Graph, optional
+            The graph inside a rectangle, for :meth:`region`; default: the
+            hard :func:`fragment_graph` of ``frags``, which needs signatures.
+        references : callable(Graph) -> list of (ndarray, Reference), optional
+            For :meth:`sweep`: per labeling, the graph's nodes it covers and
+            its labels of them; default: from ``frags.signatures``.
+        radius, min_weight, min_foreground, device, backend
+            As the constructor's; ``radius`` and ``min_weight`` should be
+            those the graph was built with.
+        """
+        self = cls.__new__(cls)
+        self._configure(shape, radius, min_weight, min_foreground, device, backend)
+        self.n_layers = int(n_layers)
+        self.fragments = frags
+        self.graph = graph
+        self._keep = np.asarray(frags.foreground) >= self.min_foreground - 1e-12
+        self._ig = None
+        self._region_graph = region_graph
+        self._layer_references = references
+        return self
 
     # -- resolutions --------------------------------------------------------------------
     def _rb_per_cpm(self) -> float:
@@ -230,7 +271,10 @@ class Consensus:
     def region(self, rect) -> Region:
         """The subgraph inside ``rect = (y0, x0, y1, x1)``; keep it while the resolution moves."""
         rect = check_rect(rect, self.shape)
-        graph = fragment_graph(self.fragments, self.radius, self.min_weight, region=rect, device=self.device)
+        if self._region_graph is not None:
+            graph = self._region_graph(rect)
+        else:
+            graph = fragment_graph(self.fragments, self.radius, self.min_weight, region=rect, device=self.device)
         total = self.graph.total_weight
         # RB compares each pair with the whole graph's total weight; scaling the
         # resolution by the region's share keeps that reference, so a value
@@ -411,12 +455,7 @@ class Consensus:
         rect = None if region is None else region.rect
         scale = region.rb_scale if (region is not None and objective == "rb") else 1.0
         ig = self._igraph() if region is None else region.igraph()
-        sig = self.fragments.signatures[graph.nodes]
-        references = []
-        for j in range(sig.shape[1]):
-            covered = np.flatnonzero(sig[:, j] >= 0)
-            if covered.size:
-                references.append((covered, Reference(sig[covered, j], graph.sizes[covered])))
+        references = self._references(graph)
         nmi = np.zeros(grid.size)
         count = np.zeros(grid.size, dtype=np.int64)
         for i, gamma in enumerate(grid):
@@ -431,6 +470,18 @@ class Consensus:
                 nmi[i] = np.mean(scores) if scores else 0.0
             cb.progress(done + i + 1, total)
         return nmi, count
+
+    def _references(self, graph: Graph) -> list:
+        """Per labeling: the nodes of ``graph`` it covers and its labels of them, ready for NMI."""
+        if self._layer_references is not None:
+            return self._layer_references(graph)
+        sig = self.fragments.signatures[graph.nodes]
+        references = []
+        for j in range(sig.shape[1]):
+            covered = np.flatnonzero(sig[:, j] >= 0)
+            if covered.size:
+                references.append((covered, Reference(sig[covered, j], graph.sizes[covered])))
+        return references
 
 
 def _plateau_middle(grid: np.ndarray, nmi: np.ndarray) -> float:

@@ -146,6 +146,31 @@ def same_fraction(signatures: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: i
     return out
 
 
+def region_fragments(frags: Fragments, region=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fragments inside ``region`` (all by default), renumbered from 0.
+
+    Returns
+    -------
+    present : ndarray of int64
+        Fragment id of each local number.
+    local_map : ndarray, shape of the region
+        Local numbers, -1 where no fragment is.
+    sizes : ndarray of int64
+        Pixels of each fragment inside the region.
+    """
+    if region is None:
+        # Every fragment has pixels and ids are already 0..F-1: nothing to renumber.
+        return np.arange(frags.count), frags.map, frags.sizes
+    fmap = frags.map[region[0] : region[2], region[1] : region[3]]
+    present = np.unique(fmap)
+    present = present[present >= 0]
+    local = np.full(frags.count + 1, -1, dtype=np.int64)  # index -1 stays -1
+    local[present] = np.arange(present.size)
+    lmap = local[fmap]
+    sizes = np.bincount(lmap[lmap >= 0].ravel(), minlength=present.size).astype(np.int64)
+    return present, lmap, sizes
+
+
 def fragment_graph(frags: Fragments, radius: float = DEFAULT_RADIUS, min_weight: float = DEFAULT_MIN_WEIGHT, region=None, device="auto") -> Graph:
     """The same-objectness graph over fragments, optionally inside a rectangle.
 
@@ -168,17 +193,7 @@ def fragment_graph(frags: Fragments, radius: float = DEFAULT_RADIUS, min_weight:
     Graph
         ``nodes`` holds the fragment id of each node.
     """
-    if region is None:
-        # Every fragment has pixels and ids are already 0..F-1: nothing to renumber.
-        present, lmap, sizes = np.arange(frags.count), frags.map, frags.sizes
-    else:
-        fmap = frags.map[region[0] : region[2], region[1] : region[3]]
-        present = np.unique(fmap)
-        present = present[present >= 0]
-        local = np.full(frags.count + 1, -1, dtype=np.int64)  # index -1 stays -1
-        local[present] = np.arange(present.size)
-        lmap = local[fmap]
-        sizes = np.bincount(lmap[lmap >= 0].ravel(), minlength=present.size).astype(np.int64)
+    present, lmap, sizes = region_fragments(frags, region)
     internal, pairs, counts = count_pairs(lmap, present.size, radius, device)
     fg = frags.foreground[present]
     loop_w = np.where(fg >= min_weight, fg, 0.0)
