@@ -17,10 +17,10 @@ from probseg.errors import InputError
 
 # name -> module; a new method is one line here plus its module.
 _MODULES = {
-    "cellsegmenter": "probseg.methods.cellsegmenter",
     "cellulus": "probseg.methods.cellulus",
     "concrete-dropout": "probseg.methods.concrete_dropout",
     "spoco": "probseg.methods.spoco",
+    "cellsegmenter": "probseg.methods.cellsegmenter",
 }
 
 
