@@ -523,7 +523,7 @@ class PredictWidget(EngineWidget):
         n_objects = int(result.prediction.segmentation.max())
         notice = f" ({result.prediction.notice})" if result.prediction.notice else ""
         if result.features is not None:
-            notice += "; each object's features are in the Objects table below and the layer's features (shown on hover)"
+            notice += "; each object's features are in the Objects table below and in the segmentation layer's features"
         extras = "samples, embeddings, uncertainty and probability" if result.embeddings_rgb is not None else "samples, uncertainty and probability"
         tuned, self._tune_message = self._tune_message, ""
         self._set_status(
