@@ -129,13 +129,18 @@ class Consensus:
         if not layers:
             raise InputError("the consensus needs at least one labeling")
         self._configure(shape, radius, min_weight, min_foreground, device, backend)
-        self.n_layers = len(layers)
-        self.fragments: Fragments = fragments(layers, self.shape)
-        self.graph: Graph = fragment_graph(self.fragments, self.radius, self.min_weight, device=device)
-        self._keep = self.fragments.foreground >= self.min_foreground - 1e-12
+        frags = fragments(layers, self.shape)
+        self._attach(frags, fragment_graph(frags, self.radius, self.min_weight, device=device), len(layers))
+
+    def _attach(self, frags: Fragments, graph: Graph, n_layers: int, region_graph=None, references=None) -> None:
+        """Hold the fragments and their graph; the hooks as :meth:`from_graph` describes them."""
+        self.n_layers = int(n_layers)
+        self.fragments: Fragments = frags
+        self.graph: Graph = graph
+        self._keep = np.asarray(frags.foreground) >= self.min_foreground - 1e-12
         self._ig = None
-        self._region_graph = None
-        self._layer_references = None
+        self._region_graph = region_graph
+        self._layer_references = references
 
     def _configure(self, shape, radius, min_weight, min_foreground, device, backend) -> None:
         if not 0.0 <= float(min_foreground) <= 1.0:
@@ -192,13 +197,7 @@ class Consensus:
         """
         self = cls.__new__(cls)
         self._configure(shape, radius, min_weight, min_foreground, device, backend)
-        self.n_layers = int(n_layers)
-        self.fragments = frags
-        self.graph = graph
-        self._keep = np.asarray(frags.foreground) >= self.min_foreground - 1e-12
-        self._ig = None
-        self._region_graph = region_graph
-        self._layer_references = references
+        self._attach(frags, graph, n_layers, region_graph, references)
         return self
 
     # -- resolutions --------------------------------------------------------------------

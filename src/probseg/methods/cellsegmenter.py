@@ -274,8 +274,9 @@ class CellSegmenterNet(nn.Module):
         """Explain windows ``x`` ``(B, C, W, W)``: latents, objects and the mixture.
 
         ``sample`` False takes the posterior mode (presence above 0.5, latent
-        means); True draws every latent. Returns tensors keyed by name (see
-        the code); boxes are in window px.
+        means); True draws every latent. Returns tensors keyed by name:
+        ``p`` and ``occupied`` (presence after NMS) per grid cell ``(B, N)``,
+        the rest per chosen slot ``(B, K, ...)``; boxes are in window px.
         """
         bottom, fmap = self.features(x)
         z0_mu, z0_sigma = self.background(bottom)
@@ -295,16 +296,19 @@ class CellSegmenterNet(nn.Module):
         chosen, kept = nms_top_k(all_boxes.detach(), on.to(p.dtype) + p.detach(), nms_threshold, max_objects)
         present = torch.gather(on, 1, chosen) & kept  # (B, K) bool
         occupied = torch.zeros_like(on).scatter(1, chosen, present)  # c_grid after NMS
-        boxes = torch.gather(all_boxes, 1, chosen[..., None].expand(-1, -1, 4))
+        def take(t: torch.Tensor) -> torch.Tensor:  # the chosen cells' rows of a (B, N, D) tensor
+            return torch.gather(t, 1, chosen[..., None].expand(-1, -1, t.shape[-1]))
+
+        boxes = take(all_boxes)
         p_k = torch.gather(p, 1, chosen)
         # Straight-through: the value is 0/1, the gradient reaches p.
         c_st = present.to(p.dtype) + p_k - p_k.detach()
         z_mu, z_sigma = self.appearance(fmap, boxes)
         z = z_mu + z_sigma * _randn(z_mu, generator) if sample else z_mu
         y_c, w_c = self.glimpses(z)
-        return dict(x=x, p=p, on=on, occupied=occupied, present=present, c_st=c_st, chosen=chosen, boxes=boxes,
-                    all_boxes=all_boxes, p_k=p_k, v_mu=v_mu, v_sigma=v_sigma, v=torch.gather(v, 1, chosen[..., None].expand(-1, -1, 4)),
-                    z_mu=z_mu, z_sigma=z_sigma, z=z, z0_mu=z0_mu, z0_sigma=z0_sigma, y0=y0, y_c=y_c, w_c=w_c)
+        return dict(p=p, occupied=occupied, present=present, c_st=c_st, boxes=boxes, p_k=p_k, v=take(v), v_mu=take(v_mu),
+                    v_sigma=take(v_sigma), z_mu=z_mu, z_sigma=z_sigma, z=z, z0_mu=z0_mu, z0_sigma=z0_sigma, y0=y0, y_c=y_c,
+                    w_c=w_c)
 
 
 def _randn(like: torch.Tensor, generator) -> torch.Tensor:
@@ -438,9 +442,7 @@ def sapr_loss(net: CellSegmenterNet, x: torch.Tensor, config: Config) -> tuple[t
     n_obj = float(config.max_objects)
     kl_bg = gaussian_kl(out["z0_mu"], out["z0_sigma"]) / net.d_bg
     kl_fg = (gaussian_kl(out["z_mu"], out["z_sigma"]) * present).sum(1) / (net.d_fg * n_obj)
-    v_mu_k = torch.gather(out["v_mu"], 1, out["chosen"][..., None].expand(-1, -1, 4))
-    v_sigma_k = torch.gather(out["v_sigma"], 1, out["chosen"][..., None].expand(-1, -1, 4))
-    kl_box = (gaussian_kl(v_mu_k, v_sigma_k) * present).sum(1) / (4 * n_obj)
+    kl_box = (gaussian_kl(out["v_mu"], out["v_sigma"]) * present).sum(1) / (4 * n_obj)
 
     # Grid KL by REINFORCE (Suppl. S8): f = log q(c) - log P_DPP(c) for the drawn c.
     p = out["p"].clamp(1e-6, 1 - 1e-6)
@@ -549,7 +551,7 @@ class CellSegmenterModel(SegmentationModel):
             posterior mode, draws 1..n samples (none when ``n_samples`` is 1).
         """
         window = self.config.crop_size
-        c, height, width = plane.shape
+        _, height, width = plane.shape
         padded = plane
         if height < window or width < window:
             mode = "reflect" if min(height, width) > 1 else "edge"
