@@ -21,6 +21,7 @@ _MODULES = {
     "concrete-dropout": "probseg.methods.concrete_dropout",
     "spoco": "probseg.methods.spoco",
     "cellsegmenter": "probseg.methods.cellsegmenter",
+    "inpaintaff": "probseg.methods.inpaintaff",
 }
 
 
