@@ -32,6 +32,7 @@ class PartialConv2d(nn.Module):
     ``out = W^T (x * m) * window / sum(m) + b`` where the window saw a
     visible pixel, else 0; the new mask marks the outputs that saw one.
     ``same`` padding, so outputs keep the input's size (halved for stride 2).
+    ``x`` must already be 0 where ``mask`` is (so ``x * m`` is ``x``).
     """
 
     def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1):
@@ -46,8 +47,11 @@ class PartialConv2d(nn.Module):
             seen = F.conv2d(mask, self.ones.to(mask.dtype), stride=conv.stride, padding=conv.padding)
             new_mask = (seen > 0.5).to(x.dtype)
             ratio = self.window / seen.clamp(min=1.0) * new_mask
-        out = F.conv2d(x * mask, conv.weight, None, conv.stride, conv.padding)
-        return out * ratio + conv.bias.view(1, -1, 1, 1) * new_mask, new_mask
+        # No ``x * mask`` here: every input is already 0 where its mask is
+        # (InpaintingNet masks the image, and each layer zeroes what it did
+        # not see), which saves a pass over the largest tensors.
+        out = F.conv2d(x, conv.weight, None, conv.stride, conv.padding)
+        return torch.addcmul(conv.bias.view(1, -1, 1, 1) * new_mask, out, ratio), new_mask
 
 
 class _Block(nn.Module):

@@ -89,29 +89,27 @@ class Config(TrainingConfig):
     batch_size: int = param(8, "crops per iteration", unit="crops", minimum=1, maximum=512, advanced=True)
     crop_size: int = param(64, "side of the training crops; a multiple of 8", unit="px", minimum=16, maximum=1024, advanced=True)
     learning_rate: float = param(1e-3, "AdamW learning rate", minimum=1e-7, maximum=1.0, advanced=True)
-    num_fmaps: int = param(16, "feature maps of the inpainting U-Net's first level (the paper: 64)", minimum=2, maximum=256, advanced=True)
+    num_fmaps: int = param(8, "feature maps of the inpainting U-Net's first level (the paper: 64; 16 takes twice as long on a CPU)", minimum=2, maximum=256, advanced=True)
     depth: int = param(3, "downsamplings of the inpainting U-Net (the paper: 4)", minimum=1, maximum=5, advanced=True)
     train_band: int = param(8, "training masks hide bands up to this wide next to the visible side, as the split step does", unit="px", minimum=0, maximum=64, advanced=True)
     label_mode: str = param("dense", "labels for the foreground network: dense: 0 is background (label every object of the image, or give a crop); reviewed: 0 is unlabelled and background_id marks background", choices=LABEL_MODES, advanced=True)
     background_id: int = param(65535, "reviewed labels: the id of known background", minimum=1, advanced=True)
     foreground_weight: float = param(1.0, "weight of the foreground network's cross-entropy when labels are given", minimum=0.0, maximum=100.0, advanced=True)
-    patch_size: int = param(64, "side of the patches split at prediction; a multiple of 8, larger than the longest offset (27 px)", unit="px", minimum=32, maximum=512)
-    patch_stride: int = param(32, "step between patches; smaller averages more hierarchies and takes longer", unit="px", minimum=4, maximum=512)
+    patch_size: int = param(64, "side of the patches split at prediction; a multiple of 8; at least 32, beyond the longest offset (27 px)", unit="px", minimum=32, maximum=512)
+    patch_stride: int = param(16, "step between patches; smaller averages more hierarchies and takes longer (32: a quarter of the time)", unit="px", minimum=4, maximum=512)
     iterations: int = param(8, "T: boundary updates per split", minimum=1, maximum=100, advanced=True)
     max_band: int = param(6, "d of the first half of the updates (then falling to 1, with d = 1 every second update)", unit="px", minimum=1, maximum=32, advanced=True)
     max_depth: int = param(5, "levels of recursion at most", minimum=1, maximum=12, advanced=True)
     min_part: int = param(40, "parts with fewer pixels are not split; about a quarter of an object's area", unit="px", minimum=2, maximum=100_000, advanced=True)
     min_gain: float = param(0.5, "a split whose band pixels gain less information than this (nats per pixel) is no split", minimum=0.0, maximum=100.0, advanced=True)
     patch_batch: int = param(32, "patches split together, every level batched through the network", minimum=1, maximum=4096, advanced=True)
-    network_batch: int = param(128, "images per network call", minimum=1, maximum=8192, advanced=True)
+    network_batch: int = param(32, "images per network call on a CPU (small batches stay in cache; a GPU takes at least 1024)", minimum=1, maximum=8192, advanced=True)
 
     def check(self) -> None:
         for name in ("crop_size", "patch_size"):
             value = getattr(self, name)
             if value % 2**self.depth:
                 raise InputError(f"{name.replace('_', ' ')} {value} is not a multiple of {2**self.depth} (2 to the depth {self.depth})")
-        if self.patch_size <= int(np.abs(INPAINTAFF_OFFSETS).max()):
-            raise InputError(f"patch size {self.patch_size} px must exceed the longest offset, {int(np.abs(INPAINTAFF_OFFSETS).max())} px")
         if self.patch_stride > self.patch_size:
             raise InputError(f"patch stride {self.patch_stride} px exceeds the patch size {self.patch_size} px: pixels would be missed")
 
@@ -120,7 +118,7 @@ class Config(TrainingConfig):
 class Settings:
     """How the affinities become objects; changing them never reruns the network."""
 
-    alpha: float = param(1.0, "the paper's single knob: long-range affinities repel with alpha (1 - a); higher splits more", minimum=0.0, maximum=5.0)
+    alpha: float = param(1.0, "the paper's single knob: long-range affinities repel with alpha (1 - a); higher splits more", minimum=0.0, maximum=5.0, slider=True)
     foreground: str = param("auto", "where objects are: auto: the mask given, else the foreground network when one was trained, else the threshold; mask; network; threshold (intensity); none (everything)", choices=FOREGROUNDS)
     threshold: float = param(0.0, "threshold foreground: normalised intensity above which a pixel is foreground; 0: Otsu's threshold of the smoothed image", minimum=0.0, maximum=1.0)
     probability: float = param(0.5, "network foreground: probability above which a pixel is foreground", minimum=0.01, maximum=0.99)
@@ -237,9 +235,13 @@ class InpaintAffModel(SegmentationModel):
     def affinities(self, plane: np.ndarray, seed: int, shift: int, callbacks: Callbacks, timer: Timer | None = None) -> np.ndarray:
         """One draw's averaged affinities ``(K, Y, X)`` of a normalised ``(C, Y, X)`` plane (NaN: no patch held the pair)."""
         c = self.config
+        # Measured on 2 CPU cores, 32 images a call ran fastest (larger ones
+        # leave the cache); a GPU needs large calls to be busy.
+        chunk = c.network_batch if self.device.type == "cpu" else max(c.network_batch, 1024)
+        patches = c.patch_batch if self.device.type == "cpu" else max(c.patch_batch, 256)
         return inpaint_affinities(plane, self._predictor(), patch=c.patch_size, stride=c.patch_stride,
                                   offsets=INPAINTAFF_OFFSETS, params=self.split_params(), seed=seed, shift=shift,
-                                  patch_batch=c.patch_batch, chunk=c.network_batch, noise_var=noise_variance(plane),
+                                  patch_batch=patches, chunk=chunk, noise_var=noise_variance(plane),
                                   device=self.device, callbacks=callbacks, timer=timer)
 
     def raw(self, plane: np.ndarray, n_samples: int, rng: np.random.Generator, callbacks: Callbacks) -> dict:
@@ -253,8 +255,7 @@ class InpaintAffModel(SegmentationModel):
         n_draws = 1 if n_samples == 1 else n_samples
         seeds = rng.integers(0, 2**31, n_draws)
         shifts = [0] + [int(s) for s in rng.integers(0, self.config.patch_stride, n_draws - 1)]
-        first = plane.shape[-2:]
-        draws = np.empty((n_draws, len(INPAINTAFF_OFFSETS)) + tuple(first), dtype=np.float32)
+        draws = np.empty((n_draws, len(INPAINTAFF_OFFSETS)) + tuple(plane.shape[-2:]), dtype=np.float32)
         for k in range(n_draws):
             sub = Callbacks(on_progress=lambda done, total, _l=None, k=k: callbacks.progress(k * total + done, n_draws * total),
                             should_stop=callbacks.should_stop, on_message=callbacks.on_message)
@@ -263,15 +264,17 @@ class InpaintAffModel(SegmentationModel):
             with np.errstate(invalid="ignore"):
                 mean = np.nanmean(draws, axis=0) if np.isnan(draws).any() else draws.mean(axis=0)
             draws = np.concatenate([mean[None], draws])
-        out = {"affinities": draws, "intensity": ndi.gaussian_filter(plane[0], 1.0).astype(np.float32)}
-        if self.has_foreground():
-            ctx = self.net.foreground.context
-            logits = tiled_apply(self.net.foreground.forward_same, np.ascontiguousarray(plane), 1, tile=self.tile_size,
-                                 overlap=2 * ctx + 8, margin=ctx, align=self.net.foreground.align, device=self.device)
-            out["foreground"] = (1.0 / (1.0 + np.exp(-logits[0]))).astype(np.float32)
-        else:
-            out["foreground"] = np.zeros(first, np.float32)
-        return out
+        return {"affinities": draws, "intensity": ndi.gaussian_filter(plane[0], 1.0).astype(np.float32),
+                "foreground": self.foreground_probability(plane)}
+
+    def foreground_probability(self, plane: np.ndarray) -> np.ndarray:
+        """The foreground network's probability ``(Y, X)`` float32 on a normalised ``(C, Y, X)`` plane; zeros when it was not trained."""
+        if not self.has_foreground():
+            return np.zeros(plane.shape[-2:], np.float32)
+        ctx = self.net.foreground.context
+        logits = tiled_apply(self.net.foreground.forward_same, np.ascontiguousarray(plane), 1, tile=self.tile_size,
+                             overlap=2 * ctx + 8, margin=ctx, align=self.net.foreground.align, device=self.device)
+        return (1.0 / (1.0 + np.exp(-logits[0]))).astype(np.float32)
 
     # -- post-processing ----------------------------------------------------------------
     def foreground_mask(self, raw: dict, settings: Settings) -> np.ndarray:
