@@ -222,7 +222,7 @@ class InpaintAffModel(SegmentationModel):
     def split_params(self) -> SplitParams:
         c = self.config
         return SplitParams(iterations=c.iterations, max_band=c.max_band, max_depth=c.max_depth, min_part=c.min_part,
-                           min_gain=c.min_gain)
+                           min_gain=c.min_gain, align=2**c.depth)
 
     def _predictor(self):
         net = self.net.inpaint
