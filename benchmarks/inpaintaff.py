@@ -30,7 +30,12 @@ Two parts, each printing its table (``--parts`` picks some):
   seconds to re-partition the 512 x 512 image's affinities for a new alpha
   (what the Predict widget's slider does).
 
-    python benchmarks/inpaintaff.py [--parts accuracy speed] [--steps 3000] [--samples 1]
+* **stride** (not run by default): the patch stride, the setting that
+  trades time for accuracy most, at 32 and 16 px on the first split
+  (InpaintAff + true foreground, alpha chosen on the training image), with
+  each one's seconds on one core.
+
+    python benchmarks/inpaintaff.py [--parts accuracy speed stride] [--steps 3000] [--samples 1]
 """
 
 from __future__ import annotations
@@ -218,9 +223,27 @@ def speed_table(rows: list[dict], repartition: dict, device: str) -> str:
     return "\n".join(lines)
 
 
+def stride_rows(task: dict, strides=(32, 16)) -> list[dict]:
+    """SEG of InpaintAff + true foreground on one split for each patch stride, and the seconds of its affinities."""
+    torch.set_num_threads(1)
+    (train_img, train_lab), (test_img, test_lab) = task["train"], task["test"]
+    model = probseg.train("inpaintaff", train_img, steps=task["steps"], seed=task["seed"])
+    rows = []
+    for stride in strides:
+        model.config.patch_stride = stride
+        start = time.perf_counter()
+        raw_val = attach_foreground(model.predict_raw(train_img, 1, seed=task["seed"]), true_foreground(train_lab))
+        raw_test = attach_foreground(model.predict_raw(test_img, 1, seed=task["seed"]), true_foreground(test_lab))
+        seconds = (time.perf_counter() - start) / 2
+        alpha = best_alpha(model, raw_val, train_lab, {"foreground": "mask"})
+        scores = evaluate(model.postprocess(raw_test, {"foreground": "mask", "alpha": alpha}).segmentation, test_lab)
+        rows.append(dict(stride=stride, seg=scores["seg"], f1=scores["f1"], alpha=alpha, seconds=seconds))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--parts", nargs="+", choices=("accuracy", "speed"), default=["accuracy", "speed"])
+    parser.add_argument("--parts", nargs="+", choices=("accuracy", "speed", "stride"), default=["accuracy", "speed"])
     parser.add_argument("--steps", type=int, default=3000, help="training steps (default: the method's 3000)")
     parser.add_argument("--samples", type=int, default=1, help="draws per image for the accuracy part (default 1)")
     parser.add_argument("--seed", type=int, default=0)
@@ -234,6 +257,12 @@ def main() -> None:
             results = pool.map(accuracy_one, tasks, chunksize=1)
         print("\n## Table 1 protocol (SEG and F1 on the test image)\n")
         print(accuracy_table(results), flush=True)
+    if "stride" in args.parts:
+        task = dict(splits(args.seed)[0], steps=args.steps, seed=args.seed)
+        print(f"\n## Patch stride ({task['name']}, InpaintAff + true foreground, one core)\n")
+        print("| stride px | SEG | F1 | alpha | seconds per 256x256 image |\n|---|---|---|---|---|")
+        for r in stride_rows(task):
+            print(f"| {r['stride']} | {r['seg']:.3f} | {r['f1']:.3f} | {r['alpha']:g} | {r['seconds']:.0f} |", flush=True)
     if "speed" in args.parts:
         torch.set_num_threads(2)
         img, _ = nuclei()

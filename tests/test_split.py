@@ -148,3 +148,19 @@ def test_inpaint_affinities_refuses_a_plane_without_channels():
     with pytest.raises(InputError, match="expected a \\(C, Y, X\\) image"):
         split.inpaint_affinities(np.zeros((16, 16), np.float32), smooth_inpainter(), patch=16, stride=8,
                                  offsets=INPAINTAFF_OFFSETS, params=split.SplitParams(), seed=0)
+
+
+def test_each_part_gets_a_window_around_it():
+    regions = torch.zeros(3, 64, 64, dtype=torch.bool)
+    regions[0, 10:20, 40:50] = True  # small: a 16 px window
+    regions[1, 0:30, 0:5] = True  # tall: 32 px
+    regions[2] = True  # the whole patch
+    params = split.SplitParams(crop_margin=2, align=8)
+    windows = split.crop_windows(regions, params)
+    assert [w[0] for w in windows] == [16, 40, 64]
+    for (side, y0, x0), region in zip(windows, regions):
+        assert side % 8 == 0 and 0 <= y0 <= 64 - side and 0 <= x0 <= 64 - side
+        inside = torch.zeros_like(region)
+        inside[y0 : y0 + side, x0 : x0 + side] = True
+        assert not (region & ~inside).any()
+    assert split.crop_windows(regions, split.SplitParams(crop_margin=None)) == [(64, 0, 0)] * 3
