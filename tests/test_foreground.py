@@ -10,6 +10,7 @@ import pytest
 import tifffile
 import torch
 
+import probseg
 from probseg import cli, methods
 from probseg.errors import InputError
 from probseg.foreground import as_mask, attach_foreground
@@ -113,6 +114,18 @@ def test_predict_segments_only_inside_the_mask(model):
     mask = pred.raw.planes[0]["mask"]
     assert mask.dtype == np.float32 and mask.shape == (SIZE, SIZE) and set(np.unique(mask)) == {0.0, 1.0}
     assert not pred.uncertainty[:, : SIZE // 2].any() and not pred.probability[:, : SIZE // 2].any()
+
+
+def test_tuning_segments_inside_the_mask(model):
+    image = _image()
+    truth = np.zeros(image.shape, np.int32)
+    for i, square in enumerate(SQUARES, 1):
+        truth[square] = i
+    grid = {"threshold": [0.5]}
+    whole = probseg.tune(model, image, truth, grid, save=False)
+    inside = probseg.tune(model, image, truth, grid, save=False, foreground=_right_half())
+    assert whole.best_row["f1"] == 1.0
+    assert inside.best_row["f1"] == pytest.approx(2 / 3)  # 2 of the 4 squares found, none wrong
 
 
 def test_a_bad_mask_fails_before_the_network_runs(model, monkeypatch):

@@ -149,7 +149,8 @@ def _tune_job(job: TuneJob, monitor: JobMonitor) -> Outcome:
         # The settings outside the grid are the form's, and the run options the widget's.
         model.settings = model.make_settings(run.settings)
         model.tile_size = run.tile_size
-        return probseg.tune(model, np.asarray(run.image), job.labels, seed=run.seed, rgb=run.rgb, callbacks=monitor.callbacks())
+        return probseg.tune(model, np.asarray(run.image), job.labels, seed=run.seed, rgb=run.rgb, callbacks=monitor.callbacks(),
+                            foreground=run.foreground)
 
     return run_engine(tune)
 
