@@ -693,6 +693,7 @@ def test_inpaintaff_trains_takes_a_foreground_layer_and_moves_alpha_live(viewer,
     predictor = _dock(viewer, PredictWidget(viewer, store=store))
     trainer.method = "inpaintaff"
     assert trainer.labels_combo.enabled  # labels are optional: they train the foreground network
+    assert "foreground network" in trainer.labels_note.text()
     fg = viewer.add_labels((viewer.layers["nuclei"].data > np.percentile(viewer.layers["nuclei"].data, 60)).astype(np.int32),
                            name="nuclei foreground")
     values = {"steps": 2, "crop_size": 32, "batch_size": 2, "num_fmaps": 4, "depth": 2, "patch_size": 32,

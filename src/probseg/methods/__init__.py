@@ -35,6 +35,7 @@ class MethodInfo:
     reference: str  # the paper
     labels: str  # "none", "optional" or "required"
     model_class: type
+    labels_use: str = ""  # what labels do, for methods where they are optional
 
     @property
     def config_class(self) -> type:

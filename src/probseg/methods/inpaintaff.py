@@ -356,6 +356,8 @@ def _register():
         reference="Wolf, Hamprecht, Funke. Instance Separation Emerges from Inpainting. arXiv:2003.00891, 2020",
         labels="optional",
         model_class=InpaintAffModel,
+        labels_use="with them a small foreground network learns where objects are (0 is background: label every object "
+                   "of the image, or of a crop of it)",
     )
 
 
