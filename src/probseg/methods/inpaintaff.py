@@ -96,7 +96,7 @@ class Config(TrainingConfig):
     background_id: int = param(65535, "reviewed labels: the id of known background", minimum=1, advanced=True)
     foreground_weight: float = param(1.0, "weight of the foreground network's cross-entropy when labels are given", minimum=0.0, maximum=100.0, advanced=True)
     patch_size: int = param(64, "side of the patches split at prediction; a multiple of 8; at least 32, beyond the longest offset (27 px)", unit="px", minimum=32, maximum=512)
-    patch_stride: int = param(16, "step between patches; smaller averages more hierarchies and takes longer (32: a quarter of the time)", unit="px", minimum=4, maximum=512)
+    patch_stride: int = param(32, "step between patches; smaller averages more hierarchies and takes longer (16: four times as long)", unit="px", minimum=4, maximum=512)
     iterations: int = param(8, "T: boundary updates per split", minimum=1, maximum=100, advanced=True)
     max_band: int = param(6, "d of the first half of the updates (then falling to 1, with d = 1 every second update)", unit="px", minimum=1, maximum=32, advanced=True)
     max_depth: int = param(5, "levels of recursion at most", minimum=1, maximum=12, advanced=True)
