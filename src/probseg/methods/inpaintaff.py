@@ -89,7 +89,7 @@ class Config(TrainingConfig):
     batch_size: int = param(8, "crops per iteration", unit="crops", minimum=1, maximum=512, advanced=True)
     crop_size: int = param(64, "side of the training crops; a multiple of 8", unit="px", minimum=16, maximum=1024, advanced=True)
     learning_rate: float = param(1e-3, "AdamW learning rate", minimum=1e-7, maximum=1.0, advanced=True)
-    num_fmaps: int = param(8, "feature maps of the inpainting U-Net's first level (the paper: 64; 16 takes twice as long on a CPU)", minimum=2, maximum=256, advanced=True)
+    num_fmaps: int = param(8, "feature maps of the inpainting U-Net's first level (the paper: 64; more is slower)", minimum=2, maximum=256, advanced=True)
     depth: int = param(3, "downsamplings of the inpainting U-Net (the paper: 4)", minimum=1, maximum=5, advanced=True)
     train_band: int = param(8, "training masks hide bands up to this wide next to the visible side, as the split step does", unit="px", minimum=0, maximum=64, advanced=True)
     label_mode: str = param("dense", "labels for the foreground network: dense: 0 is background (label every object of the image, or give a crop); reviewed: 0 is unlabelled and background_id marks background", choices=LABEL_MODES, advanced=True)
