@@ -210,7 +210,7 @@ def speed_rows(model, seed: int) -> tuple[list[dict], dict]:
 
 
 def speed_table(rows: list[dict], repartition: dict, device: str) -> str:
-    lines = [f"| image | device | total s | network s | split logic s | averaging s | network images |", "|---|---|---|---|---|---|---|"]
+    lines = ["| image | device | total s | network s | split logic s | averaging s | network images |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['shape'][0]}x{r['shape'][1]} | {device} | {r['total_s']:.0f} | {r['network_s']:.0f} | {r['split_s']:.0f} | "
                      f"{r['averaging_s']:.1f} | {r['passes']} |")

@@ -173,10 +173,8 @@ class InpaintAffModel(SegmentationModel):
             # Target and known-mask travel as one label image: 0 unknown, 1 background, 2 object.
             coded = [np.where(k > 0, 1 + t, 0).astype(np.int64) for t, k in targets]
             fg_set = TrainingSet([ts.planes[i] for i in labelled], coded, ts.in_channels, ts.normalization, [])
-            for i in labelled:
-                lab = np.asarray(ts.labels[i])
-                ids, counts = np.unique(lab[(lab > 0) & (lab != (config.background_id if config.label_mode == "reviewed" else -1))], return_counts=True)
-                areas.extend(counts.tolist())
+            for i, (target, _) in zip(labelled, targets):
+                areas.extend(np.unique(np.asarray(ts.labels[i])[target > 0], return_counts=True)[1].tolist())
             focus = [np.argwhere(c == 2) for c in coded]
         area = float(np.median(areas)) if areas else 0.0
 
