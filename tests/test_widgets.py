@@ -684,3 +684,45 @@ def test_objects_table_sorts_selects_and_colours(viewer, qtbot):
     assert layer.colormap is natural
     table.set_table(layer, None)
     assert table.isHidden()
+
+
+def test_inpaintaff_trains_takes_a_foreground_layer_and_moves_alpha_live(viewer, qtbot, tmp_path, store, monkeypatch):
+    from probseg.methods.inpaintaff import InpaintAffModel
+
+    trainer = _dock(viewer, TrainWidget(viewer, store=store))
+    predictor = _dock(viewer, PredictWidget(viewer, store=store))
+    trainer.method = "inpaintaff"
+    assert trainer.labels_combo.enabled  # labels are optional: they train the foreground network
+    assert "foreground network" in trainer.labels_note.text()
+    fg = viewer.add_labels((viewer.layers["nuclei"].data > np.percentile(viewer.layers["nuclei"].data, 60)).astype(np.int32),
+                           name="nuclei foreground")
+    values = {"steps": 2, "crop_size": 32, "batch_size": 2, "num_fmaps": 4, "depth": 2, "patch_size": 32,
+              "patch_stride": 16, "iterations": 2, "max_depth": 2, "min_gain": 0.0}
+    trainer.form.set_values(values)
+    trainer.output_folder = tmp_path / "inpaintaff"
+    assert trainer.start() is not None, trainer.status
+    _wait(qtbot, trainer)
+    predictor.model_name = trainer.model_name
+    predictor.image_layer = "nuclei"
+    predictor.foreground_layer = fg.name
+    predictor.n_samples = 2
+    predictor.run()
+    _wait(qtbot, predictor)
+    layers = predictor.output_layers
+    segmentation = layers["segmentation"]
+    assert not segmentation.data[fg.data == 0].any()  # objects only inside the chosen foreground
+    assert {"map:boundaries", "map:affinity variance"} <= set(layers)
+    assert not layers["map:boundaries"].visible
+    assert "alpha" in predictor.settings_form.fields
+
+    # The alpha knob re-partitions the kept affinities; the network does not run again.
+    calls = []
+    monkeypatch.setattr(InpaintAffModel, "raw", lambda *a, **k: calls.append(1))
+    counts = []
+    for alpha in (0.0, 5.0):
+        predictor.settings_form.set_values({"alpha": alpha, "min_size": 1})
+        qtbot.waitUntil(lambda a=alpha: predictor.prediction is not None and predictor.prediction.settings.alpha == a
+                        and not predictor.running, timeout=TIMEOUT_MS)
+        counts.append(int(predictor.output_layers["segmentation"].data.max()))
+    assert calls == [] and counts[0] < counts[1]
+    assert predictor.output_layers["segmentation"] is segmentation  # updated in place

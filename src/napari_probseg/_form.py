@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 
-from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FloatSlider, FloatSpinBox, LineEdit, SpinBox
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 from superqt import QCollapsible
@@ -55,6 +55,19 @@ def special_value_text(spec: FieldSpec) -> str | None:
     if match is None or float(match.group(1)) != float(spec.minimum):
         return None
     return match.group(2)
+
+
+def _slider(spec: FieldSpec) -> FloatSlider:
+    """A slider with a readout over the field's bounds, in steps of a hundredth of the range.
+
+    Dragging it emits a change for every step; the widgets that re-compute on
+    a change coalesce them (the Predict widget's debounce timer).
+    """
+    low, high = float(spec.minimum), float(spec.maximum)
+    step = 10.0 ** math.floor(math.log10(high - low)) / 100 if high > low else 0.01
+    widget = FloatSlider(min=low, max=high, step=step, readout=True)
+    widget.value = float(spec.default)
+    return widget
 
 
 def _label(spec: FieldSpec) -> str:
@@ -105,6 +118,8 @@ class _Field:
             high = int(min(spec.maximum, _INT_LIMIT)) if spec.maximum is not None else _INT_LIMIT
             step = int(max(1, 10 ** (len(str(abs(int(spec.default)))) - 2))) if spec.default else 1
             return SpinBox(value=int(spec.default), min=low, max=high, step=step)
+        if spec.type is float and spec.slider and spec.minimum is not None and spec.maximum is not None:
+            return _slider(spec)
         if spec.type is float:
             if _needs_text_entry(spec):
                 return LineEdit(value=_format_float(spec.default))

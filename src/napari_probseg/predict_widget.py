@@ -13,11 +13,18 @@ The widget keeps the network's raw output of the last run: editing a
 post-processing setting re-computes every layer from it without running the
 network again, and "Tune on labels" searches the settings against a labels
 layer of the image (:func:`probseg.tune`).
+
+A "foreground mask" layer (labels or an image of the image's shape, e.g.
+another model's segmentation or an ilastik probability map; see
+:func:`probseg.foreground.as_mask`) confines the objects to it. Choosing
+another one after a run re-computes the result from the kept raw output
+too. Maps a method offers for display (:meth:`~probseg.model.SegmentationModel.display_maps`)
+become hidden image layers "<image> · <model> <map name>".
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from magicgui.widgets import ComboBox, SpinBox
@@ -30,13 +37,20 @@ from napari_probseg import _models
 from napari_probseg._objects_table import ObjectsTable
 from napari_probseg._form import ConfigForm
 from napari_probseg._engine_widget import EngineWidget, JobMonitor, Outcome, run_engine
-from napari_probseg._layers import OUTPUT_META_KEY, default_image, image_arrays, image_layer_names
+from napari_probseg._layers import OUTPUT_META_KEY, default_image, image_arrays, image_layer_names, layer_run
 from probseg import api, bounds
 from probseg.device import resolve_device
 from probseg.errors import Cancelled, InputError, ProbsegError
+from probseg.foreground import as_mask, attach_foreground
 from probseg.visualize import embeddings_to_rgb
 
 ROLES = ("segmentation", "samples", "embeddings", "uncertainty", "probability")
+#: Roles of the layers of a method's display maps start with this, then the map's name.
+MAP_ROLE = "map:"
+NO_FOREGROUND = "(the model's own)"
+FOREGROUND_TIP = ("where objects may be: a labels or image layer of the image's shape (e.g. another model's segmentation "
+                  "or an ilastik probability map). Foreground is labels above 0, values of 0.5 and above in a map of 0..1, "
+                  "other values above 0. Changing it after a run re-computes the result without the network")
 SEPARATOR = " · "  # between the image and the model in layer names
 
 
@@ -70,6 +84,8 @@ class PredictJob:
     device: str
     tile_size: int
     settings: dict | None = None
+    foreground: np.ndarray | None = None  # the mask, checked (bool)
+    foreground_name: str | None = None  # the layer it came from
 
 
 @dataclass
@@ -82,6 +98,7 @@ class PredictResult:
     model: object = None  # the model that post-processes it (maybe a copy on another device)
     job: object = None  # the PredictJob whose network output this is
     features: dict | None = None  # the object table of the segmentation, for methods that make one
+    maps: dict = field(default_factory=dict)  # the method's display maps by name
 
 
 def _embeddings_rgb(pred) -> np.ndarray | None:
@@ -111,7 +128,8 @@ def _retune_job(job: RetuneJob, monitor: JobMonitor) -> Outcome:
             pred = job.model.postprocess(job.raw, job.settings, callbacks=monitor.callbacks())
         except Cancelled:
             return PredictResult(None, None, cancelled=True)
-        return PredictResult(pred, _embeddings_rgb(pred), model=job.model, job=job.source, features=job.model.features(pred))
+        return PredictResult(pred, _embeddings_rgb(pred), model=job.model, job=job.source, features=job.model.features(pred),
+                             maps=job.model.shown_maps(pred))
 
     return run_engine(retune)
 
@@ -131,7 +149,8 @@ def _tune_job(job: TuneJob, monitor: JobMonitor) -> Outcome:
         # The settings outside the grid are the form's, and the run options the widget's.
         model.settings = model.make_settings(run.settings)
         model.tile_size = run.tile_size
-        return probseg.tune(model, np.asarray(run.image), job.labels, seed=run.seed, rgb=run.rgb, callbacks=monitor.callbacks())
+        return probseg.tune(model, np.asarray(run.image), job.labels, seed=run.seed, rgb=run.rgb, callbacks=monitor.callbacks(),
+                            foreground=run.foreground)
 
     return run_engine(tune)
 
@@ -148,9 +167,10 @@ def _predict(job: PredictJob, monitor: JobMonitor) -> PredictResult:
         model.tile_size = job.tile_size
         pred = model.predict(
             np.asarray(job.image), n_samples=job.n_samples, seed=job.seed, settings=job.settings, rgb=job.rgb,
-            callbacks=monitor.callbacks(),
+            callbacks=monitor.callbacks(), foreground=job.foreground,
         )
-        return PredictResult(pred, _embeddings_rgb(pred), model=model, job=job, features=model.features(pred))
+        return PredictResult(pred, _embeddings_rgb(pred), model=model, job=job, features=model.features(pred),
+                             maps=model.shown_maps(pred))
     except Cancelled:
         return PredictResult(None, None, cancelled=True)
 
@@ -169,6 +189,7 @@ class PredictWidget(EngineWidget):
         w.prediction       # the engine's Prediction
         w.settings_form.set_values({"min_size": 40})   # re-computes the layers from the kept raw output
         w.labels_layer = "nuclei truth"; w.tune()       # search the settings against labels
+        w.foreground_layer = "cells"    # segment inside that layer's foreground; after a run, re-computes without the network
 
     Parameters
     ----------
@@ -186,6 +207,8 @@ class PredictWidget(EngineWidget):
         self._shown: PredictJob | None = None  # the run whose network output self.prediction holds
         self._model = None  # the model that made self.prediction
         self._retune_pending = False
+        # A foreground mask was chosen after the run and is not in the result shown yet.
+        self._foreground_pending = False
         self.settings_form: ConfigForm | None = None
         self.tune_result = None
         self._tune_message = ""
@@ -205,6 +228,10 @@ class PredictWidget(EngineWidget):
         model_row.addWidget(load)
 
         self.image_combo = ComboBox(choices=self._image_choices)
+        self.foreground_combo = ComboBox(choices=self._foreground_choices, nullable=True)
+        self.foreground_combo.null_string = NO_FOREGROUND
+        self.foreground_combo.reset_choices()  # the null entry is named when choices are set
+        self.foreground_combo.tooltip = FOREGROUND_TIP
         self.samples_spin = SpinBox(value=8, min=int(bounds.SAMPLES.low), max=int(bounds.SAMPLES.high))
         self.samples_spin.tooltip = "segmentations drawn from the model; their disagreement is the uncertainty"
         self.tile_spin = SpinBox(value=512, min=int(bounds.TILE_SIZE.low), max=int(bounds.TILE_SIZE.high), step=64)
@@ -240,6 +267,8 @@ class PredictWidget(EngineWidget):
         form.addRow("model", model_row)
         form.addRow("", self.model_info)
         form.addRow("image", self.image_combo.native)
+        # Not "foreground": Cellulus has a post-processing setting of that name.
+        form.addRow("foreground mask", self.foreground_combo.native)
         form.addRow("samples", self.samples_spin.native)
         form.addRow("tile size (px)", self.tile_spin.native)
         form.addRow("seed", self.seed_spin.native)
@@ -260,6 +289,8 @@ class PredictWidget(EngineWidget):
         layout.addStretch(1)
 
         self.model_combo.changed.connect(self._model_changed)
+        self.image_combo.changed.connect(self._image_changed)
+        self.foreground_combo.changed.connect(self._foreground_changed)
         self.store.changed.connect(self._store_changed)
         self._model_changed()
         if (pick := default_image(self.viewer)) is not None:
@@ -309,6 +340,15 @@ class PredictWidget(EngineWidget):
         self.seed_spin.value = int(value)
 
     @property
+    def foreground_layer(self) -> str | None:
+        """Name of the layer whose foreground confines the objects, or None for the model's own."""
+        return self.foreground_combo.value
+
+    @foreground_layer.setter
+    def foreground_layer(self, name: str | None) -> None:
+        self.foreground_combo.value = name
+
+    @property
     def labels_layer(self) -> str | None:
         """Name of the labels layer to tune on, or None."""
         return self.labels_combo.value
@@ -332,6 +372,44 @@ class PredictWidget(EngineWidget):
         return [layer.name for layer in self.viewer.layers
                 if isinstance(layer, Labels) and OUTPUT_META_KEY not in layer.metadata and tuple(layer.data.shape) == shape]
 
+    def _image_shape(self, name: str) -> tuple:
+        layer = self.viewer.layers[name]
+        return tuple(layer.data.shape[:-1] if layer.rgb else layer.data.shape)
+
+    def _foreground_choices(self, _widget=None) -> list[str]:
+        # Layers of the image's shape (a plane's shape for a stack: it applies
+        # to every plane); not the image itself, and not what the chosen model
+        # made of this image, which the mask would then change.
+        name = self.image_layer
+        if name is None or name not in self.viewer.layers:
+            return []
+        shape = self._image_shape(name)
+        fits = (shape, shape[1:]) if len(shape) == 3 else (shape,)
+        own = (name, self._chosen_model_key())
+        return [layer.name for layer in self.viewer.layers
+                if isinstance(layer, (Labels, Image)) and layer.name != name
+                and not (isinstance(layer, Image) and (layer.rgb or layer.multiscale))
+                and tuple(layer.data.shape) in fits and layer_run(layer) != own]
+
+    def _chosen_model_key(self) -> str | None:
+        name = self.model_name
+        if name is None or name not in self.store:
+            return None
+        entry = self.store.entry(name)
+        return model_key(entry.folder, entry.name)
+
+    def _foreground_mask(self, shape: tuple) -> np.ndarray | None:
+        """The chosen foreground layer as a mask checked against ``shape``, or None for the model's own."""
+        name = self.foreground_layer
+        if name is None:
+            return None
+        if name not in self.viewer.layers:
+            raise InputError(f"foreground mask layer {name!r} no longer exists")
+        try:
+            return as_mask(np.asarray(self.viewer.layers[name].data), shape)
+        except InputError as exc:
+            raise InputError(f"foreground mask layer {name!r}: {exc}") from None
+
     def _model_choices(self, _widget=None) -> list[str]:
         return self.store.names()
 
@@ -343,6 +421,7 @@ class PredictWidget(EngineWidget):
         had_image = self.image_layer is not None
         self.image_combo.reset_choices()
         self.labels_combo.reset_choices()
+        self.foreground_combo.reset_choices()
         if not had_image and (pick := default_image(self.viewer)) is not None:
             self.image_layer = pick
 
@@ -357,7 +436,29 @@ class PredictWidget(EngineWidget):
             self.model_combo.value = name  # a new model is most likely the one wanted next
         self._model_changed()
 
+    def _image_changed(self, *_) -> None:
+        self.foreground_combo.reset_choices()
+        self.labels_combo.reset_choices()
+
+    def _foreground_changed(self, *_) -> None:
+        """Re-compute the shown result with the chosen mask, from the kept raw output (no network)."""
+        shown = self._shown
+        if self.prediction is None or shown is None or self._model is None:
+            return  # the next Run uses it
+        if self.foreground_layer == shown.foreground_name and not self._foreground_pending:
+            return  # the list was refreshed, the choice stayed
+        if self.model_name != shown.model_name or self.image_layer != shown.image_name:
+            return  # the result shown is of another model or image; the next Run uses it
+        try:
+            self._foreground_mask(self.prediction.raw.shape)  # said now, not after a debounce
+        except ProbsegError as exc:
+            self._fail(str(exc))
+            return
+        self._foreground_pending = True
+        self.retune()
+
     def _model_changed(self, *_) -> None:
+        self.foreground_combo.reset_choices()
         name = self.model_name
         if name is None or name not in self.store:
             self.model_info.setText("no model yet: train one in the Train widget or load a model folder")
@@ -417,6 +518,7 @@ class PredictWidget(EngineWidget):
         except ProbsegError as exc:
             self._fail(str(exc))
             return None
+        self._foreground_pending = False  # the run takes the mask chosen now
         self._job = job
         self._set_status(f"segmenting {job.image_name} with {job.n_samples} sample(s)…")
         return self.start_job(_predict_job, job, on_result=self._on_predicted)
@@ -433,9 +535,10 @@ class PredictWidget(EngineWidget):
         data, rgb = image_arrays(self.viewer.layers[image_name])
         entry = self.store.entry(name)
         device = self.device.check()
+        mask = self._foreground_mask(self._image_shape(image_name))
         return PredictJob(
             entry.model, name, entry.folder, data, rgb, image_name, self.n_samples, self.seed, device, self.tile_size,
-            self.settings,
+            self.settings, mask, self.foreground_layer if mask is not None else None,
         )
 
     def retune(self):
@@ -460,8 +563,19 @@ class PredictWidget(EngineWidget):
             return None
         from probseg.config import config_to_dict
 
+        raw, source = self.prediction.raw, self._shown
+        if self._foreground_pending:
+            # Attached here rather than when chosen: a run may have replaced the raw output since.
+            try:
+                raw = attach_foreground(raw, self._foreground_mask(raw.shape))
+            except ProbsegError as exc:
+                self._foreground_pending = False
+                self._fail(str(exc))
+                return None
+            source = replace(source, foreground=None, foreground_name=self.foreground_layer)
+            self._foreground_pending = False
         self._set_status("re-computing from the kept network output…")
-        return self.start_job(_retune_job, RetuneJob(self._model, self.prediction.raw, config_to_dict(settings), self._shown),
+        return self.start_job(_retune_job, RetuneJob(self._model, raw, config_to_dict(settings), source),
                               on_result=self._on_predicted)
 
     def tune(self):
@@ -524,7 +638,8 @@ class PredictWidget(EngineWidget):
         notice = f" ({result.prediction.notice})" if result.prediction.notice else ""
         if result.features is not None:
             notice += "; each object's features are in the Objects table below and in the segmentation layer's features"
-        extras = "samples, embeddings, uncertainty and probability" if result.embeddings_rgb is not None else "samples, uncertainty and probability"
+        extras = ", ".join(["samples"] + (["embeddings"] if result.embeddings_rgb is not None else []) + ["uncertainty"]
+                           + list(result.maps)) + " and probability"
         tuned, self._tune_message = self._tune_message, ""
         self._set_status(
             (f"{tuned}. " if tuned else "")
@@ -542,16 +657,22 @@ class PredictWidget(EngineWidget):
         else:
             entry = self.store.entry(self.model_name) if self.model_name in self.store else None
             name, key = self.image_layer, (model_key(entry.folder, entry.name) if entry is not None else None)
-        return {role: layer for role in ROLES if (layer := self._find_layer(name, key, role)) is not None}
+        ours = self._run_layers(name, key)
+        fixed = {role: ours[role] for role in ROLES if role in ours}
+        return {**fixed, **{role: layer for role, layer in ours.items() if role.startswith(MAP_ROLE)}}
+
+    def _run_layers(self, source: str, key: str | None) -> dict:
+        """Our layers made from image ``source`` by the model ``key``, by role (display maps' roles start with MAP_ROLE)."""
+        found = {}
+        for layer in self.viewer.layers:
+            meta = layer.metadata.get(OUTPUT_META_KEY)
+            if isinstance(meta, dict) and meta.get("source") == source and meta.get("model_key") == key:
+                found.setdefault(meta.get("role"), layer)
+        return found
 
     def _find_layer(self, source: str, key: str | None, role: str):
         """Our layer of ``role`` made from image ``source`` by the model ``key`` (see :func:`model_key`)."""
-        for layer in self.viewer.layers:
-            meta = layer.metadata.get(OUTPUT_META_KEY)
-            if (isinstance(meta, dict) and meta.get("source") == source and meta.get("role") == role
-                    and meta.get("model_key") == key):
-                return layer
-        return None
+        return self._run_layers(source, key).get(role)
 
     def _show_layers(self, image, result: PredictResult) -> None:
         pred = result.prediction
@@ -562,7 +683,8 @@ class PredictWidget(EngineWidget):
         prefix = layer_prefix(image.name, shown.folder, shown.model_name)
         extra = {"model": shown.model_name, "model_key": key, "label": prefix, "n_samples": int(pred.samples.shape[0])}
         # Added bottom to top: the segmentation ends up above the hidden extras.
-        specs = {
+        specs = {MAP_ROLE + name: (Image, data, dict(colormap="gray", visible=False)) for name, data in result.maps.items()}
+        specs |= {
             "embeddings": (Image, result.embeddings_rgb, dict(rgb=True, visible=False)),
             "probability": (Image, pred.probability, dict(colormap="viridis", contrast_limits=(0.0, 1.0), visible=False)),
             "uncertainty": (Image, pred.uncertainty, dict(colormap="magma", contrast_limits=(0.0, 1.0), visible=False)),
@@ -594,4 +716,8 @@ class PredictWidget(EngineWidget):
             if role == "embeddings":
                 metadata["embeddings"] = pred.embeddings
             add = self.viewer.add_labels if kind is Labels else self.viewer.add_image
-            add(data, name=f"{prefix} {role}", scale=layer_scale, translate=layer_translate, metadata=metadata, **style)
+            title = role[len(MAP_ROLE):] if role.startswith(MAP_ROLE) else role
+            add(data, name=f"{prefix} {title}", scale=layer_scale, translate=layer_translate, metadata=metadata, **style)
+        for role, layer in self._run_layers(image.name, key).items():
+            if role.startswith(MAP_ROLE) and role not in specs:
+                self.viewer.layers.remove(layer)  # a map the method no longer offers would show an old result

@@ -261,7 +261,7 @@ class TrainWidget(EngineWidget):
         # The titles are plural ("Concrete-Dropout embeddings"), so the method is not the subject.
         notes = {
             "none": f"{info.title}: self-supervised, labels are not used.",
-            "optional": f"{info.title}: labels are optional.",
+            "optional": f"{info.title}: labels are optional{'; ' + info.labels_use if info.labels_use else ''}.",
             "required": f"{info.title}: trained on labels; choose a labels layer of the image.",
         }
         self.labels_note.setText(notes[info.labels])

@@ -381,6 +381,7 @@ def build_parser(command: str | None = None, argv: list[str] | None = None) -> a
     _add_sample_outputs(segment)
     _add_overwrite(segment)
     segment.add_argument("--embeddings-out", metavar="EMB", help="write the per-pixel embeddings (float32, embedding axis first)")
+    segment.add_argument("--foreground-mask", metavar="MASK", help=FOREGROUND_HELP)
     segment.add_argument("--raw-out", metavar="RAW.zarr", help="also keep the network's raw output in a zarr store; 'probseg instances' turns it into labels with other settings later")
     segment.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE_HELP)
     segment.add_argument("--tile-size", type=_bounded(bounds.TILE_SIZE), metavar="PX", help=f"inference window side, {bounds.TILE_SIZE.describe()}; lower it if memory runs out (default: the model's)")
@@ -405,6 +406,7 @@ def build_parser(command: str | None = None, argv: list[str] | None = None) -> a
     )
     instances.add_argument("raw", metavar="RAW.zarr", help="raw store written by 'probseg segment --raw-out'")
     instances.add_argument("--out", required=True, metavar="LABELS", help="label image to write (.tif, .npy, .png, or .zarr for very large images)")
+    instances.add_argument("--foreground-mask", metavar="MASK", help=FOREGROUND_HELP + "; replaces any mask stored with the raw output")
     _add_sample_outputs(instances)
     _add_overwrite(instances)
     instances.set_defaults(handler=_cmd_instances, _prog=instances.prog)
@@ -487,12 +489,35 @@ def _unrecognized(args, extra: list[str]) -> _UsageError:
 
 def _read_checked(path: str, channel_axis=None, rgb=False) -> np.ndarray:
     """Read an image and check it now, so errors name the file and come early."""
+    return _read_with_shape(path, channel_axis, rgb)[0]
+
+
+def _read_with_shape(path: str, channel_axis=None, rgb=False) -> tuple[np.ndarray, tuple]:
+    """:func:`_read_checked` and the image's spatial shape, ``(Y, X)`` or ``(Z, Y, X)``."""
     from probseg.inputs import to_planes
     from probseg.io import read_image
 
     image = read_image(path)
-    to_planes(image, channel_axis=channel_axis, rgb=rgb, name=str(path))
-    return image
+    planes = to_planes(image, channel_axis=channel_axis, rgb=rgb, name=str(path))
+    shape = ((planes.data.shape[0],) if planes.is_stack else ()) + planes.spatial_shape
+    return image, shape
+
+
+def _read_foreground(path: str, shape: tuple) -> np.ndarray:
+    """The ``--foreground-mask``, checked against the image's spatial ``shape``; errors name the file."""
+    from probseg.foreground import as_mask
+    from probseg.io import read_image
+
+    try:
+        return as_mask(read_image(path), shape)
+    except InputError as exc:
+        message = str(exc)
+        raise InputError(message if message.startswith(str(path)) else f"--foreground-mask {path}: {message}") from None
+
+
+FOREGROUND_HELP = ("foreground mask of the image: objects are only found inside it. Labels or a boolean mask "
+                   "(foreground > 0), a probability map in 0..1 (foreground >= 0.5, e.g. exported from ilastik) or other "
+                   "numbers (foreground > 0); a (Y, X) mask applies to every plane of a stack")
 
 
 def _check_model_folder(args) -> Path:
@@ -723,7 +748,10 @@ def _cmd_segment(args) -> int:
     outputs = {"out": args.out, "samples_out": args.samples_out, "embeddings_out": args.embeddings_out,
                "uncertainty_out": args.uncertainty_out, "probability_out": args.probability_out,
                "features_out": args.features_out}
-    _guard_outputs(args, {"MODEL_DIR": args.model, "IMAGE": args.image}, {**outputs, "raw_out": args.raw_out})
+    inputs = {"MODEL_DIR": args.model, "IMAGE": args.image}
+    if args.foreground_mask is not None:
+        inputs["--foreground-mask"] = args.foreground_mask
+    _guard_outputs(args, inputs, {**outputs, "raw_out": args.raw_out})
     for key, value in outputs.items():
         if value is not None:
             _check_output(key, value, args.overwrite)
@@ -736,9 +764,12 @@ def _cmd_segment(args) -> int:
             extra.append("--raw-out")
         if extra:
             raise InputError(f"--stitch consensus writes the labels only; drop {', '.join(extra)}")
+        if args.foreground_mask is not None:
+            raise InputError("--stitch consensus does not take a --foreground-mask yet; drop one of them")
         _check_consensus_options(args)
     settings = _settings_of(args)
-    image = _read_checked(args.image, args.channel_axis, args.rgb)
+    image, shape = _read_with_shape(args.image, args.channel_axis, args.rgb)
+    foreground = _read_foreground(args.foreground_mask, shape) if args.foreground_mask is not None else None
     model = load_model(args.model, device=args.device)
     model.settings = model.make_settings(settings)  # a bad value fails before the network runs
     if args.embeddings_out and "embeddings" not in model.raw_maps:
@@ -770,7 +801,8 @@ def _cmd_segment(args) -> int:
     # only one draw's raw maps are in memory where the method allows it.
     try:
         prediction = model.predict(image, n_samples, seed=args.seed, channel_axis=args.channel_axis, rgb=args.rgb,
-                                   callbacks=callbacks, keep_raw=False, on_draw=writer.add if writer else None)
+                                   callbacks=callbacks, keep_raw=False, on_draw=writer.add if writer else None,
+                                   foreground=foreground)
     except BaseException:
         if writer is not None:
             writer.abort()
@@ -783,6 +815,8 @@ def _cmd_segment(args) -> int:
     source = {"model": str(Path(args.model).resolve()), "method": model.method,
               "weights_sha256": model.record.get("weights_sha256"), "image": str(Path(args.image).resolve()),
               "seed": args.seed}
+    if args.foreground_mask is not None:
+        source["foreground"] = str(Path(args.foreground_mask).resolve())
     _write_results(args, prediction, time.perf_counter() - start, source, model)
     return 0
 
@@ -793,12 +827,19 @@ def _cmd_instances(args) -> int:
 
     outputs = {"out": args.out, "samples_out": args.samples_out, "uncertainty_out": args.uncertainty_out,
                "probability_out": args.probability_out, "features_out": args.features_out}
-    _guard_outputs(args, {"RAW.zarr": args.raw}, outputs)
+    inputs = {"RAW.zarr": args.raw}
+    if args.foreground_mask is not None:
+        inputs["--foreground-mask"] = args.foreground_mask
+    _guard_outputs(args, inputs, outputs)
     for key, value in outputs.items():
         if value is not None:
             _check_output(key, value, args.overwrite)
     start = time.perf_counter()
     raw, meta = load_raw(args.raw)
+    if args.foreground_mask is not None:
+        from probseg.foreground import attach_foreground
+
+        raw = attach_foreground(raw, _read_foreground(args.foreground_mask, raw.shape))
     info = methods.get(meta["method"])
     model = info.model_class.for_postprocessing(meta, _settings_of(args))
     if args.features_out and not model.has_features:
@@ -806,6 +847,8 @@ def _cmd_instances(args) -> int:
     prediction = model.postprocess(raw)
     source = {"raw": str(Path(args.raw).resolve()), "method": info.name, "model": raw.attrs.get("model"),
               "weights_sha256": raw.attrs.get("weights_sha256"), "seed": raw.attrs.get("seed")}
+    if args.foreground_mask is not None:
+        source["foreground"] = str(Path(args.foreground_mask).resolve())
     _write_results(args, prediction, time.perf_counter() - start, source, model)
     return 0
 

@@ -25,6 +25,7 @@ def param(
     maximum: float | None = None,
     choices: tuple | None = None,
     advanced: bool = False,
+    slider: bool = False,
 ) -> Any:
     """Declare a configuration field with its documentation.
 
@@ -42,8 +43,12 @@ def param(
         Allowed values for a string field.
     advanced : bool, optional
         Hidden behind "advanced" in the GUI.
+    slider : bool, optional
+        Shown as a slider in the GUI, for a float with both bounds that is
+        worth dragging while watching the result (a live knob); otherwise a
+        spin box.
     """
-    meta = dict(doc=doc, unit=unit, minimum=minimum, maximum=maximum, choices=choices, advanced=advanced)
+    meta = dict(doc=doc, unit=unit, minimum=minimum, maximum=maximum, choices=choices, advanced=advanced, slider=slider)
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -60,6 +65,7 @@ class FieldSpec:
     maximum: float | None = None
     choices: tuple | None = None
     advanced: bool = False
+    slider: bool = False
 
     @property
     def flag(self) -> str:
@@ -90,6 +96,7 @@ def fields_of(config_cls: type) -> list[FieldSpec]:
                 maximum=meta.get("maximum"),
                 choices=meta.get("choices"),
                 advanced=meta.get("advanced", False),
+                slider=meta.get("slider", False),
             )
         )
     return specs

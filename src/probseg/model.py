@@ -30,7 +30,14 @@ A method is one module that defines a model class deriving from
     foreground head).
 ``instances(raw, settings, n_samples)``
     Post-processing, no network: the raw maps of one plane become the
-    segmentation ``(Y, X)`` and ``n_samples`` samples ``(n, Y, X)``.
+    segmentation ``(Y, X)`` and ``n_samples`` samples ``(n, Y, X)``. Where
+    the user gave a foreground mask (:mod:`probseg.foreground`), ``raw``
+    also holds ``"mask"``, float32 ``(Y, X)``, 1 inside.
+``uses_mask``
+    Optional, default False: whether :meth:`~SegmentationModel.instances`
+    reads ``raw["mask"]`` itself. Where it does not, objects are cut at the
+    mask afterwards (segmentation and samples set to 0 outside it), so a
+    foreground mask works with every method.
 ``uncertainty(samples, agglomeration)``
     Optional: the default is the samples' pixel disagreement.
 ``tune_grid()``
@@ -43,6 +50,12 @@ A method is one module that defines a model class deriving from
     outputs draws one sample, and :meth:`~SegmentationModel.predict` with
     ``keep_raw=False`` post-processes each draw as it comes, so the raw maps
     of only one draw are ever in memory.
+``display_maps(raw)``
+    Optional: named ``(Y, X)`` float32 maps of one plane worth showing as
+    image layers, computed from its raw maps and no network (e.g. a map a
+    setting acts on). The default has none;
+    :meth:`~SegmentationModel.shown_maps` gathers them over a prediction's planes,
+    and the Predict widget shows each as a hidden layer.
 ``object_features(raw, labels)``
     Optional: facts about each object of one plane's labels from its raw
     maps, no network (CellSegmenter's latent codes, boxes, presence):
@@ -76,6 +89,7 @@ from probseg.callbacks import Callbacks, ensure
 from probseg.config import config_from_dict, config_to_dict, make_config
 from probseg.device import resolve_device
 from probseg.errors import CheckpointError, InputError
+from probseg.foreground import MASK, plane_masks
 from probseg.inputs import Planes, to_planes
 from probseg.normalize import DEFAULT_PERCENTILES, normalize_percentile, percentile_range
 from probseg.uncertainty import pixel_disagreement
@@ -152,6 +166,8 @@ class SegmentationModel:
     raw_maps: ClassVar[tuple] = ()
     #: Side of the inference windows unless the user picks another.
     default_tile_size: ClassVar[int] = 512
+    #: Whether :meth:`instances` applies a foreground mask (``raw["mask"]``) itself; see the module docstring.
+    uses_mask: ClassVar[bool] = False
 
     def __init__(self, config, net: torch.nn.Module | None, in_channels: int, normalization: dict, device="auto",
                  train_log: dict | None = None, settings=None, record: dict | None = None):
@@ -201,6 +217,20 @@ class SegmentationModel:
     def tune_grid(self) -> dict:
         """Settings :func:`probseg.tune` tries by default: ``{name: [values]}``."""
         return {}
+
+    def display_maps(self, raw: dict) -> dict:
+        """Named ``(Y, X)`` float32 maps of one plane's raw maps worth showing as image layers; none by default."""
+        return {}
+
+    def shown_maps(self, prediction: "Prediction") -> dict:
+        """The :meth:`display_maps` of ``prediction``, ``(Y, X)`` each, or ``(Z, Y, X)`` for a stack."""
+        per_plane = [self.display_maps(plane) for plane in prediction.raw.planes]
+        names = [name for name in per_plane[0] if all(name in maps for maps in per_plane)]
+        out = {}
+        for name in names:
+            stacked = np.stack([np.asarray(maps[name], dtype=np.float32) for maps in per_plane])
+            out[name] = stacked if prediction.raw.is_stack else stacked[0]
+        return out
 
     def object_features(self, raw: dict, labels: np.ndarray) -> dict | None:
         """Per-object columns of one plane's ``labels`` from its raw maps (no network), or None.
@@ -285,26 +315,36 @@ class SegmentationModel:
         return planes
 
     def predict_raw(self, image, n_samples: int = 8, *, seed: int = 0, channel_axis=None, rgb=False,
-                    callbacks: Callbacks | None = None) -> Raw:
+                    callbacks: Callbacks | None = None, foreground=None) -> Raw:
         """Run the network on ``image``; turn the result into labels with :meth:`postprocess`.
 
-        Parameters as :meth:`predict`.
+        Parameters as :meth:`predict`; a ``foreground`` mask becomes each
+        plane's ``"mask"`` map.
         """
-        n_samples, planes, rng, cb = self._start(image, n_samples, seed, channel_axis, rgb, callbacks)
-        maps = [self.raw(planes.data[z], n_samples, rng, cb) for z in range(planes.data.shape[0])]
+        n_samples, planes, rng, cb, masks = self._start(image, n_samples, seed, channel_axis, rgb, callbacks, foreground)
+        maps = []
+        for z in range(planes.data.shape[0]):
+            plane = self.raw(planes.data[z], n_samples, rng, cb)
+            if masks is not None:
+                plane[MASK] = masks[z]
+            maps.append(plane)
         return Raw(maps, n_samples, planes.is_stack, planes.notice, self._run_attrs(seed))
 
-    def _start(self, image, n_samples, seed, channel_axis, rgb, callbacks):
-        """What every network run begins with: checked arguments, normalised planes, the generator, callbacks."""
+    def _start(self, image, n_samples, seed, channel_axis, rgb, callbacks, foreground=None):
+        """What every network run begins with: checked arguments, normalised planes, the generator,
+        callbacks, and each plane's foreground mask (None without one)."""
         n_samples = _check_samples(n_samples)
         seed = check_seed(seed)
         if self.net is None:
             raise InputError("this model has no network weights; load it from its model folder to segment images")
         cb = ensure(callbacks)
         planes = self.prepare(image, channel_axis, rgb)
+        # Checked here, so a bad mask fails before the network runs.
+        shape = (planes.data.shape[0],) + planes.spatial_shape if planes.is_stack else planes.spatial_shape
+        masks = plane_masks(foreground, shape) if foreground is not None else None
         if planes.notice:
             cb.message(planes.notice)
-        return n_samples, planes, np.random.default_rng(seed), cb
+        return n_samples, planes, np.random.default_rng(seed), cb, masks
 
     def _run_attrs(self, seed: int) -> dict:
         """The facts a raw output records about the run that made it."""
@@ -328,7 +368,7 @@ class SegmentationModel:
         results = _PlaneResults(n_planes, raw.is_stack)
         for z, plane in enumerate(raw.planes):
             cb.raise_if_stopped()
-            plane_seg, plane_smp = self.instances(plane, settings, raw.n_samples)
+            plane_seg, plane_smp = self._instances(plane, settings, raw.n_samples)
             agg = agglomerate(plane_smp)
             results.add(z, plane_seg, plane_smp, self.uncertainty(plane_smp, agg), agg.probability)
             del plane_seg, plane_smp, agg
@@ -336,8 +376,16 @@ class SegmentationModel:
         seg, smp, unc, prob = results.arrays
         return Prediction(seg, smp, unc, prob, raw, settings, raw.notice)
 
+    def _instances(self, raw: dict, settings, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`instances`, with objects cut at the foreground mask for methods that ignore it (see ``uses_mask``)."""
+        seg, smp = self.instances(raw, settings, n_samples)
+        if MASK not in raw or self.uses_mask:
+            return seg, smp
+        outside = np.asarray(raw[MASK]) < 0.5
+        return _consecutive(_cut(seg, outside)), _cut(smp, outside)
+
     def predict(self, image, n_samples: int = 8, *, seed: int = 0, settings=None, channel_axis=None, rgb=False,
-                callbacks: Callbacks | None = None, keep_raw: bool = True, on_draw=None) -> Prediction:
+                callbacks: Callbacks | None = None, keep_raw: bool = True, on_draw=None, foreground=None) -> Prediction:
         """Segment ``image`` and draw ``n_samples`` segmentations from the model.
 
         Parameters
@@ -366,6 +414,12 @@ class SegmentationModel:
             plane ``z`` (draw maps with a first axis of 1, as
             :meth:`raw_draws` yields them), every draw in order, e.g.
             :meth:`probseg.rawstore.RawWriter.add` to store them as they come.
+        foreground : array-like, optional
+            Where objects may be (see :func:`probseg.foreground.as_mask`):
+            ``(Y, X)``, or ``(Z, Y, X)`` for a stack, where a ``(Y, X)``
+            mask applies to every plane. It is checked before the network
+            runs and kept in the raw maps as ``"mask"``; nothing is
+            segmented outside it.
 
         Returns
         -------
@@ -374,27 +428,32 @@ class SegmentationModel:
             (:meth:`postprocess`) without running the network.
         """
         if not keep_raw and self.draws_independent(self.make_settings(settings)):
-            return self._predict_draw_by_draw(image, n_samples, seed, settings, channel_axis, rgb, callbacks, on_draw)
-        raw = self.predict_raw(image, n_samples, seed=seed, channel_axis=channel_axis, rgb=rgb, callbacks=callbacks)
+            return self._predict_draw_by_draw(image, n_samples, seed, settings, channel_axis, rgb, callbacks, on_draw,
+                                              foreground)
+        raw = self.predict_raw(image, n_samples, seed=seed, channel_axis=channel_axis, rgb=rgb, callbacks=callbacks,
+                               foreground=foreground)
         if on_draw is not None:
             for z, plane in enumerate(raw.planes):
                 for k, draw in enumerate(_split_draws(plane)):
                     on_draw(z, k, draw)
         return self.postprocess(raw, settings, callbacks)
 
-    def _predict_draw_by_draw(self, image, n_samples, seed, settings, channel_axis, rgb, callbacks, on_draw) -> Prediction:
+    def _predict_draw_by_draw(self, image, n_samples, seed, settings, channel_axis, rgb, callbacks, on_draw,
+                              foreground=None) -> Prediction:
         """:meth:`predict` post-processing each draw as it comes; see ``keep_raw``."""
         settings = self.make_settings(settings)
-        n_samples, planes, rng, cb = self._start(image, n_samples, seed, channel_axis, rgb, callbacks)
+        n_samples, planes, rng, cb, masks = self._start(image, n_samples, seed, channel_axis, rgb, callbacks, foreground)
         n_planes = planes.data.shape[0]
         firsts = []  # draw 0's maps of each plane, kept for the embeddings; later draws are dropped
         results = _PlaneResults(n_planes, planes.is_stack)
         for z in range(n_planes):
             plane_seg = plane_smp = None
             for k, draw in enumerate(self.raw_draws(planes.data[z], n_samples, rng, cb)):
+                if masks is not None:
+                    draw = {**draw, MASK: masks[z]}  # stored with each draw and kept with draw 0
                 if on_draw is not None:
                     on_draw(z, k, draw)
-                labels, _ = self.instances(draw, settings, 1)
+                labels, _ = self._instances(draw, settings, 1)
                 if k == 0:
                     plane_seg = labels
                     firsts.append(draw)
@@ -576,6 +635,30 @@ def _split_draws(full: dict):
     n_draws = max((a.shape[0] for a in full.values() if a.ndim >= 3), default=1)
     for k in range(n_draws):
         yield {name: a[k : k + 1] if a.ndim >= 3 else a for name, a in full.items()}
+
+
+def _cut(labels: np.ndarray, outside: np.ndarray) -> np.ndarray:
+    """``labels`` (``(Y, X)`` or ``(n, Y, X)``) set to 0 where ``outside``.
+
+    In place where it can be: :meth:`SegmentationModel.instances` makes new
+    labels on every call, and the samples of a large image are too big to copy.
+    """
+    if not outside.any():
+        return labels
+    labels = labels if labels.flags.writeable else labels.copy()
+    labels[..., outside] = 0
+    return labels
+
+
+def _consecutive(labels: np.ndarray) -> np.ndarray:
+    """``labels`` renumbered 1..n where objects wholly outside the mask left gaps (counts read the largest label)."""
+    ids = np.unique(labels)
+    ids = ids[ids > 0]
+    if ids.size == 0 or ids[-1] == ids.size:
+        return labels
+    lut = np.zeros(int(ids[-1]) + 1, dtype=labels.dtype)
+    lut[ids] = np.arange(1, ids.size + 1, dtype=labels.dtype)
+    return lut[labels]
 
 
 def _check_samples(n_samples) -> int:

@@ -76,7 +76,7 @@ def check_grid(model, grid: dict | None) -> dict:
 
 
 def tune(model, image, labels, grid: dict | None = None, *, save: bool = True, seed: int = 0, channel_axis=None,
-         rgb=False, callbacks: Callbacks | None = None) -> TuneResult:
+         rgb=False, callbacks: Callbacks | None = None, foreground=None) -> TuneResult:
     """Search ``model``'s post-processing settings on a labelled image.
 
     Parameters
@@ -100,6 +100,9 @@ def tune(model, image, labels, grid: dict | None = None, *, save: bool = True, s
         methods whose first pass is random.
     callbacks : Callbacks, optional
         Progress over the combinations; cancel between them.
+    foreground : array-like, optional
+        A foreground mask, as in :meth:`~probseg.model.SegmentationModel.predict`:
+        the settings are tuned for segmenting inside it.
 
     Returns
     -------
@@ -115,8 +118,8 @@ def tune(model, image, labels, grid: dict | None = None, *, save: bool = True, s
     cb = ensure(callbacks)
     if to_planes(image, channel_axis=channel_axis, rgb=rgb).is_stack:  # before the network runs
         raise InputError("tuning takes one 2-D image, not a 3-D stack")
-    raw = model.predict_raw(image, 1, seed=seed, channel_axis=channel_axis, rgb=rgb, callbacks=Callbacks(
-        should_stop=cb.should_stop, on_message=cb.on_message))
+    raw = model.predict_raw(image, 1, seed=seed, channel_axis=channel_axis, rgb=rgb, foreground=foreground,
+                            callbacks=Callbacks(should_stop=cb.should_stop, on_message=cb.on_message))
     truth = check_labels(labels, raw.shape, name="labels")
     ignore_id = getattr(model.config, "ignore_id", -1)
     ignored = (truth == ignore_id) if ignore_id > 0 else np.zeros(truth.shape, bool)
@@ -129,7 +132,7 @@ def tune(model, image, labels, grid: dict | None = None, *, save: bool = True, s
     for i, combo in enumerate(combos):
         cb.raise_if_stopped()
         settings = model.make_settings(dict(zip(names, combo)))
-        seg, _ = model.instances(raw.planes[0], settings, 1)
+        seg, _ = model._instances(raw.planes[0], settings, 1)  # cut at the foreground mask, if any
         if ignored.any():
             inside = np.bincount(seg[ignored], minlength=seg.max() + 1) / np.maximum(np.bincount(seg.ravel()), 1)
             seg = np.where(ignored | (inside[seg] > 0.5), 0, seg)

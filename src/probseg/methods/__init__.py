@@ -21,6 +21,7 @@ _MODULES = {
     "concrete-dropout": "probseg.methods.concrete_dropout",
     "spoco": "probseg.methods.spoco",
     "cellsegmenter": "probseg.methods.cellsegmenter",
+    "inpaintaff": "probseg.methods.inpaintaff",
 }
 
 
@@ -34,6 +35,7 @@ class MethodInfo:
     reference: str  # the paper
     labels: str  # "none", "optional" or "required"
     model_class: type
+    labels_use: str = ""  # what labels do, for methods where they are optional
 
     @property
     def config_class(self) -> type:

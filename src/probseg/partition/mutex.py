@@ -9,6 +9,8 @@ from probseg.partition.affinities import check_offsets, pair_slices
 
 __all__ = ["mutex_watershed", "edge_weights"]
 
+REPULSIONS = ("bias", "inverted")
+
 
 def edge_weights(
     affinities: np.ndarray,
@@ -17,6 +19,7 @@ def edge_weights(
     attractive: int = 2,
     bias: float = 0.5,
     alpha: float = 1.0,
+    repulsion: str = "bias",
 ) -> np.ndarray:
     """Signed mutex-watershed edge weights (float64, shape (K, Y, X)) from affinities.
 
@@ -31,9 +34,15 @@ def edge_weights(
         raise InputError(f"attractive must be between 1 and the number of offsets ({len(offsets)}), got {attractive}")
     if not (np.isfinite(bias) and np.isfinite(alpha) and alpha >= 0):
         raise InputError(f"bias must be finite and alpha finite and >= 0, got bias={bias}, alpha={alpha}")
+    if repulsion not in REPULSIONS:
+        raise InputError(f"unknown repulsion {repulsion!r}; choose one of {', '.join(REPULSIONS)}")
     weights = np.empty_like(aff)
-    weights[:attractive] = aff[:attractive] - bias
-    weights[attractive:] = np.minimum(alpha * aff[attractive:] - bias, 0.0)
+    if repulsion == "inverted":
+        weights[:attractive] = aff[:attractive]
+        weights[attractive:] = -alpha * (1.0 - aff[attractive:])
+    else:
+        weights[:attractive] = aff[:attractive] - bias
+        weights[attractive:] = np.minimum(alpha * aff[attractive:] - bias, 0.0)
     # mwatershed panics on NaN; an unknown affinity is no edge.
     weights[np.isnan(weights)] = 0.0
     return weights
@@ -49,6 +58,7 @@ def mutex_watershed(
     mask: np.ndarray | None = None,
     strides=None,
     randomize: bool = False,
+    repulsion: str = "bias",
 ) -> np.ndarray:
     """Partition pixels by the mutex watershed on short- and long-range affinities.
 
@@ -60,6 +70,11 @@ def mutex_watershed(
     - long-range (the rest): ``w = min(alpha * a - bias, 0)``: long-range
       affinities are multiplied by ``alpha`` as in InpaintAff (Wolf et al.
       2020, "Affinity-Based Segmentation") and long-range edges only ever split (Wolf et al. 2018).
+
+    With ``repulsion="inverted"`` the weights are InpaintAff's (its appendix
+    C): ``w = a`` for short-range edges (all attractive) and ``w = -alpha (1
+    - a)`` for long-range ones (all repulsive); ``bias`` is unused, and
+    raising ``alpha`` gives *more* objects.
 
     ``w > 0`` is an attractive edge, ``w < 0`` a mutex, ``w = 0`` no edge.
     Edges are processed greedily in descending ``|w|``: an attractive edge
@@ -105,6 +120,8 @@ def mutex_watershed(
         Instead of a regular grid, keep each edge with probability
         1 / prod(stride) (mwatershed's ``randomized_strides``; not
         reproducible run to run).
+    repulsion : {"bias", "inverted"}
+        How affinities become weights, see above.
 
     Returns
     -------
@@ -129,7 +146,7 @@ def mutex_watershed(
     import mwatershed
 
     offsets = check_offsets(offsets)
-    weights = edge_weights(affinities, offsets, attractive=attractive, bias=bias, alpha=alpha)
+    weights = edge_weights(affinities, offsets, attractive=attractive, bias=bias, alpha=alpha, repulsion=repulsion)
     shape = weights.shape[1:]
     strides = _strides(strides, len(offsets), attractive)
 
