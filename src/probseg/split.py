@@ -277,7 +277,7 @@ def _predict_windows(predict: Predictor, images: torch.Tensor, visible: torch.Te
 
 def split_level(images: torch.Tensor, regions: torch.Tensor, inside: torch.Tensor, predict: Predictor,
                 params: SplitParams, noise_var: torch.Tensor, chunk: int = 64, timer: Timer | None = None,
-                callbacks: Callbacks | None = None) -> torch.Tensor:
+                callbacks: Callbacks | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Evolve the splits of a batch of regions for ``params.iterations`` updates (eq. 11).
 
     Parameters

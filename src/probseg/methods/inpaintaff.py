@@ -52,6 +52,8 @@ found while building it:
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -259,8 +261,8 @@ class InpaintAffModel(SegmentationModel):
                             should_stop=callbacks.should_stop, on_message=callbacks.on_message)
             draws[k] = self.affinities(plane, int(seeds[k]), shifts[k], sub)
         if n_draws > 1:
-            with np.errstate(invalid="ignore"):
-                mean = np.nanmean(draws, axis=0) if np.isnan(draws).any() else draws.mean(axis=0)
+            with _quiet_nan():
+                mean = np.nanmean(draws, axis=0)
             draws = np.concatenate([mean[None], draws])
         return {"affinities": draws, "intensity": ndi.gaussian_filter(plane[0], 1.0).astype(np.float32),
                 "foreground": self.foreground_probability(plane)}
@@ -320,17 +322,25 @@ class InpaintAffModel(SegmentationModel):
     def display_maps(self, raw: dict) -> dict:
         """``"boundaries"``: 1 minus the mean short-range affinity; ``"affinity variance"`` over the draws (with several)."""
         aff = raw["affinities"]
-        with np.errstate(invalid="ignore"):
+        with _quiet_nan():
             boundaries = 1.0 - np.nanmean(aff[0, :2], axis=0)
         maps = {"boundaries": np.nan_to_num(boundaries, nan=0.0).astype(np.float32)}
         if len(aff) > 2:
-            with np.errstate(invalid="ignore"):
+            with _quiet_nan():
                 var = np.nanmean(np.nanvar(aff[1:], axis=0), axis=0)
             maps["affinity variance"] = np.nan_to_num(var, nan=0.0).astype(np.float32)
         return maps
 
     def tune_grid(self) -> dict:
         return {"alpha": [0.25, 0.5, 1.0, 1.5, 2.0, 3.0]}
+
+
+@contextlib.contextmanager
+def _quiet_nan():
+    """Silence numpy's warnings about all-NaN slices: pairs no patch held stay NaN, as they should."""
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
 
 
 def noise_variance(plane: np.ndarray) -> float:
