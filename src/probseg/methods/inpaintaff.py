@@ -224,14 +224,6 @@ class InpaintAffModel(SegmentationModel):
         return SplitParams(iterations=c.iterations, max_band=c.max_band, max_depth=c.max_depth, min_part=c.min_part,
                            min_gain=c.min_gain, align=2**c.depth)
 
-    def _predictor(self):
-        net = self.net.inpaint
-
-        def predict(images, visible):
-            return net(images, visible)
-
-        return predict
-
     def affinities(self, plane: np.ndarray, seed: int, shift: int, callbacks: Callbacks, timer: Timer | None = None) -> np.ndarray:
         """One draw's averaged affinities ``(K, Y, X)`` of a normalised ``(C, Y, X)`` plane (NaN: no patch held the pair)."""
         c = self.config
@@ -239,7 +231,7 @@ class InpaintAffModel(SegmentationModel):
         # leave the cache); a GPU needs large calls to be busy.
         chunk = c.network_batch if self.device.type == "cpu" else max(c.network_batch, 1024)
         patches = c.patch_batch if self.device.type == "cpu" else max(c.patch_batch, 256)
-        return inpaint_affinities(plane, self._predictor(), patch=c.patch_size, stride=c.patch_stride,
+        return inpaint_affinities(plane, self.net.inpaint, patch=c.patch_size, stride=c.patch_stride,
                                   offsets=INPAINTAFF_OFFSETS, params=self.split_params(), seed=seed, shift=shift,
                                   patch_batch=patches, chunk=chunk, noise_var=noise_variance(plane),
                                   device=self.device, callbacks=callbacks, timer=timer)
