@@ -36,12 +36,12 @@ system-deps:
 ifeq ($(HEADLESS),1)
 demo: install
 	mkdir -p demo-output
-	$(BIN)/probseg train cellulus src/probseg/sample_data/dsb2018_nuclei_left.tif \
+	$(BIN)/probseg train cellulus src/probseg/evaluation/sample_data/dsb2018_nuclei_left.tif \
 		--object-size 24 --steps $(DEMO_STEPS) --out demo-output/model --overwrite
-	$(BIN)/probseg segment demo-output/model src/probseg/sample_data/dsb2018_nuclei_left.tif \
+	$(BIN)/probseg segment demo-output/model src/probseg/evaluation/sample_data/dsb2018_nuclei_left.tif \
 		--out demo-output/labels.tif --overwrite --samples 8 --samples-out demo-output/samples.tif \
 		--embeddings-out demo-output/embeddings.tif --uncertainty-out demo-output/uncertainty.tif
-	$(BIN)/probseg evaluate demo-output/labels.tif src/probseg/sample_data/dsb2018_nuclei_left_labels.tif | tee demo-output/scores.json
+	$(BIN)/probseg evaluate demo-output/labels.tif src/probseg/evaluation/sample_data/dsb2018_nuclei_left_labels.tif | tee demo-output/scores.json
 else
 demo: install
 	$(BIN)/python -m napari_probseg.demo

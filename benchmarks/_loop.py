@@ -124,7 +124,7 @@ def proofread(labels: np.ndarray, truth: np.ndarray, reviewed: np.ndarray, rects
 
 def held_out_scores(model, test_image: np.ndarray, test_labels: np.ndarray) -> dict:
     """F1 and SEG of ``model`` on the held-out image: one sample, default post-processing, as section 1 scores."""
-    from probseg.metrics import evaluate
+    from probseg.evaluation.metrics import evaluate
 
     raw = model.predict_raw(test_image, n_samples=1)
     return evaluate(model.postprocess(raw).segmentation, test_labels)
@@ -149,7 +149,7 @@ def start_one(task: dict) -> dict:
     Returns the round-0 row.
     """
     import probseg
-    from probseg.metrics import evaluate
+    from probseg.evaluation.metrics import evaluate
     from probseg.proofreading.retrain import merge_retrained
 
     image, truth, test_image, test_labels, _ = _sparse.load_dataset(task["dataset"])
@@ -191,7 +191,7 @@ def strategy_one(task: dict) -> list[dict]:
     round's seconds (choice, corrections, retraining; not the scoring).
     """
     import probseg
-    from probseg.metrics import evaluate
+    from probseg.evaluation.metrics import evaluate
     from probseg.proofreading.retrain import reranked_queue, retrain_from_review
 
     image, truth, test_image, test_labels, _ = _sparse.load_dataset(task["dataset"])
@@ -278,7 +278,7 @@ def patch_side(dataset: str) -> int:
     """The default patch side: twice the typical object size (nuclei 24 px, blobs 16 px)."""
     if dataset == "blobs":
         return 2 * _sparse.BLOB_SIZE
-    from probseg.datasets import NUCLEI_OBJECT_SIZE
+    from probseg.evaluation.datasets import NUCLEI_OBJECT_SIZE
 
     return 2 * int(NUCLEI_OBJECT_SIZE)
 

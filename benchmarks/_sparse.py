@@ -42,13 +42,13 @@ def load_dataset(name: str) -> tuple:
     density 0.6), seed 1 train and seed 2 test.
     """
     if name == "nuclei":
-        from probseg.datasets import NUCLEI_OBJECT_SIZE, nuclei
+        from probseg.evaluation.datasets import NUCLEI_OBJECT_SIZE, nuclei
 
         image, labels = nuclei()
         h = image.shape[0] // 2
         return image[:h], labels[:h], image[h:], labels[h:], float(NUCLEI_OBJECT_SIZE)
     if name == "blobs":
-        from probseg.synthetic import touching_blobs
+        from probseg.evaluation.synthetic import touching_blobs
 
         train_image, train_labels = touching_blobs(**BLOBS, seed=1)
         test_image, test_labels = touching_blobs(**BLOBS, seed=2)
@@ -89,7 +89,7 @@ def train_one(task: dict) -> dict:
     one sample and their default post-processing.
     """
     import probseg
-    from probseg.metrics import evaluate
+    from probseg.evaluation.metrics import evaluate
 
     train_image, train_labels, test_image, test_labels, _ = load_dataset(task["dataset"])
     sparse, n_kept, n_objects = sparse_labels(train_labels, task["fraction"], task["draw"])

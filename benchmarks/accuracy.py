@@ -37,10 +37,10 @@ import numpy as np
 import torch
 
 import probseg
-from probseg.baseline import default_sigmas, voronoi_otsu_labeling
-from probseg.datasets import NUCLEI_OBJECT_SIZE, nuclei
-from probseg.metrics import evaluate
-from probseg.synthetic import touching_blobs
+from probseg.evaluation.baseline import default_sigmas, voronoi_otsu_labeling
+from probseg.evaluation.datasets import NUCLEI_OBJECT_SIZE, nuclei
+from probseg.evaluation.metrics import evaluate
+from probseg.evaluation.synthetic import touching_blobs
 
 BLOB_SIZE = 16
 
@@ -114,7 +114,7 @@ def speed_rows(models: dict) -> list[dict]:
 _PEAK = """
 import sys, time
 import probseg
-from probseg.synthetic import touching_blobs
+from probseg.evaluation.synthetic import touching_blobs
 
 
 def high_water_mb():

@@ -32,8 +32,8 @@ import torch
 import probseg
 from probseg.consensus import Consensus
 from probseg.consensus.engine import CPM_RANGE
-from probseg.datasets import NUCLEI_OBJECT_SIZE, nuclei
-from probseg.metrics import f1_score
+from probseg.evaluation.datasets import NUCLEI_OBJECT_SIZE, nuclei
+from probseg.evaluation.metrics import f1_score
 
 
 def region_rects(shape, side: int, count: int, seed: int) -> list[tuple[int, int, int, int]]:

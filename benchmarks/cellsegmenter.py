@@ -3,7 +3,7 @@
 Three parts, each printing its table (``--parts`` picks some):
 
 * **digits**, the paper's multi-MNIST experiment built from scikit-learn's
-  8x8 digits (:func:`probseg.synthetic.digit_scenes`): 80x80 canvases with
+  8x8 digits (:func:`probseg.evaluation.synthetic.digit_scenes`): 80x80 canvases with
   2-6 digits of 20-35 px, 5000 for training and 500 others for testing,
   once on a black background and once on a grid. CellSegmenter trains with
   its default settings for ``--minutes`` of training time (evaluations
@@ -38,12 +38,12 @@ import numpy as np
 import torch
 
 import probseg
-from probseg.baseline import default_sigmas, voronoi_otsu_labeling
-from probseg.callbacks import Callbacks
-from probseg.datasets import NUCLEI_OBJECT_SIZE, nuclei
-from probseg.methods.cellsegmenter import CellSegmenterModel
-from probseg.metrics import evaluate, f1_score
-from probseg.synthetic import digit_scenes
+from probseg.evaluation.baseline import default_sigmas, voronoi_otsu_labeling
+from probseg.core.callbacks import Callbacks
+from probseg.evaluation.datasets import NUCLEI_OBJECT_SIZE, nuclei
+from probseg.methods.cellsegmenter.model import CellSegmenterModel
+from probseg.evaluation.metrics import evaluate, f1_score
+from probseg.evaluation.synthetic import digit_scenes
 
 # What a microscopist would enter for the nuclei sample: boxes of 8-40 px,
 # 1-8 nuclei in an 80 px window covering 10-35 % of it.
@@ -166,7 +166,7 @@ def nuclei_rows(steps: int, samples: int, seed: int) -> tuple[list[dict], CellSe
 
 def mode_only(raw):
     """``raw`` with draw 0 (the posterior mode) only."""
-    from probseg.model import Raw
+    from probseg.engine.model import Raw
 
     planes = [{k: (v[:1] if v.ndim >= 3 else v) for k, v in plane.items()} for plane in raw.planes]
     return Raw(planes, 1, raw.is_stack, raw.notice, raw.attrs)

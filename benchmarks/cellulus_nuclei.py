@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 import probseg
-from probseg.baseline import default_sigmas, voronoi_otsu_labeling
-from probseg.datasets import NUCLEI_OBJECT_SIZE, nuclei
-from probseg.metrics import evaluate
+from probseg.evaluation.baseline import default_sigmas, voronoi_otsu_labeling
+from probseg.evaluation.datasets import NUCLEI_OBJECT_SIZE, nuclei
+from probseg.evaluation.metrics import evaluate
 
 
 def run_cellulus(image, truth, device: str, steps: int, seed: int, samples: int) -> dict:

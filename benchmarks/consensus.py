@@ -2,7 +2,7 @@
 
 Synthetic touching blobs with known truth; every sample is the truth with a
 few random splits, merges and one-pixel outline shifts
-(:func:`probseg.synthetic.perturbed_samples`). Cases:
+(:func:`probseg.evaluation.synthetic.perturbed_samples`). Cases:
 
 * ``512 samples`` / ``2048 samples``: 16 whole-image samples;
 * ``2048 windows``: windows of 512 px every 128 px (inner pixels covered 16
@@ -33,9 +33,9 @@ from sklearn.metrics import adjusted_rand_score
 
 from probseg.consensus import Consensus, leiden, pixel_graph
 from probseg.consensus.engine import CPM_RANGE
-from probseg.metrics import f1_score
+from probseg.evaluation.metrics import f1_score
 from probseg.partition import split_and_filter
-from probseg.synthetic import perturbed_samples, touching_blobs
+from probseg.evaluation.synthetic import perturbed_samples, touching_blobs
 
 OBJECT_SIZE = 24
 N_SAMPLES = 16

@@ -52,16 +52,16 @@ import torch
 from scipy import ndimage as ndi
 
 import probseg
-from probseg import api
-from probseg.baseline import default_sigmas, voronoi_otsu_labeling
-from probseg.callbacks import Callbacks
-from probseg.datasets import NUCLEI_OBJECT_SIZE, nuclei
-from probseg.foreground import attach_foreground
-from probseg.metrics import evaluate
-from probseg.model import Raw
+from probseg.engine import api
+from probseg.evaluation.baseline import default_sigmas, voronoi_otsu_labeling
+from probseg.core.callbacks import Callbacks
+from probseg.evaluation.datasets import NUCLEI_OBJECT_SIZE, nuclei
+from probseg.partition.foreground import attach_foreground
+from probseg.evaluation.metrics import evaluate
+from probseg.engine.model import Raw
 from probseg.partition import connected_components
-from probseg.split import Timer
-from probseg.synthetic import touching_blobs
+from probseg.methods.inpaintaff.split import Timer
+from probseg.evaluation.synthetic import touching_blobs
 
 ALPHAS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)
 BLOB_SIZE = 20.0

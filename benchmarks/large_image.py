@@ -45,7 +45,7 @@ OBJECT_SIZE = 20.0
 def _prepare(work: Path, steps: int, sizes: list[int]) -> None:
     """Train the small models and write the images (run in a child process, see :func:`main`)."""
     from probseg import train
-    from probseg.synthetic import touching_blobs
+    from probseg.evaluation.synthetic import touching_blobs
 
     image, labels = touching_blobs((256, 256), object_size=OBJECT_SIZE, seed=0)
     for method in METHODS:

@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from probseg.partition import DEFAULT_OFFSETS, embedding_affinities, mean_shift, mutex_watershed
-from probseg.synthetic import touching_blobs
+from probseg.evaluation.synthetic import touching_blobs
 
 
 def _median_time(fn, repeat: int) -> tuple:

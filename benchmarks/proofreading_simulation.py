@@ -22,12 +22,12 @@ import numpy as np
 import torch
 
 import probseg
-from probseg.agglomerate import agglomerate
-from probseg.datasets import nuclei
-from probseg.metrics import evaluate
+from probseg.consensus.agglomerate import agglomerate
+from probseg.evaluation.datasets import nuclei
+from probseg.evaluation.metrics import evaluate
 from probseg.proofreading import proofreading_queue
-from probseg.synthetic import touching_blobs
-from probseg.uncertainty import patch_uncertainty_metrics
+from probseg.evaluation.synthetic import touching_blobs
+from probseg.consensus.uncertainty import patch_uncertainty_metrics
 
 KS = (0, 5, 10, 20)
 RANDOM_REPEATS = 10

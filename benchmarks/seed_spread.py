@@ -16,9 +16,9 @@ import time
 import numpy as np
 
 import probseg
-from probseg.baseline import default_sigmas, voronoi_otsu_labeling
-from probseg.datasets import NUCLEI_OBJECT_SIZE, nuclei
-from probseg.metrics import evaluate
+from probseg.evaluation.baseline import default_sigmas, voronoi_otsu_labeling
+from probseg.evaluation.datasets import NUCLEI_OBJECT_SIZE, nuclei
+from probseg.evaluation.metrics import evaluate
 
 
 def main() -> None:

@@ -20,8 +20,8 @@ import time
 import numpy as np
 
 import probseg
-from probseg.metrics import f1_score
-from probseg.synthetic import touching_blobs
+from probseg.evaluation.metrics import f1_score
+from probseg.evaluation.synthetic import touching_blobs
 
 
 def main(argv: list[str]) -> None:

@@ -70,7 +70,7 @@ import _loop  # noqa: E402
 import _sparse  # noqa: E402
 import probseg  # noqa: E402
 from accuracy import _scores, baseline_rows  # noqa: E402
-from probseg.synthetic import touching_blobs  # noqa: E402
+from probseg.evaluation.synthetic import touching_blobs  # noqa: E402
 
 FRACTIONS = (0.05, 0.10, 0.25, 0.50, 1.00)
 METHODS = ("spoco", "concrete-dropout")

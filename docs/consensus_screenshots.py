@@ -1,7 +1,7 @@
 """Regenerate the Consensus widget screenshots in docs/images/.
 
 The nuclei sample with 16 samples made from its ground truth by random
-splits and merges (probseg.synthetic.perturbed_samples), so the effect of
+splits and merges (probseg.evaluation.synthetic.perturbed_samples), so the effect of
 the resolution is plain to see; a rectangle marks the region the slider
 re-segments. Captures the region at a low and a high resolution, then after
 Auto. Needs a display; headless::
@@ -40,8 +40,8 @@ def main(argv=None) -> int:
 
     from napari_probseg.consensus_widget import ConsensusWidget
     from napari_probseg._layers import OUTPUT_META_KEY, viewer_camera
-    from probseg.datasets import nuclei
-    from probseg.synthetic import perturbed_samples
+    from probseg.evaluation.datasets import nuclei
+    from probseg.evaluation.synthetic import perturbed_samples
 
     args.out.mkdir(parents=True, exist_ok=True)
     image, truth = nuclei()

@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     from napari_probseg._models import ModelStore
     from napari_probseg.predict_widget import PredictWidget
     from napari_probseg.proofread_widget import ProofreadWidget
-    from probseg.datasets import nuclei
+    from probseg.evaluation.datasets import nuclei
 
     args.out.mkdir(parents=True, exist_ok=True)
     proofread_widget.SESSIONS_HOME = Path(tempfile.mkdtemp(prefix="probseg-sessions-"))

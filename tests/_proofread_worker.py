@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-from probseg.errors import ProbsegError
-from probseg.io import read_image
+from probseg.core.errors import ProbsegError
+from probseg.io.images import read_image
 from probseg.proofreading.edits import paint
 from probseg.proofreading.session import Session
 

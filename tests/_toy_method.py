@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probseg.callbacks import Callbacks
-from probseg.config import TrainingConfig, param
-from probseg.methods import MethodInfo
-from probseg.model import SegmentationModel
+from probseg.core.callbacks import Callbacks
+from probseg.core.config import TrainingConfig, param
+from probseg.engine.registry import MethodInfo
+from probseg.engine.model import SegmentationModel
 from probseg.partition import connected_components
-from probseg.trainset import TrainingSet, random_crops
+from probseg.nn.trainset import TrainingSet, random_crops
 
 
 @dataclass

@@ -5,10 +5,10 @@ import re
 import numpy as np
 import pytest
 
-from probseg.agglomerate import Agglomeration, agglomerate
-from probseg.errors import InputError
-from probseg.metrics import f1_score
-from probseg.uncertainty import bernoulli_entropy, correct_pixels, patch_uncertainty_metrics
+from probseg.consensus.agglomerate import Agglomeration, agglomerate
+from probseg.core.errors import InputError
+from probseg.evaluation.metrics import f1_score
+from probseg.consensus.uncertainty import bernoulli_entropy, correct_pixels, patch_uncertainty_metrics
 
 H75 = float(-(0.75 * np.log2(0.75) + 0.25 * np.log2(0.25)))  # 0.811 bits
 

@@ -1,4 +1,4 @@
-"""probseg.atomic: a written file is either old or new, and no temporary file is left."""
+"""probseg.io.atomic: a written file is either old or new, and no temporary file is left."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from probseg import atomic
+from probseg.io import atomic
 
 
 def _temporaries(folder) -> list[str]:

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from probseg.baseline import default_sigmas, voronoi_otsu_labeling
-from probseg.errors import InputError
-from probseg.metrics import evaluate
-from probseg.synthetic import touching_blobs
+from probseg.evaluation.baseline import default_sigmas, voronoi_otsu_labeling
+from probseg.core.errors import InputError
+from probseg.evaluation.metrics import evaluate
+from probseg.evaluation.synthetic import touching_blobs
 
 
 def test_segments_touching_blobs():

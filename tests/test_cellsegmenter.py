@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from probseg import api
-from probseg.dpp import dpp_log_prob, grid_positions, nms_iomin, rbf_kernel
-from probseg.errors import InputError
-from probseg.methods.cellsegmenter import (
+from probseg.engine import api
+from probseg.methods.cellsegmenter.dpp import dpp_log_prob, grid_positions, nms_iomin, rbf_kernel
+from probseg.core.errors import InputError
+from probseg.methods.cellsegmenter.model import (
     GLIMPSE,
     CellSegmenterNet,
     Config,
@@ -19,7 +19,7 @@ from probseg.methods.cellsegmenter import (
     sapr_loss,
     warmup_factor,
 )
-from probseg.synthetic import digit_scenes
+from probseg.evaluation.synthetic import digit_scenes
 
 TINY = dict(crop_size=32, object_size_min=6.0, object_size_max=16.0, objects_min=0.5, objects_max=3.0,
             foreground_min=5.0, foreground_max=40.0, max_objects=3, num_fmaps=4, appearance_dims=4,

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from probseg import api, checkpoint
-from probseg.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint, save_checkpoint
-from probseg.errors import CheckpointError
-from probseg.config import config_to_dict
-from probseg.model import SETTINGS_NAME
+from probseg.engine import api
+
+from probseg.io import checkpoint
+from probseg.io.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint, save_checkpoint
+from probseg.core.errors import CheckpointError
+from probseg.core.config import config_to_dict
+from probseg.engine.model import SETTINGS_NAME
 
 TINY = dict(num_fmaps=8, fmap_inc_factor=2, crop_size=48, batch_size=2, density=0.05)
 

@@ -108,7 +108,7 @@ def test_segment_writes_every_output(work):
     assert sidecar["objects"] == np.count_nonzero(np.unique(labels))
     meta = json.loads((folder / "model" / "config.json").read_text())
     assert sidecar["weights_sha256"] == meta["record"]["weights_sha256"]
-    from probseg.config import fields_of
+    from probseg.core.config import fields_of
     from probseg.methods.cellulus import Settings
 
     assert set(sidecar["settings"]) == {f.name for f in fields_of(Settings)}
@@ -247,7 +247,7 @@ def test_help_lists_generated_flags(capsys):
 
 def test_ctrl_c_saves_partial_model(work, tmp_path, capsys, monkeypatch):
     """A SIGINT during training stops after the step and keeps the model so far."""
-    from probseg import api
+    from probseg.engine import api
 
     folder, _ = work
     real_train = api.train
@@ -328,7 +328,7 @@ def test_consensus_min_size_error_names_its_flag(work, tmp_path, capsys):
 
 
 def cli_model(folder):
-    from probseg.api import load_model
+    from probseg.engine.api import load_model
 
     return load_model(folder, device="cpu")
 
@@ -362,7 +362,7 @@ def test_segment_settings_flags_reach_the_labels(work, tmp_path, capsys):
 
 
 def test_raw_out_then_instances_with_other_settings(work, tmp_path, capsys):
-    from probseg.rawstore import load_raw
+    from probseg.io.rawstore import load_raw
 
     folder, _ = work
     raw = tmp_path / "raw.zarr"
@@ -432,7 +432,7 @@ def test_tune_dry_run_stores_nothing_and_tune_stores_settings(work, tmp_path, ca
 def test_info_shows_the_run_record(work, capsys):
     from safetensors.torch import load_file
 
-    from probseg.record import array_digest, weights_digest
+    from probseg.core.record import array_digest, weights_digest
 
     folder, _ = work
     meta = json.loads((folder / "model" / "config.json").read_text())
@@ -443,7 +443,7 @@ def test_info_shows_the_run_record(work, capsys):
     assert record["training_data"]["shapes"] == [[1, 64, 64]]
     assert record["seed"] == 0 and record["versions"]["probseg"] == probseg.__version__
     # the hash is of the planes the network learnt from (normalised), reproducible from the image
-    from probseg.trainset import training_set
+    from probseg.nn.trainset import training_set
 
     assert record["training_data"]["sha256"] == array_digest(list(training_set(image).planes))
 

@@ -21,9 +21,9 @@ import pytest
 import tifffile
 from safetensors.numpy import load_file, save_file
 
-from probseg import api
-from probseg.io import read_image
-from probseg.synthetic import perturbed_samples, touching_blobs
+from probseg.engine import api
+from probseg.io.images import read_image
+from probseg.evaluation.synthetic import perturbed_samples, touching_blobs
 
 # (case id, command line, words the one line of stderr must contain)
 CASES = [

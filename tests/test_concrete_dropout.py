@@ -10,16 +10,16 @@ import torch
 
 import probseg
 from probseg import cli, methods
-from probseg.config import fields_of
-from probseg.errors import InputError
+from probseg.core.config import fields_of
+from probseg.core.errors import InputError
 from probseg.methods import concrete_dropout as cd
-from probseg.layers import ConcreteDropout, dropout_layers, dropout_rates, dropout_sampling
-from probseg.losses import discriminative_loss
+from probseg.nn.layers import ConcreteDropout, dropout_layers, dropout_rates, dropout_sampling
+from probseg.nn.losses import discriminative_loss
 from probseg.methods.concrete_dropout import Config, Settings, class_targets, grow_into_overlap, segmentation_loss
-from probseg.model import SETTINGS_NAME
+from probseg.engine.model import SETTINGS_NAME
 from probseg.partition import mean_shift
-from probseg.synthetic import touching_blobs
-from probseg.training import seed_everything, train_loop
+from probseg.evaluation.synthetic import touching_blobs
+from probseg.nn.training import seed_everything, train_loop
 
 # A network small enough for about 30 ms a step on one CPU thread.
 TINY = dict(num_fmaps=4, crop_size=64, batch_size=2, learning_rate=5e-3)
@@ -46,7 +46,7 @@ def fresh(model):
 
 
 def _config(**values):
-    return probseg.api.make_config("concrete-dropout", dict(TINY, **values))
+    return probseg.engine.api.make_config("concrete-dropout", dict(TINY, **values))
 
 
 def _network(**values):
@@ -191,7 +191,7 @@ def test_loss_is_finite_and_decreases(model, data):
     # On one fixed batch (dropout still drawing) the descent is clear.
     image, labels = data
     config = _config()
-    ts = probseg.trainset.training_set(image, labels)
+    ts = probseg.nn.trainset.training_set(image, labels)
     rng = seed_everything(0)
     net = cd.ConcreteDropoutModel.build_network(config, 1)
     loss_fn = cd.ConcreteDropoutModel.training_loss(config, ts, torch.device("cpu"))
@@ -240,7 +240,7 @@ def test_training_loss_sees_ignored_and_padded_pixels_as_unannotated(data, monke
 
     monkeypatch.setattr(cd, "segmentation_loss", spy)
     config = _config(ignore_id=65535)
-    ts = probseg.trainset.training_set(image, labels)
+    ts = probseg.nn.trainset.training_set(image, labels)
     net = cd.ConcreteDropoutModel.build_network(config, 1)
     loss_fn = cd.ConcreteDropoutModel.training_loss(config, ts, torch.device("cpu"))
     assert np.isfinite(float(loss_fn(net, np.random.default_rng(0)).detach()))
@@ -368,7 +368,7 @@ def test_tune_returns_the_best_of_its_table(fresh, data):
     assert dataclasses.asdict(fresh.settings) == result.best
     # Applying the best settings reproduces its score.
     seg = fresh.predict(image, n_samples=1).segmentation
-    assert probseg.metrics.f1_score(seg, labels) == pytest.approx(best["f1"])
+    assert probseg.evaluation.metrics.f1_score(seg, labels) == pytest.approx(best["f1"])
 
 
 def test_tune_default_grid_is_the_methods(fresh, data):
@@ -424,10 +424,10 @@ def test_tune_leaves_unannotated_pixels_out(fresh, data):
         # objects lying mostly on unannotated pixels are not scored
         kept = [i for i in np.unique(seg[seg > 0]) if ignored[seg == i].mean() <= 0.5]
         scored = np.where(np.isin(seg, kept), seg, 0)
-        assert row["f1"] == pytest.approx(probseg.metrics.f1_score(scored, truth))
+        assert row["f1"] == pytest.approx(probseg.evaluation.metrics.f1_score(scored, truth))
         # ... whereas calling the right half background would count them as false positives
         if len(kept) < len(np.unique(seg[seg > 0])):
-            assert row["f1"] >= probseg.metrics.f1_score(seg, truth)
+            assert row["f1"] >= probseg.evaluation.metrics.f1_score(seg, truth)
 
 
 def test_tuned_settings_are_stored_and_used_by_the_next_prediction(model, data, tmp_path):

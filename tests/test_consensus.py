@@ -6,9 +6,9 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from probseg.consensus import Consensus, Layer, fragment_graph, fragments, leiden, pixel_graph, quality, soft_pixel_graph
 from probseg.consensus.nmi import weighted_nmi
-from probseg.errors import InputError
-from probseg.metrics import f1_score
-from probseg.synthetic import perturbed_samples, touching_blobs
+from probseg.core.errors import InputError
+from probseg.evaluation.metrics import f1_score
+from probseg.evaluation.synthetic import perturbed_samples, touching_blobs
 
 
 def _same_partition(a, b):

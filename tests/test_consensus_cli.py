@@ -12,11 +12,11 @@ import tifffile
 
 from probseg import cli
 from probseg.consensus import segment_stitched, window_origins
-from probseg.errors import InputError
-from probseg.inputs import to_planes
-from probseg.metrics import f1_score
-from probseg.model import SegmentationModel
-from probseg.synthetic import perturbed_samples, touching_blobs
+from probseg.core.errors import InputError
+from probseg.core.inputs import to_planes
+from probseg.evaluation.metrics import f1_score
+from probseg.engine.model import SegmentationModel
+from probseg.evaluation.synthetic import perturbed_samples, touching_blobs
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from probseg.callbacks import Callbacks
+from probseg.core.callbacks import Callbacks
 from probseg.consensus import Consensus, Layer, fragments, quality, soft_consensus, soft_pixel_graph
 from probseg.consensus.graph import Graph, half_disc
-from probseg.errors import InputError
+from probseg.core.errors import InputError
 
 
 def _origins(shape, window, step):

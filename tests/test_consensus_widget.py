@@ -17,8 +17,8 @@ from napari.utils.colormaps.standardize_color import transform_color  # noqa: E4
 
 from napari_probseg._layers import OUTPUT_META_KEY  # noqa: E402
 from napari_probseg.consensus_widget import FIELD_OF_VIEW, ConsensusWidget  # noqa: E402
-from probseg.metrics import f1_score  # noqa: E402
-from probseg.synthetic import perturbed_samples, touching_blobs  # noqa: E402
+from probseg.evaluation.metrics import f1_score  # noqa: E402
+from probseg.evaluation.synthetic import perturbed_samples, touching_blobs  # noqa: E402
 
 pytestmark = pytest.mark.widget
 TIMEOUT_MS = 60_000

@@ -9,10 +9,10 @@ import pytest
 import tifffile
 
 import probseg
-import probseg.config
+import probseg.core.config
 from probseg import cli, methods
-from probseg.errors import InputError
-from probseg.rawstore import load_raw
+from probseg.core.errors import InputError
+from probseg.io.rawstore import load_raw
 
 HERE = Path(__file__).resolve().parent
 
@@ -23,7 +23,7 @@ def toy(monkeypatch):
     monkeypatch.syspath_prepend(str(HERE))
     methods.register("toy", "_toy_method")  # the one line a method outside probseg needs
     yield methods.get("toy")
-    methods._MODULES.pop("toy", None)
+    methods.unregister("toy")
     assert "toy" not in methods.available()
 
 
@@ -78,7 +78,7 @@ def test_trains_through_the_cli(trained):
     # Untuned: the defaults stay implicit, so no settings.json.
     assert not (trained / "settings.json").exists()
     model = probseg.load_model(trained, device="cpu")
-    assert probseg.config.config_to_dict(model.settings) == {"threshold": 0.5, "min_size": 0}
+    assert probseg.core.config.config_to_dict(model.settings) == {"threshold": 0.5, "min_size": 0}
     assert type(model).__name__ == "ToyModel" and model.describe().startswith("toy model")
 
 

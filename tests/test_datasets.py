@@ -3,7 +3,7 @@
 import numpy as np
 from skimage.measure import regionprops
 
-from probseg import datasets
+from probseg.evaluation import datasets
 
 
 def test_nuclei_loads():

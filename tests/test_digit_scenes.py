@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from probseg.errors import InputError
-from probseg.synthetic import DigitScenes, digit_scenes
+from probseg.core.errors import InputError
+from probseg.evaluation.synthetic import DigitScenes, digit_scenes
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The DPP prior and the intersection-over-minimum NMS of CellSegmenter (probseg.dpp)."""
+"""The DPP prior and the intersection-over-minimum NMS of CellSegmenter (probseg.methods.cellsegmenter.dpp)."""
 
 import itertools
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from probseg.dpp import box_iomin, dpp_log_prob, grid_positions, nms_iomin, rbf_kernel
+from probseg.methods.cellsegmenter.dpp import box_iomin, dpp_log_prob, grid_positions, nms_iomin, rbf_kernel
 
 
 def _kernel(rho=1.3, length=0.8):

@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from probseg import api
-from probseg.callbacks import Callbacks
-from probseg.config import FieldSpec, TrainingConfig, config_from_dict, fields_of, parse_value, validate_config
-from probseg.device import describe_device, gpu_warning, resolve_device
-from probseg.errors import Cancelled, InputError
-from probseg.inputs import MIN_SIDE, check_finite, check_labels, to_planes
+from probseg.engine import api
+from probseg.core.callbacks import Callbacks
+from probseg.core.config import FieldSpec, TrainingConfig, config_from_dict, fields_of, parse_value, validate_config
+from probseg.core.device import describe_device, gpu_warning, resolve_device
+from probseg.core.errors import Cancelled, InputError
+from probseg.core.inputs import MIN_SIDE, check_finite, check_labels, to_planes
 from probseg.methods import cellulus
-from probseg.losses import oce_loss
+from probseg.nn.losses import oce_loss
 from probseg.methods.cellulus import Config, Settings
-from probseg.normalize import normalize_percentile, percentile_range
+from probseg.core.normalize import normalize_percentile, percentile_range
 
 TINY = dict(num_fmaps=8, fmap_inc_factor=2, crop_size=48, batch_size=2, density=0.05)
 
@@ -418,7 +418,7 @@ def test_oce_loss_is_reproducible_with_the_same_rng_seed():
 
 
 def test_training_loss_gives_network_gradients(image):
-    from probseg.trainset import training_set
+    from probseg.nn.trainset import training_set
 
     cfg = Config(**TINY)
     ts = training_set(image)
@@ -637,7 +637,7 @@ def test_resolve_device_cuda_without_cuda(monkeypatch, name):
 
 
 def test_resolve_device_auto_falls_back_to_cpu(monkeypatch):
-    from probseg import device as device_module
+    from probseg.core import device as device_module
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(device_module, "_mps_available", lambda: False)
@@ -646,7 +646,7 @@ def test_resolve_device_auto_falls_back_to_cpu(monkeypatch):
 
 
 def test_resolve_device_mps_unavailable(monkeypatch):
-    from probseg import device as device_module
+    from probseg.core import device as device_module
 
     monkeypatch.setattr(device_module, "_mps_available", lambda: False)
     with pytest.raises(InputError, match="mps"):

@@ -1,4 +1,4 @@
-"""A user-supplied foreground mask (probseg.foreground): its rules, every method's fallback, raw stores and the CLI."""
+"""A user-supplied foreground mask (probseg.partition.foreground): its rules, every method's fallback, raw stores and the CLI."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import torch
 
 import probseg
 from probseg import cli, methods
-from probseg.errors import InputError
-from probseg.foreground import as_mask, attach_foreground
-from probseg.rawstore import RawWriter, load_raw, save_raw
+from probseg.core.errors import InputError
+from probseg.partition.foreground import as_mask, attach_foreground
+from probseg.io.rawstore import RawWriter, load_raw, save_raw
 
 HERE = Path(__file__).resolve().parent
 SIZE = 48
@@ -27,7 +27,7 @@ def toy(monkeypatch):
     monkeypatch.syspath_prepend(str(HERE))
     methods.register("toy", "_toy_method")
     yield methods.get("toy")
-    methods._MODULES.pop("toy", None)
+    methods.unregister("toy")
 
 
 def _image() -> np.ndarray:

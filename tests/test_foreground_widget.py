@@ -21,7 +21,7 @@ from magicgui.widgets import FloatSlider, FloatSpinBox  # noqa: E402
 from napari_probseg import _models  # noqa: E402
 from napari_probseg._form import ConfigForm  # noqa: E402
 from napari_probseg.predict_widget import NO_FOREGROUND, PredictWidget  # noqa: E402
-from probseg.config import param  # noqa: E402
+from probseg.core.config import param  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _toy_method import Config, Settings, ToyModel  # noqa: E402

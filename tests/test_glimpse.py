@@ -1,9 +1,9 @@
-"""Glimpses through a spatial transformer (probseg.glimpse): crop then paste back is the identity inside the box."""
+"""Glimpses through a spatial transformer (probseg.methods.cellsegmenter.glimpse): crop then paste back is the identity inside the box."""
 
 import numpy as np
 import torch
 
-from probseg.glimpse import crop_glimpses, crop_glimpses_batched, paste_glimpses
+from probseg.methods.cellsegmenter.glimpse import crop_glimpses, crop_glimpses_batched, paste_glimpses
 
 
 def test_crop_copies_the_box_and_paste_puts_it_back():

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 import probseg
-from probseg import api
-from probseg.errors import InputError
-from probseg.inpainting import InpaintingNet, PartialConv2d, disk_dilate, gaussian_nll, random_visible
-from probseg.methods.inpaintaff import InpaintAffModel, Settings, noise_variance
+from probseg.engine import api
+from probseg.core.errors import InputError
+from probseg.methods.inpaintaff.inpainting import InpaintingNet, PartialConv2d, disk_dilate, gaussian_nll, random_visible
+from probseg.methods.inpaintaff.model import InpaintAffModel, Settings, noise_variance
 from probseg.partition import INPAINTAFF_OFFSETS
-from probseg.synthetic import touching_blobs
+from probseg.evaluation.synthetic import touching_blobs
 
 # Small and quick: the tests check the plumbing, benchmarks/inpaintaff.py the accuracy.
 TINY = {"num_fmaps": 4, "depth": 2, "crop_size": 32, "batch_size": 2, "patch_size": 32, "patch_stride": 16,

@@ -8,8 +8,8 @@ import pytest
 import tifffile
 import zarr
 
-from probseg.errors import InputError
-from probseg.io import check_output_path, read_image, write_image
+from probseg.core.errors import InputError
+from probseg.io.images import check_output_path, read_image, write_image
 
 
 def _ramp(shape=(20, 24), dtype=np.uint16):

@@ -15,9 +15,9 @@ import tifffile
 
 import probseg
 from probseg import cli
-from probseg.callbacks import Callbacks
-from probseg.synthetic import touching_blobs
-from probseg.tiling import tiled_apply
+from probseg.core.callbacks import Callbacks
+from probseg.evaluation.synthetic import touching_blobs
+from probseg.nn.tiling import tiled_apply
 
 TINY = {
     "cellulus": dict(num_fmaps=8, fmap_inc_factor=2, crop_size=48, batch_size=2, density=0.05, object_size=12),
@@ -152,7 +152,7 @@ def test_stack_results_match_plane_by_plane(model, data):
     assert pred.segmentation.shape == (2, 96, 96) and pred.samples.shape == (2, 2, 96, 96)
     for z in range(2):
         plane = {k: v for k, v in pred.raw.planes[z].items()}
-        single = model.postprocess(probseg.model.Raw([plane], 2))
+        single = model.postprocess(probseg.engine.model.Raw([plane], 2))
         np.testing.assert_array_equal(pred.segmentation[z], single.segmentation)
         np.testing.assert_array_equal(pred.samples[:, z], single.samples)
         np.testing.assert_array_equal(pred.uncertainty[z], single.uncertainty)
@@ -206,7 +206,7 @@ def test_raw_draws_match_raw(model, data):
 
 
 def test_raw_writer_stores_what_save_raw_stores(model, data, tmp_path):
-    from probseg.rawstore import RawWriter, load_raw, save_raw
+    from probseg.io.rawstore import RawWriter, load_raw, save_raw
 
     image = data[0]
     writer = RawWriter(tmp_path / "streamed.zarr", model.meta(), 3)
@@ -225,8 +225,8 @@ def test_raw_writer_stores_what_save_raw_stores(model, data, tmp_path):
 
 
 def test_raw_writer_leaves_nothing_when_cancelled(model, data, tmp_path):
-    from probseg.errors import Cancelled
-    from probseg.rawstore import RawWriter
+    from probseg.core.errors import Cancelled
+    from probseg.io.rawstore import RawWriter
 
     writer = RawWriter(tmp_path / "raw.zarr", model.meta(), 2)
     calls = []
@@ -245,8 +245,8 @@ def test_raw_writer_leaves_nothing_when_cancelled(model, data, tmp_path):
 
 
 def test_raw_writer_refuses_an_existing_store(model, tmp_path):
-    from probseg.errors import InputError
-    from probseg.rawstore import RawWriter
+    from probseg.core.errors import InputError
+    from probseg.io.rawstore import RawWriter
 
     (tmp_path / "raw.zarr").mkdir()
     with pytest.raises(InputError, match="exists"):
@@ -254,7 +254,7 @@ def test_raw_writer_refuses_an_existing_store(model, tmp_path):
 
 
 def test_write_image_zarr_round_trip(tmp_path):
-    from probseg.io import read_image, write_image
+    from probseg.io.images import read_image, write_image
 
     for array in (np.arange(12, dtype=np.uint16).reshape(3, 4), np.random.default_rng(0).random((3, 20, 30), dtype=np.float32)):
         path = write_image(tmp_path / f"a{array.ndim}.zarr", array)
@@ -265,8 +265,8 @@ def test_write_image_zarr_round_trip(tmp_path):
 
 
 def test_write_image_zarr_never_replaces_a_folder(tmp_path):
-    from probseg.errors import InputError
-    from probseg.io import write_image
+    from probseg.core.errors import InputError
+    from probseg.io.images import write_image
 
     kept = tmp_path / "labels.zarr"
     kept.mkdir()
@@ -281,14 +281,14 @@ def test_write_image_zarr_never_replaces_a_folder(tmp_path):
     with pytest.raises(InputError, match="it exists"):
         write_image(array, np.zeros((4, 4), np.uint16))
     write_image(array, np.full((4, 4), 7, np.uint16), overwrite=True)
-    from probseg.io import read_image
+    from probseg.io.images import read_image
 
     assert (read_image(array) == 7).all()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["array.zarr", "labels.zarr"]
 
 
 def test_cli_writes_labels_and_samples_to_zarr(model, tmp_path, capsys):
-    from probseg.io import read_image
+    from probseg.io.images import read_image
 
     labels, _ = _segment(model, tmp_path, "labels")
     image = tmp_path / "image.tif"
@@ -302,7 +302,7 @@ def test_cli_writes_labels_and_samples_to_zarr(model, tmp_path, capsys):
 
 
 def test_draw_by_draw_checks_the_seed(model, data):
-    from probseg.errors import InputError
+    from probseg.core.errors import InputError
 
     with pytest.raises(InputError, match="seed"):
         model.predict(data[0], n_samples=2, seed=-1, keep_raw=False)

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from probseg.errors import InputError
-from probseg.metrics import (
+from probseg.core.errors import InputError
+from probseg.evaluation.metrics import (
     DSB_THRESHOLDS,
     ap_dsb,
     average_precision,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from probseg.errors import InputError
+from probseg.core.errors import InputError
 from probseg.partition import (
     DEFAULT_OFFSETS,
     connected_components,

@@ -10,10 +10,10 @@ import pytest
 from sklearn.cluster import MeanShift
 from sklearn.metrics import adjusted_rand_score
 
-from probseg.errors import InputError
+from probseg.core.errors import InputError
 from probseg.partition import mean_shift, meanshift_instances, shrink, split_and_filter
-from probseg.uncertainty import pixel_disagreement
-from probseg.visualize import embeddings_to_rgb
+from probseg.consensus.uncertainty import pixel_disagreement
+from probseg.evaluation.visualize import embeddings_to_rgb
 
 
 def _same_partition(a, b):

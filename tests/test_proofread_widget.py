@@ -17,9 +17,9 @@ from napari_probseg import _models, proofread_widget  # noqa: E402
 from napari_probseg._layers import OUTPUT_META_KEY  # noqa: E402
 from napari_probseg.proofread_widget import ProofreadWidget, image_path_of  # noqa: E402
 from probseg.proofreading.session import LOCK_NAME, session_folder  # noqa: E402
-from probseg.agglomerate import agglomerate  # noqa: E402
+from probseg.consensus.agglomerate import agglomerate  # noqa: E402
 from probseg.proofreading.retrain import FINE_TUNE_STEPS  # noqa: E402
-from probseg.synthetic import perturbed_samples, touching_blobs  # noqa: E402
+from probseg.evaluation.synthetic import perturbed_samples, touching_blobs  # noqa: E402
 
 pytestmark = pytest.mark.widget
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import uniform_filter
 
-from probseg.errors import InputError
+from probseg.core.errors import InputError
 from probseg.proofreading import QueueEntry, proofreading_queue
 
 

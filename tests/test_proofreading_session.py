@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from probseg.errors import InputError, ProbsegError
-from probseg.io import read_image
+from probseg.core.errors import InputError, ProbsegError
+from probseg.io.images import read_image
 from probseg.proofreading.edits import Edit, delete, diff, merge, paint, replace_region, split_line
 from probseg.proofreading.session import (
     LABELS_NAME,

@@ -10,9 +10,9 @@ import pytest
 
 import probseg
 from probseg import methods
-from probseg.errors import InputError
-from probseg.rawstore import load_raw, save_raw
-from probseg.synthetic import touching_blobs
+from probseg.core.errors import InputError
+from probseg.io.rawstore import load_raw, save_raw
+from probseg.evaluation.synthetic import touching_blobs
 
 TINY = {
     "cellulus": dict(num_fmaps=8, fmap_inc_factor=2, crop_size=48, batch_size=2, density=0.05, object_size=12),

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import probseg
-from probseg.callbacks import Callbacks
-from probseg.errors import Cancelled, InputError
+from probseg.core.callbacks import Callbacks
+from probseg.core.errors import Cancelled, InputError
 from probseg.methods import spoco
 from probseg.proofreading.queue import proofreading_queue
 from probseg.proofreading.session import Session
@@ -17,7 +17,7 @@ from probseg.proofreading.retrain import (
     retrain_from_review,
     review_labels,
 )
-from probseg.synthetic import touching_blobs
+from probseg.evaluation.synthetic import touching_blobs
 
 # Non-spatial: the loss of a toy network then falls steadily enough to compare starts.
 TINY = dict(num_fmaps=4, embedding_dims=8, crop_size=48, batch_size=2, spatial=0.0)
@@ -234,13 +234,13 @@ def test_retrain_from_scratch_and_default_fine_tune_steps(blobs, monkeypatch):
     assert not result.fine_tuned and "fine_tuned_from" not in result.model.train_log
     assert result.model.config.num_fmaps == spoco.Config().num_fmaps
     seen = {}
-    real_train = probseg.api.train
+    real_train = probseg.engine.api.train
 
     def spy(*args, **kwargs):
         seen.update(kwargs)
         return real_train(*args, **dict(kwargs, steps=1))
 
-    monkeypatch.setattr(probseg.api, "train", spy)
+    monkeypatch.setattr(probseg.engine.api, "train", spy)
     retrain_from_review(image, truth, mask, result.model, n_samples=1, device="cpu")
     assert seen["steps"] == FINE_TUNE_STEPS and seen["init"] is result.model
 

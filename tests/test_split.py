@@ -1,4 +1,4 @@
-"""InpaintAff's split step (probseg.split) on toy images, with a network-free inpainter."""
+"""InpaintAff's split step (probseg.methods.inpaintaff.split) on toy images, with a network-free inpainter."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from _inpainters import smooth_inpainter
-from probseg import split
-from probseg.errors import InputError
+from probseg.methods.inpaintaff import split
+from probseg.core.errors import InputError
 from probseg.partition import INPAINTAFF_OFFSETS
 
 

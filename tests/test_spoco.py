@@ -8,11 +8,12 @@ import tifffile
 import torch
 
 import probseg
-from probseg import cli, losses, methods
-from probseg.errors import InputError
-from probseg.metrics import evaluate
+from probseg import cli, methods
+from probseg.nn import losses
+from probseg.core.errors import InputError
+from probseg.evaluation.metrics import evaluate
 from probseg.methods import spoco
-from probseg.synthetic import touching_blobs
+from probseg.evaluation.synthetic import touching_blobs
 
 from test_cli import assert_one_line_error, run_cli
 
@@ -213,7 +214,7 @@ def test_test_time_augmentation_is_undone():
         return x.repeat(1, model.config.embedding_dims + 1, 1, 1)
 
     model.net.forward_same = echo
-    raw = model.raw(plane, 8, np.random.default_rng(0), probseg.callbacks.ensure(None))
+    raw = model.raw(plane, 8, np.random.default_rng(0), probseg.core.callbacks.ensure(None))
     for k in range(9):
         np.testing.assert_allclose(raw["embeddings"][k], raw["embeddings"][0], atol=1e-6)
 
@@ -464,7 +465,7 @@ def test_cli_reviewed_mask_mistakes_are_one_line(tmp_path, capsys, data, extra, 
 def test_sparse_training_says_how_many_objects_it_learns_from(data):
     image, labels, sparse = data
     told = []
-    cb = probseg.callbacks.Callbacks(on_message=told.append)
+    cb = probseg.core.callbacks.Callbacks(on_message=told.append)
     probseg.train("spoco", image, sparse, config=TINY, steps=1, device="cpu", callbacks=cb)
     assert any("learns from 3 labelled object(s)" in m for m in told)
     told.clear()

@@ -5,8 +5,8 @@ import pytest
 from scipy import ndimage as ndi
 from skimage.measure import label as connected_components
 
-from probseg.errors import InputError
-from probseg.synthetic import BACKGROUNDS, touching_blobs
+from probseg.core.errors import InputError
+from probseg.evaluation.synthetic import BACKGROUNDS, touching_blobs
 
 
 def _touching_pixels(labels):

@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from probseg.callbacks import Callbacks
-from probseg.errors import Cancelled
+from probseg.core.callbacks import Callbacks
+from probseg.core.errors import Cancelled
 from probseg import methods
-from probseg.tiling import tiled_apply, window_starts
+from probseg.nn.tiling import tiled_apply, window_starts
 
 SMALL = {"cellulus": dict(num_fmaps=8), "concrete-dropout": dict(num_fmaps=4), "spoco": dict(num_fmaps=4)}
 

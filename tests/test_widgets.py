@@ -28,7 +28,8 @@ from napari_probseg._sample_data import nuclei, touching_blobs  # noqa: E402
 from napari_probseg.consensus_widget import ConsensusWidget  # noqa: E402
 from napari_probseg.predict_widget import PredictWidget  # noqa: E402
 from napari_probseg.train_widget import TrainWidget  # noqa: E402
-from probseg import api, datasets  # noqa: E402
+from probseg.engine import api  # noqa: E402
+from probseg.evaluation import datasets  # noqa: E402
 
 pytestmark = pytest.mark.widget
 
@@ -427,7 +428,7 @@ def test_a_method_registered_with_one_line_trains_and_predicts_in_the_widgets(vi
         qtbot.waitUntil(lambda: predictor.prediction is not first and not predictor.running, timeout=TIMEOUT_MS)
         assert predictor.prediction.settings.threshold == 0.99
     finally:
-        methods._MODULES.pop("toy", None)
+        methods.unregister("toy")
 
 
 def test_settings_of_another_model_never_recompute_the_shown_result(viewer, qtbot, store, model_folder, crop):
@@ -596,7 +597,7 @@ def test_train_widget_offers_labels_of_the_image_shape_and_keeps_the_folder_in_v
 
 def test_device_line_wraps_and_names_no_command_line_flag(viewer, monkeypatch):
     from napari_probseg import _engine_widget
-    from probseg.errors import InputError
+    from probseg.core.errors import InputError
 
     def refuse(name):
         raise InputError("device 'cuda' was requested but torch cannot use a CUDA GPU here; use --device cpu or auto")
@@ -687,7 +688,7 @@ def test_objects_table_sorts_selects_and_colours(viewer, qtbot):
 
 
 def test_inpaintaff_trains_takes_a_foreground_layer_and_moves_alpha_live(viewer, qtbot, tmp_path, store, monkeypatch):
-    from probseg.methods.inpaintaff import InpaintAffModel
+    from probseg.methods.inpaintaff.model import InpaintAffModel
 
     trainer = _dock(viewer, TrainWidget(viewer, store=store))
     predictor = _dock(viewer, PredictWidget(viewer, store=store))

@@ -33,10 +33,10 @@ from qtpy.QtWidgets import (
 )
 
 from napari_probseg import _models
-from probseg import api
-from probseg.callbacks import Callbacks
-from probseg.device import DEVICE_CHOICES, describe_device, gpu_warning, resolve_device
-from probseg.errors import InputError, ProbsegError
+from probseg.engine import api
+from probseg.core.callbacks import Callbacks
+from probseg.core.device import DEVICE_CHOICES, describe_device, gpu_warning, resolve_device
+from probseg.core.errors import InputError, ProbsegError
 
 POLL_MS = 100  # GUI refresh while a job runs: ~10 updates a second, however fast the steps
 # A docked widget may shrink to this height and scrolls below it; several

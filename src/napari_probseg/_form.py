@@ -1,7 +1,7 @@
 """A settings form generated from a method's Config dataclass.
 
 Every field's widget, label, tooltip and bounds come from
-:func:`probseg.config.fields_of`, so a hyperparameter added to the engine
+:func:`probseg.core.config.fields_of`, so a hyperparameter added to the engine
 appears here without touching the plugin.
 """
 
@@ -15,8 +15,8 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
-from probseg.config import FieldSpec, fields_of
-from probseg.errors import InputError
+from probseg.core.config import FieldSpec, fields_of
+from probseg.core.errors import InputError
 
 # Shown first because they are the settings most users change.
 PROMINENT = ("object_size", "steps")
@@ -167,7 +167,7 @@ class ConfigForm(QWidget):
     Parameters
     ----------
     config_class : type
-        A method's ``Config`` (see :mod:`probseg.config`).
+        A method's ``Config`` (see :mod:`probseg.core.config`).
 
     Attributes
     ----------

@@ -20,7 +20,7 @@ def get_reader(path):
         if len(path) != 1:
             return None
         path = path[0]
-    from probseg.rawstore import store_method
+    from probseg.io.rawstore import store_method
 
     return read_raw if store_method(path) is not None else None
 
@@ -28,14 +28,14 @@ def get_reader(path):
 def read_raw(path) -> list[tuple]:
     """Layer data tuples for the raw maps of a store, plus its segmentation."""
     from probseg import methods
-    from probseg.rawstore import load_raw
+    from probseg.io.rawstore import load_raw
 
     path = Path(path[0] if isinstance(path, list) else path)
     raw, meta = load_raw(path)
     name = path.stem
     layers = []
     for key in raw.planes[0]:
-        # Maps of three or more axes have the draws first (see probseg.model).
+        # Maps of three or more axes have the draws first (see probseg.engine.model).
         first = [plane[key][0] if plane[key].ndim >= 3 else plane[key] for plane in raw.planes]
         data = np.stack(first) if raw.is_stack else first[0]
         # A (D, Y, X) map is D channels: shown as a stack with a slider, hidden.

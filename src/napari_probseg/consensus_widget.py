@@ -30,7 +30,7 @@ from napari_probseg._sweep_plot import SweepPlot
 from probseg.consensus import DEFAULT_OBJECTIVE, OBJECTIVES, Consensus, check_rect, write_region
 from probseg.consensus.engine import AUTO_WINDOW, AUTO_WINDOWS, CPM_RANGE
 from probseg.consensus.fragments import check_labelings
-from probseg.errors import Cancelled, InputError, ProbsegError
+from probseg.core.errors import Cancelled, InputError, ProbsegError
 
 FIELD_OF_VIEW = "field of view"
 SLIDER_STEPS = 400

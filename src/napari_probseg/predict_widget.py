@@ -16,9 +16,9 @@ layer of the image (:func:`probseg.tune`).
 
 A "foreground mask" layer (labels or an image of the image's shape, e.g.
 another model's segmentation or an ilastik probability map; see
-:func:`probseg.foreground.as_mask`) confines the objects to it. Choosing
+:func:`probseg.partition.foreground.as_mask`) confines the objects to it. Choosing
 another one after a run re-computes the result from the kept raw output
-too. Maps a method offers for display (:meth:`~probseg.model.SegmentationModel.display_maps`)
+too. Maps a method offers for display (:meth:`~probseg.engine.model.SegmentationModel.display_maps`)
 become hidden image layers "<image> · <model> <map name>".
 """
 
@@ -38,11 +38,12 @@ from napari_probseg._objects_table import ObjectsTable
 from napari_probseg._form import ConfigForm
 from napari_probseg._engine_widget import EngineWidget, JobMonitor, Outcome, run_engine
 from napari_probseg._layers import OUTPUT_META_KEY, default_image, image_arrays, image_layer_names, layer_run
-from probseg import api, bounds
-from probseg.device import resolve_device
-from probseg.errors import Cancelled, InputError, ProbsegError
-from probseg.foreground import as_mask, attach_foreground
-from probseg.visualize import embeddings_to_rgb
+from probseg.engine import api
+from probseg.core import bounds
+from probseg.core.device import resolve_device
+from probseg.core.errors import Cancelled, InputError, ProbsegError
+from probseg.partition.foreground import as_mask, attach_foreground
+from probseg.evaluation.visualize import embeddings_to_rgb
 
 ROLES = ("segmentation", "samples", "embeddings", "uncertainty", "probability")
 #: Roles of the layers of a method's display maps start with this, then the map's name.
@@ -470,7 +471,7 @@ class PredictWidget(EngineWidget):
 
     def _show_settings(self, model) -> None:
         """A form for ``model``'s post-processing settings, holding its current (maybe tuned) values."""
-        from probseg.config import config_to_dict
+        from probseg.core.config import config_to_dict
 
         if self.settings_form is None or self.settings_form.config_class is not model.settings_class:
             if self.settings_form is not None:
@@ -561,7 +562,7 @@ class PredictWidget(EngineWidget):
         except ProbsegError as exc:
             self._fail(str(exc))
             return None
-        from probseg.config import config_to_dict
+        from probseg.core.config import config_to_dict
 
         raw, source = self.prediction.raw, self._shown
         if self._foreground_pending:

@@ -44,8 +44,8 @@ from qtpy.QtWidgets import (
 from napari_probseg import _models
 from napari_probseg._engine_widget import EngineWidget, JobMonitor, Outcome, format_seconds, run_engine
 from napari_probseg._layers import OUTPUT_META_KEY, canvas_size, image_layer_names, layer_role, layer_run, viewer_camera
-from probseg import bounds
-from probseg.errors import Cancelled, InputError, ProbsegError
+from probseg.core import bounds
+from probseg.core.errors import Cancelled, InputError, ProbsegError
 from probseg.proofreading import edits
 from probseg.proofreading.retrain import FINE_TUNE_STEPS, reranked_queue, retrain_from_review
 from probseg.proofreading.session import (
@@ -857,7 +857,7 @@ class ProofreadWidget(EngineWidget):
     # -- retraining -------------------------------------------------------------------
     @staticmethod
     def _scratch_steps() -> int:
-        from probseg import api
+        from probseg.engine import api
 
         return int(api.make_config("spoco").steps)
 

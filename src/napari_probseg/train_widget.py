@@ -39,9 +39,10 @@ from napari_probseg._engine_widget import (
 from napari_probseg._form import ConfigForm
 from napari_probseg._layers import default_image, image_arrays, image_layer_names
 from napari_probseg._loss_plot import LossPlot
-from probseg import api, methods
-from probseg.checkpoint import CONFIG_NAME
-from probseg.errors import InputError, ProbsegError
+from probseg import methods
+from probseg.engine import api
+from probseg.io.checkpoint import CONFIG_NAME
+from probseg.core.errors import InputError, ProbsegError
 
 _NO_LABELS = "(none)"
 

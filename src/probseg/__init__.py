@@ -5,15 +5,19 @@ the images to segment, draw several segmentations from it, and measure where
 they disagree. This package never imports Qt or napari.
 
 >>> import probseg
->>> image, labels = probseg.datasets.nuclei()
+>>> image, labels = probseg.evaluation.datasets.nuclei()
 >>> model = probseg.train("cellulus", [image], config={"object_size": 24}, steps=200)
 >>> result = model.predict(image, n_samples=8)
 """
 
 __version__ = "0.1.0"
 
-from probseg import datasets, errors, metrics  # noqa: F401
-from probseg.api import list_methods, load_model, train  # noqa: F401
-from probseg.tuning import tune  # noqa: F401
+from probseg.evaluation import datasets  # noqa: F401
+
+from probseg.core import errors  # noqa: F401
+
+from probseg.evaluation import metrics  # noqa: F401
+from probseg.engine.api import list_methods, load_model, train  # noqa: F401
+from probseg.engine.tuning import tune  # noqa: F401
 
 __all__ = ["train", "load_model", "tune", "list_methods", "datasets", "errors", "__version__"]

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from probseg.callbacks import Callbacks, ensure
+from probseg.core.callbacks import Callbacks, ensure
 from probseg.consensus.fragments import Fragments, Layer, check_labelings, fragments, sample_layers
 from probseg.consensus.graph import DEFAULT_MIN_WEIGHT, DEFAULT_RADIUS, Graph, fragment_graph
 from probseg.consensus.leiden import DEFAULT_BACKEND, check_backend, check_objective, leiden, to_igraph
 from probseg.consensus.nmi import Reference
-from probseg.errors import InputError
+from probseg.core.errors import InputError
 from probseg.partition import split_and_filter
 
 DEFAULT_OBJECTIVE = "cpm"

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from skimage.measure import label as connected_components
 
-from probseg.errors import InputError
-from probseg.inputs import check_label_stack as check_labelings
+from probseg.core.errors import InputError
+from probseg.core.inputs import check_label_stack as check_labelings
 
 # Codes are products of label ranges; compact them before they could overflow.
 _CODE_LIMIT = 2**62

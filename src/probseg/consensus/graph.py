@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from probseg.consensus.fragments import Fragments, check_labelings
-from probseg.device import resolve_device
-from probseg.errors import InputError
-from probseg.uncertainty import shifted_pair
+from probseg.core.device import resolve_device
+from probseg.core.errors import InputError
+from probseg.consensus.uncertainty import shifted_pair
 
 DEFAULT_RADIUS = 4
 DEFAULT_MIN_WEIGHT = 0.01

@@ -13,9 +13,9 @@ import threading
 
 import numpy as np
 
-from probseg.bounds import check_seed
+from probseg.core.bounds import check_seed
 from probseg.consensus.graph import Graph
-from probseg.errors import InputError, ProbsegError
+from probseg.core.errors import InputError, ProbsegError
 
 OBJECTIVES = ("rb", "cpm")
 BACKENDS = ("igraph", "leidenalg")

@@ -41,15 +41,15 @@ import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from probseg.callbacks import Callbacks, ensure
+from probseg.core.callbacks import Callbacks, ensure
 from probseg.consensus.engine import Consensus
 from probseg.consensus.fragments import Fragments
 from probseg.consensus.graph import DEFAULT_MIN_WEIGHT, DEFAULT_RADIUS, Graph, half_disc, region_fragments
 from probseg.consensus.leiden import DEFAULT_BACKEND, check_backend
 from probseg.consensus.nmi import Reference
-from probseg.device import resolve_device
-from probseg.errors import InputError
-from probseg.uncertainty import shifted_pair
+from probseg.core.device import resolve_device
+from probseg.core.errors import InputError
+from probseg.consensus.uncertainty import shifted_pair
 
 # Layers kept for the sweep's NMI: 4096 windows of 80x80 px take 26 MB as
 # uint8, and a 256 px region of a 2048 px image still meets about 100 of them.

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from probseg.bounds import check_seed
-from probseg.callbacks import Callbacks, ensure
+from probseg.core.bounds import check_seed
+from probseg.core.callbacks import Callbacks, ensure
 from probseg.consensus.engine import DEFAULT_OBJECTIVE, Consensus, Sweep
-from probseg.errors import InputError
-from probseg.tiling import window_starts
+from probseg.core.errors import InputError
+from probseg.nn.tiling import window_starts
 
 DEFAULT_WINDOW = 256
 

@@ -36,7 +36,7 @@ from skimage.filters import threshold_li, threshold_otsu
 from skimage.transform import resize
 from torch import nn
 
-from probseg.callbacks import Callbacks
+from probseg.core.callbacks import Callbacks
 from probseg.partition import (
     embedding_affinities,
     meanshift_instances,
@@ -45,13 +45,13 @@ from probseg.partition import (
     shrink,
     split_and_filter,
 )
-from probseg.config import TrainingConfig, param
-from probseg.errors import InputError
-from probseg.losses import oce_loss
-from probseg.model import SegmentationModel
-from probseg.networks import UNet
-from probseg.tiling import tiled_apply
-from probseg.trainset import TrainingSet, random_crops
+from probseg.core.config import TrainingConfig, param
+from probseg.core.errors import InputError
+from probseg.nn.losses import oce_loss
+from probseg.engine.model import SegmentationModel
+from probseg.nn.unet import UNet
+from probseg.nn.tiling import tiled_apply
+from probseg.nn.trainset import TrainingSet, random_crops
 
 INTERNAL_OBJECT_SIZE = 24.0  # px after rescaling; matches the 17 px field of view and kappa = 10
 
@@ -336,7 +336,7 @@ class CellulusModel(SegmentationModel):
 
 
 def _register():
-    from probseg.methods import MethodInfo
+    from probseg.engine.registry import MethodInfo
 
     return MethodInfo(
         name="cellulus",

@@ -45,13 +45,13 @@ from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 from torch import nn
 
-from probseg.callbacks import Callbacks
-from probseg.config import TrainingConfig, param
-from probseg.errors import InputError
-from probseg.layers import ConcreteDropout, dropout_regularization, dropout_sampling
-from probseg.losses import discriminative_loss
-from probseg.model import SegmentationModel
-from probseg.networks import UNet
+from probseg.core.callbacks import Callbacks
+from probseg.core.config import TrainingConfig, param
+from probseg.core.errors import InputError
+from probseg.nn.layers import ConcreteDropout, dropout_regularization, dropout_sampling
+from probseg.nn.losses import discriminative_loss
+from probseg.engine.model import SegmentationModel
+from probseg.nn.unet import UNet
 from probseg.partition import (
     DEFAULT_OFFSETS,
     embedding_affinities,
@@ -60,8 +60,8 @@ from probseg.partition import (
     seeded_watershed,
     split_and_filter,
 )
-from probseg.tiling import tiled_apply
-from probseg.trainset import TrainingSet, random_crops
+from probseg.nn.tiling import tiled_apply
+from probseg.nn.trainset import TrainingSet, random_crops
 
 N_CLASSES = 3  # background, foreground, overlap
 CONTEXT = 20  # px the depth-2 U-Net of 3x3 valid convolutions loses on each side
@@ -415,7 +415,7 @@ class ConcreteDropoutModel(SegmentationModel):
 
     @classmethod
     def training_loss(cls, config: Config, ts: TrainingSet, device: torch.device):
-        """``loss_fn(net, rng)`` for :func:`probseg.training.train_loop`.
+        """``loss_fn(net, rng)`` for :func:`probseg.nn.training.train_loop`.
 
         Raises
         ------
@@ -557,7 +557,7 @@ class ConcreteDropoutModel(SegmentationModel):
 
 
 def _register():
-    from probseg.methods import MethodInfo
+    from probseg.engine.registry import MethodInfo
 
     return MethodInfo(
         name="concrete-dropout",

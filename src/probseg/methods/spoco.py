@@ -11,7 +11,7 @@ seen twice, through two draws of location- and shape-preserving
 augmentations (a flip and a 90 degree turn, an intensity scale and shift,
 Gaussian noise): view 1 by ``f``, view 2 by ``g``. The geometric part of each
 is undone on the network's output, so both embeddings describe the same
-pixels. The loss (:mod:`probseg.losses`) is the paper's:
+pixels. The loss (:mod:`probseg.nn.losses`) is the paper's:
 
 * the hinged pull (margin ``delta_v``) and push (hinge ``2 delta_d``) of the
   discriminative loss over the labelled instances;
@@ -58,10 +58,10 @@ import torch
 from skimage.filters import threshold_otsu
 from torch import nn
 
-from probseg.callbacks import Callbacks
-from probseg.config import TrainingConfig, param
-from probseg.errors import InputError
-from probseg.losses import (
+from probseg.core.callbacks import Callbacks
+from probseg.core.config import TrainingConfig, param
+from probseg.core.errors import InputError
+from probseg.nn.losses import (
     consistency_loss,
     hinged_pull,
     instance_means,
@@ -69,8 +69,8 @@ from probseg.losses import (
     single_object_loss,
     unlabelled_push,
 )
-from probseg.model import SegmentationModel
-from probseg.networks import UNet
+from probseg.engine.model import SegmentationModel
+from probseg.nn.unet import UNet
 from probseg.partition import (
     DEFAULT_OFFSETS,
     embedding_affinities,
@@ -79,13 +79,10 @@ from probseg.partition import (
     mutex_watershed,
     split_and_filter,
 )
-from probseg.tiling import tiled_apply
-from probseg.trainset import TrainingSet, random_crops
+from probseg.core.labels import BACKGROUND, LABEL_MODES, UNLABELLED, encode_labels, reviewed_labels  # noqa: F401
+from probseg.nn.tiling import tiled_apply
+from probseg.nn.trainset import TrainingSet, random_crops
 
-LABEL_MODES = ("sparse", "dense", "reviewed")
-# Codes of the encoded training labels: 0 unlabelled (also the zero padding
-# random_crops adds), 1 known background, id + 1 for object id.
-UNLABELLED, BACKGROUND = 0, 1
 # What the foreground head learned from: objects against known background
 # (its probability means what it says), or, with no background labelled,
 # objects against the unlabelled pixels (positive-unlabelled: a score that
@@ -155,57 +152,6 @@ class Settings:
     foreground_threshold: float = param(0.0, "with a foreground head: pixels scoring below this are background; 0: automatic (0.5 when background was labelled; else segments whose mean score is below half Otsu's threshold of the image's scores)", minimum=0.0, maximum=1.0)
     hdbscan_points: int = param(20000, "hdbscan: cluster at most this many pixels, the others join their nearest clustered pixel (HDBSCAN's time grows faster than the pixel count)", unit="px", minimum=100, maximum=100_000_000)
     min_size: int = param(0, "smallest object kept; 0: a quarter of the median area of the labelled training objects", unit="px", minimum=0)
-
-
-def reviewed_labels(labels: np.ndarray, mask: np.ndarray, background_id: int = 65535) -> np.ndarray:
-    """One ``"reviewed"`` labels image from sparse labels and a reviewed mask.
-
-    Parameters
-    ----------
-    labels : ndarray of int, shape (Y, X)
-        Object ids, 0 elsewhere (what the proofreading export writes).
-    mask : ndarray, shape (Y, X)
-        Non-zero where the pixels were reviewed (the export's ``*_reviewed``
-        image): there a 0 label is known background.
-    background_id : int
-        The id written for known background; ``Config.background_id``.
-
-    Returns
-    -------
-    ndarray of int64, shape (Y, X)
-        Objects kept, reviewed 0 pixels set to ``background_id``, others 0.
-
-    Raises
-    ------
-    InputError
-        For shapes that differ or labels already using ``background_id``.
-    """
-    labels, mask = np.asarray(labels), np.asarray(mask)
-    if labels.shape != mask.shape:
-        raise InputError(f"the labels have shape {labels.shape} but the reviewed mask {mask.shape}")
-    if (labels == background_id).any():
-        raise InputError(f"the labels already use id {background_id}, which marks known background; pick another background_id")
-    out = labels.astype(np.int64)
-    out[(mask != 0) & (labels == 0)] = background_id
-    return out
-
-
-def encode_labels(labels: np.ndarray, mode: str, background_id: int = 65535) -> np.ndarray:
-    """Training codes of one labels image: 0 unlabelled, 1 known background, ``id + 1`` for object ``id``.
-
-    In ``"sparse"`` mode 0 stays unlabelled; in ``"dense"`` mode 0 is known
-    background; in ``"reviewed"`` mode ``background_id`` is known background
-    and 0 unlabelled.
-    """
-    labels = np.asarray(labels).astype(np.int64)
-    if mode not in LABEL_MODES:
-        raise InputError(f"unknown label mode {mode!r}; choose one of {', '.join(LABEL_MODES)}")
-    codes = np.where(labels > 0, labels + 1, UNLABELLED)
-    if mode == "dense":
-        codes[labels == 0] = BACKGROUND
-    elif mode == "reviewed":
-        codes[labels == background_id] = BACKGROUND
-    return codes
 
 
 def spoco_terms(f_emb: torch.Tensor, g_emb: torch.Tensor, codes: np.ndarray, config: Config,
@@ -398,6 +344,7 @@ class SpocoModel(SegmentationModel):
     method = "spoco"
     config_class = Config
     settings_class = Settings
+    learns_from_reviewed_objects = True
 
     @classmethod
     def build_network(cls, config: Config, in_channels: int) -> nn.Module:
@@ -408,7 +355,7 @@ class SpocoModel(SegmentationModel):
 
     @classmethod
     def training_loss(cls, config: Config, ts: TrainingSet, device: torch.device):
-        """``loss_fn(net, rng)`` for :func:`probseg.training.train_loop`.
+        """``loss_fn(net, rng)`` for :func:`probseg.nn.training.train_loop`.
 
         Raises
         ------
@@ -650,7 +597,7 @@ class SpocoModel(SegmentationModel):
 
 
 def _register():
-    from probseg.methods import MethodInfo
+    from probseg.engine.registry import MethodInfo
 
     return MethodInfo(
         name="spoco",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from probseg.errors import InputError
+from probseg.core.errors import InputError
 
 __all__ = ["DEFAULT_OFFSETS", "INPAINTAFF_OFFSETS", "embedding_affinities", "offsets_for_object_size"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-from probseg.errors import InputError
+from probseg.core.errors import InputError
 from probseg.partition.components import connected_components
 
 __all__ = ["hdbscan_instances"]

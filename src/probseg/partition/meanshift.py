@@ -33,7 +33,7 @@ from scipy import ndimage as ndi
 from scipy.signal import fftconvolve
 from scipy.spatial import cKDTree
 
-from probseg.errors import InputError
+from probseg.core.errors import InputError
 from probseg.partition.components import connected_components
 
 __all__ = ["mean_shift", "meanshift_instances"]
@@ -227,7 +227,7 @@ def _torch_device(device):
         return None
     if isinstance(device, str) and device.strip().lower() == "cpu":
         return None
-    from probseg.device import resolve_device
+    from probseg.core.device import resolve_device
 
     resolved = resolve_device(device)
     return None if resolved.type == "cpu" else resolved

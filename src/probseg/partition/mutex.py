@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from probseg.errors import InputError
+from probseg.core.errors import InputError
 from probseg.partition.affinities import check_offsets, pair_slices
 
 __all__ = ["mutex_watershed", "edge_weights"]

@@ -8,7 +8,7 @@ from skimage.feature import peak_local_max
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
-from probseg.errors import InputError
+from probseg.core.errors import InputError
 from probseg.partition.components import connected_components
 
 __all__ = ["seeded_watershed"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from probseg.errors import InputError
+from probseg.core.errors import InputError
 
 __all__ = ["KINDS", "Edit", "merge", "split_line", "delete", "paint", "replace_region", "diff", "check_rect"]
 

@@ -1,6 +1,6 @@
 """The errors of proofreading sessions."""
 
-from probseg.errors import ProbsegError
+from probseg.core.errors import ProbsegError
 
 
 class SessionError(ProbsegError):

@@ -2,8 +2,8 @@
 
 A proofreader cannot inspect every object of a large image. The queue lists
 patches centred on peaks of an uncertainty map (any per-pixel map where
-higher means less sure, e.g. :func:`probseg.uncertainty.pixel_disagreement`
-or :meth:`probseg.agglomerate.Agglomeration.entropy`), most uncertain first,
+higher means less sure, e.g. :func:`probseg.consensus.uncertainty.pixel_disagreement`
+or :meth:`probseg.consensus.agglomerate.Agglomeration.entropy`), most uncertain first,
 with the objects each patch shows.
 """
 
@@ -15,9 +15,9 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.morphology import local_maxima
 
-from probseg.bounds import PATCH_SIZE
-from probseg.errors import InputError
-from probseg.inputs import check_label_stack
+from probseg.core.bounds import PATCH_SIZE
+from probseg.core.errors import InputError
+from probseg.core.inputs import check_label_stack
 
 __all__ = ["QueueEntry", "proofreading_queue", "MIN_PATCH"]
 
@@ -148,7 +148,7 @@ def proofreading_queue(uncertainty, labels, patch: int = 64, max_entries: int = 
         The segmentation being proofread, 0 = background; used to list the
         objects in each patch.
     patch : int
-        Side of a patch in pixels, 4 to 4096 (:data:`probseg.bounds.PATCH_SIZE`).
+        Side of a patch in pixels, 4 to 4096 (:data:`probseg.core.bounds.PATCH_SIZE`).
     max_entries : int
         Most entries returned, ``>= 1``.
     min_score : float

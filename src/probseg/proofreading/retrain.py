@@ -13,7 +13,7 @@ the new uncertainty.
 >>> session.commit_external(result.labels, kind="replace", params={"source": "retrain"})
 
 Nothing here touches a session: a caller applies ``result.labels`` as one
-edit, or, when the job was cancelled (:class:`probseg.errors.Cancelled`),
+edit, or, when the job was cancelled (:class:`probseg.core.errors.Cancelled`),
 nothing at all.
 """
 
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from probseg.callbacks import Callbacks, ensure
-from probseg.errors import Cancelled, InputError
+from probseg.core.callbacks import Callbacks, ensure
+from probseg.core.errors import Cancelled, InputError
 from probseg.partition.components import split_and_filter
 from probseg.proofreading.edits import check_rect
 from probseg.proofreading.queue import QueueEntry, proofreading_queue
@@ -119,7 +119,7 @@ def review_labels(session_labels, reviewed_mask, background_id: int = _DEFAULT_B
         If the shapes differ, the labels are not integer or negative,
         nothing is reviewed, or a reviewed object uses ``background_id``.
     """
-    from probseg.methods.spoco import reviewed_labels
+    from probseg.core.labels import reviewed_labels
 
     labels, mask = _check_pair(session_labels, reviewed_mask, "corrected labels")
     if not mask.any():
@@ -296,7 +296,7 @@ def retrain_from_review(image, labels, reviewed_mask, model=None, *, steps: int 
         If nothing is reviewed, the reviewed pixels hold no object, or an
         input cannot be used.
     """
-    from probseg.api import train
+    from probseg.engine.api import train
     from probseg.methods.spoco import SpocoModel
 
     started = time.perf_counter()

@@ -22,7 +22,7 @@ Crash safety
 ------------
 Every file is written to a temporary file in the same folder, flushed,
 fsynced and renamed over the old one (``os.replace``; see
-:mod:`probseg.atomic`), so no file is ever seen half-written. An operation
+:mod:`probseg.io.atomic`), so no file is ever seen half-written. An operation
 touches several files, so their order makes the whole operation atomic: (1)
 the new edit's ``.npz``; (2) ``edits.json``; (3) ``session.json``, the commit
 point; (4) ``labels.npy``. ``session.json`` is authoritative: before (3)
@@ -82,10 +82,10 @@ from pathlib import Path
 
 import numpy as np
 
-from probseg.atomic import atomic_write, fsync_folder, write_json, write_npy
-from probseg.errors import InputError
-from probseg.inputs import check_labels
-from probseg.io import write_image
+from probseg.io.atomic import atomic_write, fsync_folder, write_json, write_npy
+from probseg.core.errors import InputError
+from probseg.core.inputs import check_labels
+from probseg.io.images import write_image
 from probseg.proofreading import lock as folderlock
 from probseg.proofreading.edits import KINDS, Edit, check_rect, diff
 from probseg.proofreading.errors import SessionError, SessionLocked
@@ -110,7 +110,7 @@ LABELS_NAME = "labels.npy"
 LOG_NAME = "edits.json"
 EDITS_DIR = "edits"
 LABEL_DTYPE = np.dtype(np.int32)
-# Temporary files of probseg.atomic: ".<name>.<pid>-<8 hex>.tmp".
+# Temporary files of probseg.io.atomic: ".<name>.<pid>-<8 hex>.tmp".
 _TMP_PATTERN = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.tmp$")
 
 
@@ -1030,7 +1030,7 @@ class Session:
     # -- export ------------------------------------------------------------------------
 
     def export_labels(self, path) -> Path:
-        """Write the current labels with :func:`probseg.io.write_image` (TIFF, ``.npy``...).
+        """Write the current labels with :func:`probseg.io.images.write_image` (TIFF, ``.npy``...).
 
         Possible in a read-only session too.
 

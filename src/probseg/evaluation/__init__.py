@@ -1,0 +1,1 @@
+"""Metrics, the classical baseline, synthetic data with ground truth and the sample data."""

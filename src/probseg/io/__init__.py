@@ -1,0 +1,1 @@
+"""Files: images, atomic writes, model checkpoints, raw stores, outputs."""

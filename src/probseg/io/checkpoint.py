@@ -1,0 +1,194 @@
+"""Model folders: ``config.json`` + ``weights.safetensors``, never pickles.
+
+A model folder is what a user saves and sends to a colleague, so loading it
+must be safe (safetensors holds tensors only) and every failure must name the
+file and the problem. Writes are atomic (temporary file, fsync, then rename;
+see :mod:`probseg.io.atomic`) so an interrupted save never leaves a half-written
+model behind.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from probseg.io.atomic import atomic_write, write_bytes
+from probseg.core.errors import CheckpointError
+
+FORMAT = "probseg-model"
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "weights.safetensors"
+
+
+def save_checkpoint(folder, method: str, config: dict, state_dict: dict, extra: dict | None = None) -> Path:
+    """Write a model folder.
+
+    Parameters
+    ----------
+    folder : path
+        Created when missing; files inside are replaced atomically.
+    method : str
+        Registered method name, e.g. ``"cellulus"``.
+    config : dict
+        The method's hyperparameters (JSON-serialisable).
+    state_dict : dict of str to Tensor
+        Network weights.
+    extra : dict, optional
+        More JSON metadata: normalisation statistics, channels, training log.
+
+    Returns
+    -------
+    Path
+        The folder.
+    """
+    folder = Path(folder)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "method": method, "config": config}
+    meta.update(extra or {})
+    text = json.dumps(meta, indent=2, sort_keys=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}), by_name=True)
+    write_bytes(folder / CONFIG_NAME, text.encode())
+    return folder
+
+
+def read_config(folder) -> dict:
+    """Read and check ``config.json`` of a model folder (weights untouched).
+
+    Raises
+    ------
+    CheckpointError
+        If the folder or file is missing, not JSON, or not a probseg model of
+        a format version this release understands.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        from probseg.io.images import missing
+
+        raise CheckpointError(f"model folder {missing(folder)}")
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder} is a file; a model is a folder holding {CONFIG_NAME} and {WEIGHTS_NAME}")
+    path = folder / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing; is {folder} a probseg model folder?")
+    try:
+        meta = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc}); the file is corrupt or truncated") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a probseg model description (no \"format\": \"{FORMAT}\")")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format version {version!r}; this probseg reads up to {FORMAT_VERSION}: update probseg"
+        )
+    for key in ("method", "config"):
+        if key not in meta:
+            raise CheckpointError(f"{path} lacks the field {key!r}")
+    _check_channels_and_normalization(meta, path)
+    return meta
+
+
+MAX_CHANNELS = 64
+
+
+def _check_channels_and_normalization(meta: dict, path: Path) -> None:
+    """Refuse values that would otherwise fail later with an error blaming the image."""
+    if "in_channels" in meta:
+        channels = meta["in_channels"]
+        if isinstance(channels, bool) or not isinstance(channels, int) or not 1 <= channels <= MAX_CHANNELS:
+            raise CheckpointError(f"{path}: in_channels must be a whole number from 1 to {MAX_CHANNELS}, got {channels!r}")
+    norm = meta.get("normalization")
+    if norm is None:
+        return
+    if not isinstance(norm, dict):
+        raise CheckpointError(f"{path}: normalization must be an object, got {norm!r}")
+    if "percentiles" in norm:
+        pct = norm["percentiles"]
+        numbers = isinstance(pct, list) and len(pct) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in pct
+        )
+        if not numbers or not 0 <= pct[0] < pct[1] <= 100:
+            raise CheckpointError(
+                f"{path}: normalization percentiles must be two increasing numbers from 0 to 100, got {pct!r}; "
+                "the model folder was edited or damaged"
+            )
+
+
+def load_checkpoint(folder, expected_method: str | None = None) -> tuple[dict, dict]:
+    """Read a model folder without unpickling anything.
+
+    Parameters
+    ----------
+    folder : path
+    expected_method : str, optional
+        When given, a model of another method is an error.
+
+    Returns
+    -------
+    meta : dict
+        Contents of ``config.json``.
+    state_dict : dict of str to Tensor
+        On the CPU.
+
+    Raises
+    ------
+    CheckpointError
+        Naming the file and what is wrong with it.
+    """
+    folder = Path(folder)
+    meta = read_config(folder)
+    if expected_method is not None and meta["method"] != expected_method:
+        raise CheckpointError(
+            f"{folder / CONFIG_NAME} describes a {meta['method']!r} model, not {expected_method!r}"
+        )
+    path = folder / WEIGHTS_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing; the model folder is incomplete")
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path} is corrupt or truncated ({reason})") from None
+    return meta, state
+
+
+def load_weights_into(module: torch.nn.Module, state: dict, path) -> None:
+    """Copy ``state`` into ``module``, naming missing, extra or misshapen tensors.
+
+    Raises
+    ------
+    CheckpointError
+        When the weights do not fit the network the config describes.
+    """
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    shaped = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if not (missing or extra or shaped):
+        # A weights file edited to another dtype or to NaN would load and
+        # silently change the result; it must hold what save_checkpoint wrote.
+        for key, value in own.items():
+            if state[key].dtype != value.dtype:
+                raise CheckpointError(
+                    f"{path}: tensor {key} is {str(state[key].dtype).replace('torch.', '')}, expected "
+                    f"{str(value.dtype).replace('torch.', '')}; the weights were not written by probseg"
+                )
+            if value.is_floating_point() and not bool(torch.isfinite(state[key]).all()):
+                raise CheckpointError(f"{path}: tensor {key} holds NaN or infinite values; the weights are damaged")
+    if missing or extra or shaped:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} tensor(s) e.g. {missing[0]}")
+        if extra:
+            parts.append(f"{len(extra)} unexpected tensor(s) e.g. {extra[0]}")
+        if shaped:
+            k = shaped[0]
+            parts.append(f"{k} has shape {tuple(state[k].shape)}, expected {tuple(own[k].shape)}")
+        raise CheckpointError(f"{path} does not match its config.json: " + "; ".join(parts))
+    module.load_state_dict(state)

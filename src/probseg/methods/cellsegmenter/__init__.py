@@ -1,0 +1,1 @@
+"""CellSegmenter: the method and its private helpers."""

@@ -1,0 +1,1 @@
+"""InpaintAff: the method and its private helpers."""

@@ -1,0 +1,1 @@
+"""Shared networks, layers, losses, the training loop, training sets and windowed inference."""
