@@ -67,16 +67,18 @@ class ToyModel(SegmentationModel):
 
         return loss_fn
 
-    def raw(self, plane: np.ndarray, n_samples: int, rng: np.random.Generator, callbacks: Callbacks) -> dict:
+    def n_draws(self, n_samples: int) -> int:
+        return 1  # no sampling: every sample is the segmentation
+
+    def draw(self, plane: np.ndarray, k: int, rng: np.random.Generator, callbacks: Callbacks) -> dict:
         callbacks.raise_if_stopped()
         with torch.no_grad():
             score = torch.sigmoid(self.net(torch.from_numpy(plane)[None].to(self.device)))[0, 0]
         callbacks.progress(1, 1)
         return {"foreground": score.cpu().numpy().astype(np.float32)}
 
-    def instances(self, raw: dict, settings: Settings, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
-        segmentation = connected_components(raw["foreground"] > settings.threshold, settings.min_size)
-        return segmentation, np.repeat(segmentation[None], n_samples, axis=0)
+    def partition(self, maps: dict, settings: Settings, context) -> np.ndarray:
+        return connected_components(maps["foreground"] > settings.threshold, settings.min_size)
 
     def tune_grid(self) -> dict:
         return {"threshold": [0.3, 0.5, 0.7], "min_size": [0, 10]}

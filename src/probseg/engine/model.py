@@ -1,99 +1,99 @@
-"""The method contract, and the work every trained model shares.
+"""The method contract: what a method supplies, and the model every method shares.
 
-A method is one module that defines a model class deriving from
-:class:`SegmentationModel` and a :class:`probseg.methods.MethodInfo` named
-``METHOD``. The class supplies:
+A method is one module (or one folder) that defines a model class deriving
+from :class:`SegmentationModel` and a :class:`probseg.engine.registry.MethodInfo`
+named ``METHOD``; adding it to ``probseg.methods.BUILTIN`` is the one other
+line. The engine (:mod:`probseg.engine.pipeline`) owns the draw loop, planes,
+progress, stacking, samples, masks, agglomeration, uncertainty, saving and
+loading; a method supplies only what is its own.
 
-``config_class``
-    Training hyperparameters, a dataclass of :func:`probseg.core.config.param`
-    fields deriving from :class:`probseg.core.config.TrainingConfig`. The Train
-    widget's form and ``probseg train METHOD`` flags are generated from it.
-``settings_class``
-    Post-processing settings (foreground threshold, bandwidth, minimum size,
-    ...), declared the same way. The Predict widget's form and ``probseg
-    segment`` / ``probseg instances`` flags are generated from it, and
-    :func:`probseg.tune` searches it.
+What a method supplies
+----------------------
+``config_class`` and ``settings_class``
+    Training hyperparameters (a dataclass of :func:`probseg.core.config.param`
+    fields deriving from :class:`probseg.core.config.TrainingConfig`) and
+    post-processing settings, declared the same way. The Train and Predict
+    widgets' forms and the ``probseg train`` / ``segment`` / ``instances``
+    flags are generated from them; :func:`probseg.tune` searches the settings.
+    Rules that only hold for one method live in its config's ``check``.
 ``build_network(config, in_channels)``
     The ``torch.nn.Module``.
 ``training_loss(config, training_set, device)``
     A ``loss_fn(net, rng)`` for :func:`probseg.nn.training.train_loop`.
-``raw(plane, n_samples, rng, callbacks)`` and ``raw_maps``
-    The only place the network runs. Takes one normalised ``(C, Y, X)``
-    plane and returns named float32 maps, whatever the method has:
-    ``"embeddings"`` ``(draws, D, Y, X)``, ``"foreground"`` ``(Y, X)``,
-    ``"classes"`` ``(draws, K, Y, X)``, affinities, soft masks; a map of three
-    or more axes has the draws first, draw 0 being the segmentation's. Nothing is
-    mandatory, but ``"embeddings"``, when present, is shown as a layer. One
-    sample should cost one network pass where the method allows it.
-    ``raw_maps`` names the maps, so callers know them before the network runs
-    (a property where they depend on what the model learned, as SPOCO's
-    foreground head).
-``instances(raw, settings, n_samples)``
-    Post-processing, no network: the raw maps of one plane become the
-    segmentation ``(Y, X)`` and ``n_samples`` samples ``(n, Y, X)``. Where
-    the user gave a foreground mask (:mod:`probseg.partition.foreground`), ``raw``
-    also holds ``"mask"``, float32 ``(Y, X)``, 1 inside.
-``uses_mask``
-    Optional, default False: whether :meth:`~SegmentationModel.instances`
-    reads ``raw["mask"]`` itself. Where it does not, objects are cut at the
-    mask afterwards (segmentation and samples set to 0 outside it), so a
-    foreground mask works with every method.
-``uncertainty(samples, agglomeration)``
-    Optional: the default is the samples' pixel disagreement.
-``tune_grid()``
-    Optional: the settings :func:`probseg.tune` tries by default.
-``draws_independent(settings)``
-    Optional, default False: True where, under ``settings``, ``instances``
-    of a raw holding only draw ``k`` (draw maps with a first axis of 1, the
-    other maps unchanged) gives draw ``k``'s segmentation, and the
-    segmentation is draw 0's alone. Then ``probseg segment`` without sample
-    outputs draws one sample, and :meth:`~SegmentationModel.predict` with
-    ``keep_raw=False`` post-processes each draw as it comes, so the raw maps
-    of only one draw are ever in memory.
-``display_maps(raw)``
-    Optional: named ``(Y, X)`` float32 maps of one plane worth showing as
-    image layers, computed from its raw maps and no network (e.g. a map a
-    setting acts on). The default has none;
-    :meth:`~SegmentationModel.shown_maps` gathers them over a prediction's planes,
-    and the Predict widget shows each as a hidden layer.
-``object_features(raw, labels)``
-    Optional: facts about each object of one plane's labels from its raw
-    maps, no network (CellSegmenter's latent codes, boxes, presence):
-    columns of equal length, ``"label"`` first. They become the
-    segmentation layer's features in napari and ``--features-out`` CSV.
-``raw_draws(plane, n_samples, rng, callbacks)``
-    Optional: :meth:`~SegmentationModel.raw` one draw at a time, a generator
-    of one-draw dicts as above, consuming ``rng`` as ``raw`` does. The
-    default slices the result of ``raw``; a method that computes its draws
-    in turn should override it, since only then does ``keep_raw=False``
-    save memory.
+``draw(state, k, rng, callbacks)``
+    Draw ``k`` of one plane: a dict of named float32 maps, the only network
+    call. Maps of the draw have a first axis of 1 (``"embeddings"``
+    ``(1, D, Y, X)``, ``"classes"`` ``(1, K, Y, X)``, affinities, object
+    tables); maps of the plane have no draw axis (``"intensity"`` ``(Y, X)``).
+    The engine stacks draws into ``(draws, ...)`` arrays, so every map of
+    three or more axes has the draws first. ``state`` is what
+    :meth:`~SegmentationModel.begin_plane` made (by default the normalised
+    ``(C, Y, X)`` plane); ``callbacks`` report the draw's own progress and
+    are polled for cancel. Draw 0 is the segmentation's: noise-free where the
+    method has noise.
+``partition(maps, settings, context)``
+    One draw's labels ``(Y, X)`` int32 from its maps (draw maps with a first
+    axis of 1), no network. ``context`` is what
+    :meth:`~SegmentationModel.plane_context` computed once for the plane.
+    Where the user gave a foreground mask, the maps hold ``"mask"`` ``(Y, X)``
+    (1 inside); a method that reads it sets ``uses_mask``, any other has its
+    objects cut at the mask afterwards.
 
-Input checking, stacks, normalisation, agglomeration, saving and loading
-live here, written once.
+Optional hooks and declared capabilities
+----------------------------------------
+``raw_maps``
+    Names of the maps, known before the network runs (a property where they
+    depend on what the model learned).
+``n_draws(n_samples)``
+    Draws a plane needs: by default 1 for one sample, else ``1 + n_samples``
+    (draw 0 then the samples).
+``begin_plane(plane, n_draws, rng)`` and ``end_plane(state, maps)``
+    Work shared by the draws of a plane before them (rescaling, drawing every
+    draw's seeds at once) and after them (maps that need every draw, e.g. a
+    draw 0 that is the draws' mean).
+``plane_context(maps, settings)``
+    Post-processing shared by every draw of a plane (a foreground mask, a
+    smoothed image), computed once per plane.
+``segmentation_draws``
+    ``"first"`` (default): the segmentation partitions draw 0; ``"all"``: it
+    partitions every draw together (a method that fuses its draws).
+``draws_independent(settings)``
+    True where each draw can be post-processed alone under ``settings``; then
+    ``keep_raw=False`` post-processes each draw as it comes, so one draw's
+    maps are in memory at a time. Only for methods without ``end_plane``.
+``uncertainty(samples, agglomeration)``, ``tune_grid()``, ``display_maps(maps)``, ``object_features(maps, labels)``
+    Per-pixel uncertainty (default: the samples' disagreement); the settings
+    :func:`probseg.tune` tries; ``(Y, X)`` maps worth showing as layers; a
+    per-object table (``"label"`` first) for the layer's features and
+    ``--features-out``.
+``uses_mask``, ``learns_from_reviewed_objects``, ``default_tile_size``
+    Capabilities the engine, the proofreading loop and the widgets read
+    instead of a method's name.
 """
 
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import torch
 
-from probseg.io import checkpoint
-from probseg.consensus.agglomerate import Agglomeration, agglomerate
+from probseg.consensus.agglomerate import Agglomeration
+from probseg.consensus.uncertainty import pixel_disagreement
 from probseg.core.bounds import check_seed
 from probseg.core.callbacks import Callbacks, ensure
 from probseg.core.config import config_from_dict, config_to_dict, make_config
 from probseg.core.device import resolve_device
 from probseg.core.errors import CheckpointError, InputError
-from probseg.partition.foreground import MASK, plane_masks
 from probseg.core.inputs import Planes, to_planes
 from probseg.core.normalize import DEFAULT_PERCENTILES, normalize_percentile, percentile_range
-from probseg.consensus.uncertainty import pixel_disagreement
-from probseg.core.results import Prediction, Raw  # noqa: F401  (re-exported: the contract's types)
+from probseg.core.results import Prediction, Raw
+from probseg.engine import pipeline
+from probseg.io import checkpoint
+from probseg.nn.tiling import tiled_apply
+from probseg.partition.foreground import plane_masks
 
 
 class SegmentationModel:
@@ -102,15 +102,17 @@ class SegmentationModel:
     method: ClassVar[str] = ""
     config_class: ClassVar[type] = object
     settings_class: ClassVar[type] = object
-    #: Names of the maps :meth:`raw` returns.
+    #: Names of the maps :meth:`draw` returns.
     raw_maps: ClassVar[tuple] = ()
     #: Side of the inference windows unless the user picks another.
     default_tile_size: ClassVar[int] = 512
-    #: Whether :meth:`instances` applies a foreground mask (``raw["mask"]``) itself; see the module docstring.
+    #: Whether :meth:`partition` applies a foreground mask (``maps["mask"]``) itself.
     uses_mask: ClassVar[bool] = False
     #: Whether the proofreading loop can train it on reviewed patches (labels in the ``"reviewed"`` encoding of
     #: :mod:`probseg.core.labels`: reviewed 0 is known background, everything else unlabelled) and fine-tune it.
     learns_from_reviewed_objects: ClassVar[bool] = False
+    #: ``"first"``: the segmentation is draw 0's partition; ``"all"``: the partition of every draw together.
+    segmentation_draws: ClassVar[str] = "first"
 
     def __init__(self, config, net: torch.nn.Module | None, in_channels: int, normalization: dict, device="auto",
                  train_log: dict | None = None, settings=None, record: dict | None = None):
@@ -132,7 +134,7 @@ class SegmentationModel:
         # Inference window; the widgets and CLI expose it so large images fit in memory.
         self.tile_size = self.default_tile_size
 
-    # -- what methods implement ---------------------------------------------------------
+    # -- what a method supplies ---------------------------------------------------------
     @classmethod
     def build_network(cls, config, in_channels: int) -> torch.nn.Module:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -142,30 +144,85 @@ class SegmentationModel:
         """``loss_fn(net, rng) -> Tensor`` for :func:`probseg.nn.training.train_loop`."""
         raise NotImplementedError
 
-    def raw(self, plane: np.ndarray, n_samples: int, rng: np.random.Generator, callbacks: Callbacks) -> dict:  # pragma: no cover - abstract
-        """Named float32 maps of one normalised ``(C, Y, X)`` plane; the only network call."""
+    def draw(self, state, k: int, rng: np.random.Generator, callbacks: Callbacks) -> dict:  # pragma: no cover - abstract
+        """Draw ``k`` of one plane: named float32 maps (draw maps with a first axis of 1); the only network call."""
         raise NotImplementedError
 
-    def instances(self, raw: dict, settings, n_samples: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract
-        """``(segmentation (Y, X), samples (n, Y, X))`` int32 from one plane's raw maps; no network."""
+    def partition(self, maps: dict, settings, context) -> np.ndarray:  # pragma: no cover - abstract
+        """One draw's labels ``(Y, X)`` int32 from its maps; no network."""
         raise NotImplementedError
+
+    # -- optional hooks -----------------------------------------------------------------
+    def n_draws(self, n_samples: int) -> int:
+        """Draws a plane needs for ``n_samples`` samples: draw 0, then one per sample (one draw for one sample)."""
+        return 1 if n_samples == 1 else 1 + n_samples
+
+    def begin_plane(self, plane: np.ndarray, n_draws: int, rng: np.random.Generator):
+        """What the draws of one normalised ``(C, Y, X)`` plane share; by default the plane itself."""
+        return plane
+
+    def end_plane(self, state, maps: dict) -> dict:
+        """One plane's stacked draws, completed with the maps that need every draw; unchanged by default."""
+        return maps
+
+    def plane_context(self, maps: dict, settings):
+        """Post-processing shared by every draw of one plane, passed to :meth:`partition`; None by default."""
+        return None
+
+    def draws_independent(self, settings) -> bool:
+        """Whether each draw can be post-processed alone under ``settings``; False, always safe, by default."""
+        return False
 
     def uncertainty(self, samples: np.ndarray, agglomeration: Agglomeration) -> np.ndarray:
-        """Per-pixel uncertainty ``(Y, X)`` float32 in 0..1 of one plane's samples.
-
-        The default is :func:`probseg.consensus.uncertainty.pixel_disagreement`.
-        """
+        """Per-pixel uncertainty ``(Y, X)`` float32 in 0..1 of one plane's samples; their disagreement by default."""
         return pixel_disagreement(samples)
 
     def tune_grid(self) -> dict:
         """Settings :func:`probseg.tune` tries by default: ``{name: [values]}``."""
         return {}
 
-    def display_maps(self, raw: dict) -> dict:
-        """Named ``(Y, X)`` float32 maps of one plane's raw maps worth showing as image layers; none by default."""
+    def display_maps(self, maps: dict) -> dict:
+        """Named ``(Y, X)`` float32 maps of one plane worth showing as image layers; none by default."""
         return {}
 
-    def shown_maps(self, prediction: "Prediction") -> dict:
+    def object_features(self, maps: dict, labels: np.ndarray) -> dict | None:
+        """Per-object columns of one plane's ``labels`` from its maps (no network), ``"label"`` first; none by default."""
+        return None
+
+    # -- what the engine does for every method ------------------------------------------
+    def raw(self, plane: np.ndarray, n_samples: int, rng: np.random.Generator, callbacks: Callbacks) -> dict:
+        """Every draw of one normalised ``(C, Y, X)`` plane, stacked (maps of three or more axes have draws first)."""
+        return pipeline.plane_raw(self, plane, n_samples, rng, callbacks)
+
+    def raw_draws(self, plane: np.ndarray, n_samples: int, rng: np.random.Generator, callbacks: Callbacks):
+        """The maps of :meth:`raw`, one draw at a time (draw maps with a first axis of 1), consuming ``rng`` alike."""
+        if type(self).end_plane is SegmentationModel.end_plane:
+            yield from pipeline.plane_draws(self, plane, n_samples, rng, callbacks)
+        else:  # the plane's maps need every draw
+            yield from pipeline.split_draws(self.raw(plane, n_samples, rng, callbacks))
+
+    def _stack_draws(self, draws, n_draws: int) -> dict:  # TEMPORARY: until every method supplies draw()
+        return pipeline.stack_draws(draws, n_draws)
+
+    def instances(self, maps: dict, settings, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(segmentation (Y, X), samples (n, Y, X))`` int32 of one plane's maps; no network."""
+        return pipeline.plane_instances(self, maps, settings, n_samples)
+
+    def apply_network(self, forward, plane: np.ndarray, channels: int, *, net=None, overlap: int | None = None,
+                      callbacks: Callbacks | None = None, out: np.ndarray | None = None) -> np.ndarray:
+        """``forward`` over ``plane`` ``(C, Y, X)`` in windows of :attr:`tile_size` on the model's device.
+
+        ``net`` (default: the model's network) gives the context (the margin
+        cut from each window) and the size windows are aligned to; windows
+        overlap by ``overlap`` px (default twice the context plus 8).
+        """
+        net = self.net if net is None else net
+        context = net.context
+        return tiled_apply(forward, plane, channels, tile=self.tile_size,
+                           overlap=2 * context + 8 if overlap is None else overlap, margin=context,
+                           align=net.align, device=self.device, callbacks=callbacks, out=out)
+
+    def shown_maps(self, prediction: Prediction) -> dict:
         """The :meth:`display_maps` of ``prediction``, ``(Y, X)`` each, or ``(Z, Y, X)`` for a stack."""
         per_plane = [self.display_maps(plane) for plane in prediction.raw.planes]
         names = [name for name in per_plane[0] if all(name in maps for maps in per_plane)]
@@ -175,19 +232,12 @@ class SegmentationModel:
             out[name] = stacked if prediction.raw.is_stack else stacked[0]
         return out
 
-    def object_features(self, raw: dict, labels: np.ndarray) -> dict | None:
-        """Per-object columns of one plane's ``labels`` from its raw maps (no network), or None.
-
-        The default has none; see the module docstring.
-        """
-        return None
-
     @property
     def has_features(self) -> bool:
         """Whether the method makes an object table (overrides :meth:`object_features`)."""
         return type(self).object_features is not SegmentationModel.object_features
 
-    def features(self, prediction: "Prediction") -> dict | None:
+    def features(self, prediction: Prediction) -> dict | None:
         """The object table of ``prediction``'s segmentation, or None if the method has none.
 
         Columns of equal length from :meth:`object_features`; a stack's
@@ -208,41 +258,10 @@ class SegmentationModel:
             tables.append(table)
         return {name: np.concatenate([t[name] for t in tables]) for name in tables[0]}
 
-    def draws_independent(self, settings) -> bool:
-        """Whether each draw can be post-processed alone under ``settings`` (see the module docstring).
-
-        The default, False, is always safe: callers then draw and keep every sample.
-        """
-        return False
-
-    def raw_draws(self, plane: np.ndarray, n_samples: int, rng: np.random.Generator, callbacks: Callbacks):
-        """The maps of :meth:`raw`, one draw at a time: dicts whose draw maps have a first axis of 1.
-
-        This default computes :meth:`raw` first; methods that compute their
-        draws in turn override it so that one draw is in memory at a time.
-        """
-        full = self.raw(plane, n_samples, rng, callbacks)
-        yield from _split_draws(full)
-
-    def _stack_draws(self, draws, n_draws: int) -> dict:
-        """:meth:`raw`'s result from :meth:`raw_draws`: each draw written into arrays allocated once."""
-        out = {}
-        for k, draw in enumerate(draws):
-            for name, array in draw.items():
-                if array.ndim >= 3:
-                    if k == 0:
-                        out[name] = np.empty((n_draws,) + array.shape[1:], dtype=np.float32)
-                    out[name][k] = array[0]
-                elif k == 0:
-                    out[name] = array
-        return out
-
-    # -- settings -----------------------------------------------------------------------
     def make_settings(self, settings=None):
         """A validated settings object from None (the model's), a dict of changes or an instance."""
         return make_config(self.settings_class, settings, getattr(self, "settings", None), what="settings")
 
-    # -- shared -------------------------------------------------------------------------
     def prepare(self, image, channel_axis=None, rgb=False) -> Planes:
         """Check and normalise ``image`` into ``(Z, C, Y, X)`` planes."""
         planes = to_planes(image, channel_axis=channel_axis, rgb=rgb)
@@ -265,13 +284,7 @@ class SegmentationModel:
         plane's ``"mask"`` map.
         """
         n_samples, planes, rng, cb, masks = self._start(image, n_samples, seed, channel_axis, rgb, callbacks, foreground)
-        maps = []
-        for z in range(planes.data.shape[0]):
-            plane = self.raw(planes.data[z], n_samples, rng, cb)
-            if masks is not None:
-                plane[MASK] = masks[z]
-            maps.append(plane)
-        return Raw(maps, n_samples, planes.is_stack, planes.notice, self._run_attrs(seed))
+        return pipeline.predict_raw(self, planes, n_samples, rng, cb, masks, self.run_attrs(seed))
 
     def _start(self, image, n_samples, seed, channel_axis, rgb, callbacks, foreground=None):
         """What every network run begins with: checked arguments, normalised planes, the generator,
@@ -289,7 +302,7 @@ class SegmentationModel:
             cb.message(planes.notice)
         return n_samples, planes, np.random.default_rng(seed), cb, masks
 
-    def _run_attrs(self, seed: int) -> dict:
+    def run_attrs(self, seed: int) -> dict:
         """The facts a raw output records about the run that made it."""
         return {"method": self.method, "seed": int(seed), "model": str(self.folder) if self.folder else None,
                 "weights_sha256": self.record.get("weights_sha256")}
@@ -305,27 +318,7 @@ class SegmentationModel:
             Post-processing settings; None uses the model's (tuned ones when
             :func:`probseg.tune` stored some).
         """
-        settings = self.make_settings(settings)
-        cb = ensure(callbacks)
-        n_planes = len(raw.planes)
-        results = _PlaneResults(n_planes, raw.is_stack)
-        for z, plane in enumerate(raw.planes):
-            cb.raise_if_stopped()
-            plane_seg, plane_smp = self._instances(plane, settings, raw.n_samples)
-            agg = agglomerate(plane_smp)
-            results.add(z, plane_seg, plane_smp, self.uncertainty(plane_smp, agg), agg.probability)
-            del plane_seg, plane_smp, agg
-            cb.progress(z + 1, n_planes)
-        seg, smp, unc, prob = results.arrays
-        return Prediction(seg, smp, unc, prob, raw, settings, raw.notice)
-
-    def _instances(self, raw: dict, settings, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`instances`, with objects cut at the foreground mask for methods that ignore it (see ``uses_mask``)."""
-        seg, smp = self.instances(raw, settings, n_samples)
-        if MASK not in raw or self.uses_mask:
-            return seg, smp
-        outside = np.asarray(raw[MASK]) < 0.5
-        return _consecutive(_cut(seg, outside)), _cut(smp, outside)
+        return pipeline.postprocess(self, raw, self.make_settings(settings), ensure(callbacks))
 
     def predict(self, image, n_samples: int = 8, *, seed: int = 0, settings=None, channel_axis=None, rgb=False,
                 callbacks: Callbacks | None = None, keep_raw: bool = True, on_draw=None, foreground=None) -> Prediction:
@@ -370,50 +363,17 @@ class SegmentationModel:
             Its ``raw`` can be post-processed again with other settings
             (:meth:`postprocess`) without running the network.
         """
-        if not keep_raw and self.draws_independent(self.make_settings(settings)):
-            return self._predict_draw_by_draw(image, n_samples, seed, settings, channel_axis, rgb, callbacks, on_draw,
-                                              foreground)
-        raw = self.predict_raw(image, n_samples, seed=seed, channel_axis=channel_axis, rgb=rgb, callbacks=callbacks,
-                               foreground=foreground)
+        checked = self.make_settings(settings)
+        n_samples, planes, rng, cb, masks = self._start(image, n_samples, seed, channel_axis, rgb, callbacks, foreground)
+        if not keep_raw and self.draws_independent(checked):
+            return pipeline.predict_draw_by_draw(self, planes, n_samples, rng, cb, masks, self.run_attrs(seed), checked,
+                                                 on_draw)
+        raw = pipeline.predict_raw(self, planes, n_samples, rng, cb, masks, self.run_attrs(seed))
         if on_draw is not None:
             for z, plane in enumerate(raw.planes):
-                for k, draw in enumerate(_split_draws(plane)):
+                for k, draw in enumerate(pipeline.split_draws(plane)):
                     on_draw(z, k, draw)
-        return self.postprocess(raw, settings, callbacks)
-
-    def _predict_draw_by_draw(self, image, n_samples, seed, settings, channel_axis, rgb, callbacks, on_draw,
-                              foreground=None) -> Prediction:
-        """:meth:`predict` post-processing each draw as it comes; see ``keep_raw``."""
-        settings = self.make_settings(settings)
-        n_samples, planes, rng, cb, masks = self._start(image, n_samples, seed, channel_axis, rgb, callbacks, foreground)
-        n_planes = planes.data.shape[0]
-        firsts = []  # draw 0's maps of each plane, kept for the embeddings; later draws are dropped
-        results = _PlaneResults(n_planes, planes.is_stack)
-        for z in range(n_planes):
-            plane_seg = plane_smp = None
-            for k, draw in enumerate(self.raw_draws(planes.data[z], n_samples, rng, cb)):
-                if masks is not None:
-                    draw = {**draw, MASK: masks[z]}  # stored with each draw and kept with draw 0
-                if on_draw is not None:
-                    on_draw(z, k, draw)
-                labels, _ = self._instances(draw, settings, 1)
-                if k == 0:
-                    plane_seg = labels
-                    firsts.append(draw)
-                    # With one draw the segmentation is also the sample; with more, draws 1..n are.
-                    plane_smp = np.empty((n_samples,) + labels.shape, dtype=np.int32)
-                    if n_samples == 1:
-                        plane_smp[0] = labels
-                else:
-                    plane_smp[k - 1] = labels
-                del draw, labels
-            agg = agglomerate(plane_smp)
-            results.add(z, plane_seg, plane_smp, self.uncertainty(plane_smp, agg), agg.probability)
-            del plane_seg, plane_smp, agg
-            cb.raise_if_stopped()
-        seg, smp, unc, prob = results.arrays
-        raw = Raw(firsts, 1, planes.is_stack, planes.notice, self._run_attrs(seed))
-        return Prediction(seg, smp, unc, prob, raw, settings, planes.notice)
+        return pipeline.postprocess(self, raw, checked, cb)
 
     def predict_plane(self, plane: np.ndarray, n_samples: int, rng: np.random.Generator, callbacks: Callbacks,
                       settings=None) -> tuple[np.ndarray, np.ndarray]:
@@ -543,65 +503,27 @@ def read_settings(folder, cls) -> object | None:
         raise CheckpointError(f"{path}: {exc}") from None
 
 
-class _PlaneResults:
-    """Each plane's segmentation, samples, uncertainty and probability, gathered as the planes finish.
+SETTINGS_NAME = "settings.json"
 
-    A stack's planes are written into ``(Z, ...)`` arrays allocated at the
-    first plane, so no plane's results are held twice; a single plane's
-    arrays are kept as they are (converted only where a method returned
-    another dtype).
+
+def read_settings(folder, cls) -> object | None:
+    """The settings stored in ``folder/settings.json`` for model class ``cls``, or None if there are none.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is not valid JSON or holds settings the method does not know.
     """
-
-    def __init__(self, n_planes: int, is_stack: bool):
-        self.n_planes, self.is_stack = n_planes, is_stack
-        self.arrays = None  # segmentation, samples, uncertainty, probability
-
-    def add(self, z: int, seg, smp, unc, prob) -> None:
-        if not self.is_stack:
-            seg, smp = np.asarray(seg, dtype=np.int32), np.asarray(smp, dtype=np.int32)
-            if np.shares_memory(seg, smp):
-                # One draw: methods return the segmentation as the sample;
-                # painting one layer must not change the other.
-                seg = seg.copy()
-            self.arrays = [seg, smp, np.asarray(unc, dtype=np.float32), np.asarray(prob, dtype=np.float32)]
-            return
-        if self.arrays is None:
-            shape = (self.n_planes,) + np.shape(seg)
-            self.arrays = [np.empty(shape, np.int32), np.empty((len(smp),) + shape, np.int32),
-                           np.empty(shape, np.float32), np.empty(shape, np.float32)]
-        out_seg, out_smp, out_unc, out_prob = self.arrays
-        out_seg[z], out_smp[:, z], out_unc[z], out_prob[z] = seg, smp, unc, prob
-
-
-def _split_draws(full: dict):
-    """One-draw dicts of a :meth:`SegmentationModel.raw` result (maps of three or more axes have the draws first)."""
-    n_draws = max((a.shape[0] for a in full.values() if a.ndim >= 3), default=1)
-    for k in range(n_draws):
-        yield {name: a[k : k + 1] if a.ndim >= 3 else a for name, a in full.items()}
-
-
-def _cut(labels: np.ndarray, outside: np.ndarray) -> np.ndarray:
-    """``labels`` (``(Y, X)`` or ``(n, Y, X)``) set to 0 where ``outside``.
-
-    In place where it can be: :meth:`SegmentationModel.instances` makes new
-    labels on every call, and the samples of a large image are too big to copy.
-    """
-    if not outside.any():
-        return labels
-    labels = labels if labels.flags.writeable else labels.copy()
-    labels[..., outside] = 0
-    return labels
-
-
-def _consecutive(labels: np.ndarray) -> np.ndarray:
-    """``labels`` renumbered 1..n where objects wholly outside the mask left gaps (counts read the largest label)."""
-    ids = np.unique(labels)
-    ids = ids[ids > 0]
-    if ids.size == 0 or ids[-1] == ids.size:
-        return labels
-    lut = np.zeros(int(ids[-1]) + 1, dtype=labels.dtype)
-    lut[ids] = np.arange(1, ids.size + 1, dtype=labels.dtype)
-    return lut[labels]
+    path = Path(folder) / SETTINGS_NAME
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return config_from_dict(cls.settings_class, data["settings"])
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path} is not a valid settings file ({exc}); delete it to use the defaults") from None
+    except InputError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
 
 
 def _check_samples(n_samples) -> int:

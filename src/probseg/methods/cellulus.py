@@ -12,9 +12,9 @@ only sees a local window and is translation equivariant, the only way to agree
 within an object is to point at a common place inside it, while pixels of
 different objects (seen in different local contexts) cannot collapse.
 
-Inference (:meth:`CellulusModel.raw`): one clean pass gives the offsets of
+Inference (:meth:`CellulusModel.draw`): one clean pass gives the offsets of
 the segmentation; every further sample is a pass on a salt-and-pepper noise
-draw of the input. Post-processing (:meth:`CellulusModel.instances`, no
+draw of the input. Post-processing (:meth:`CellulusModel.partition`, no
 network) finds the foreground and groups the foreground pixels whose
 embeddings point at one place (see :class:`Settings`). Each draw partitioned
 alone is one sample, so consensus and uncertainty can use the draws.
@@ -37,6 +37,13 @@ from skimage.transform import resize
 from torch import nn
 
 from probseg.core.callbacks import Callbacks
+from probseg.core.config import TrainingConfig, param
+from probseg.core.errors import InputError
+from probseg.engine.model import SegmentationModel
+from probseg.engine.registry import MethodInfo
+from probseg.nn.losses import oce_loss
+from probseg.nn.trainset import TrainingSet, random_crops
+from probseg.nn.unet import UNet
 from probseg.partition import (
     embedding_affinities,
     meanshift_instances,
@@ -45,17 +52,12 @@ from probseg.partition import (
     shrink,
     split_and_filter,
 )
-from probseg.core.config import TrainingConfig, param
-from probseg.core.errors import InputError
-from probseg.nn.losses import oce_loss
-from probseg.engine.model import SegmentationModel
-from probseg.nn.unet import UNet
-from probseg.nn.tiling import tiled_apply
-from probseg.nn.trainset import TrainingSet, random_crops
+from probseg.partition.intensity import log_otsu_foreground, outline_by_intensity
 
 INTERNAL_OBJECT_SIZE = 24.0  # px after rescaling; matches the 17 px field of view and kappa = 10
 
 
+# -- configs --------------------------------------------------------------------------------
 @dataclass
 class Config(TrainingConfig):
     """Cellulus hyperparameters; ``object_size`` is the one to set."""
@@ -87,82 +89,6 @@ class Settings:
     halo_shrink: int = param(0, "pixels removed from every object's border after clustering", unit="px", minimum=0, maximum=50)
 
 
-def log_otsu_foreground(smooth: np.ndarray, min_size: int, offset: float = 0.05) -> np.ndarray:
-    """Foreground of a normalised fluorescence image: Otsu on ``log(smooth + offset)``, holes filled, specks removed.
-
-    The log compresses very bright objects (mitotic nuclei), so dim objects
-    beside them stay above the threshold; the outlines are refined later by
-    :func:`outline_by_intensity`.
-
-    Parameters
-    ----------
-    smooth : ndarray, shape (Y, X)
-        Smoothed intensities normalised to about 0..1.
-    min_size : int
-        Components smaller than this many pixels are dropped.
-    offset : float
-        Added before the log, in normalised units.
-
-    Returns
-    -------
-    ndarray of bool, shape (Y, X)
-    """
-    logged = np.log(np.clip(smooth, 0, None) + offset)
-    if logged.max() <= logged.min():
-        return np.zeros(smooth.shape, dtype=bool)
-    mask = ndi.binary_fill_holes(logged > threshold_otsu(logged))
-    return split_and_filter(mask.astype(np.int32), min_size) > 0
-
-
-def outline_by_intensity(labels: np.ndarray, smooth: np.ndarray, foreground: np.ndarray, level: float,
-                         object_size: float, min_size: int) -> np.ndarray:
-    """Tighten every object to its pixels above ``background + level * (peak - background)``.
-
-    ``peak`` is the 95th percentile of the object's smoothed intensity;
-    ``background`` is the median of the non-foreground pixels within
-    ``object_size`` px of the object's bounding box (the image's background
-    median when fewer than 20 are there). Holes are filled and the largest
-    piece kept, so every object stays one region inside its old extent.
-
-    Parameters
-    ----------
-    labels : ndarray of int, shape (Y, X)
-    smooth : ndarray, shape (Y, X)
-    foreground : ndarray of bool, shape (Y, X)
-    level : float
-        0 keeps everything, 0.5 is the half-maximum outline.
-    object_size : float
-        Typical diameter in px; the radius of the local background.
-    min_size : int
-
-    Returns
-    -------
-    ndarray of int32, shape (Y, X)
-    """
-    everywhere = float(np.median(smooth[~foreground])) if (~foreground).any() else float(smooth.min())
-    r = int(round(object_size))
-    height, width = labels.shape
-    out = np.zeros(labels.shape, dtype=np.int32)
-    for i, box in enumerate(ndi.find_objects(labels), 1):
-        if box is None:
-            continue
-        mine = labels[box] == i
-        peak = np.percentile(smooth[box][mine], 95)
-        y0, y1 = max(0, box[0].start - r), min(height, box[0].stop + r)
-        x0, x1 = max(0, box[1].start - r), min(width, box[1].stop + r)
-        ring = smooth[y0:y1, x0:x1][~foreground[y0:y1, x0:x1]]
-        background = float(np.median(ring)) if ring.size >= 20 else everywhere
-        keep = mine & (smooth[box] > background + level * (peak - background))
-        keep = (ndi.binary_fill_holes(keep) & mine) | keep
-        parts, n = ndi.label(keep)
-        if n > 1:
-            sizes = np.bincount(parts.ravel())
-            sizes[0] = 0
-            keep = parts == sizes.argmax()
-        out[box][keep] = i
-    return split_and_filter(out, min_size)
-
-
 def _scale(config: Config) -> float:
     s = INTERNAL_OBJECT_SIZE / config.object_size
     return 1.0 if abs(s - 1.0) < 0.05 else s
@@ -175,6 +101,25 @@ def _rescale(plane: np.ndarray, scale: float) -> np.ndarray:
     return resize(plane, (plane.shape[0],) + shape, order=1, anti_aliasing=scale < 1, preserve_range=True).astype(np.float32)
 
 
+@dataclass
+class _Plane:
+    """What the draws of one plane share: the rescaled plane and the intensity of the original."""
+
+    small: np.ndarray
+    intensity: np.ndarray
+    scale: float
+
+
+@dataclass
+class _Context:
+    """What every draw's partition of one plane shares."""
+
+    smooth: np.ndarray
+    foreground: np.ndarray
+    grid: np.ndarray
+
+
+# -- the model ------------------------------------------------------------------------------
 class CellulusModel(SegmentationModel):
     """A trained Cellulus network plus its post-processing settings."""
 
@@ -186,6 +131,7 @@ class CellulusModel(SegmentationModel):
     # U-Net's wide, shallow activations of a 256 px window fit the caches better.
     default_tile_size = 256
 
+    # -- network and loss ---------------------------------------------------------------
     @classmethod
     def build_network(cls, config: Config, in_channels: int) -> nn.Module:
         # The paper's mini U-Net: depth 1, blocks of [3x3, 1x1, 1x1, 3x3]
@@ -208,59 +154,63 @@ class CellulusModel(SegmentationModel):
 
         return loss_fn
 
-    # -- network ------------------------------------------------------------------------
-    def _offsets(self, small: np.ndarray, out: np.ndarray, scale: float, callbacks: Callbacks) -> None:
-        """Write the offsets ``(2, Y, X)`` in image px of the rescaled plane ``small`` into ``out``."""
-        context = self.net.context
-        kwargs = dict(tile=self.tile_size, overlap=4 * context, margin=context, align=self.net.align,
-                      device=self.device, callbacks=callbacks)
-        if scale == 1.0:
-            tiled_apply(self.net.forward_same, small, 2, out=out, **kwargs)
-            return
-        r = tiled_apply(self.net.forward_same, small, 2, **kwargs)
-        # One channel at a time: the float64 that resize returns is then one
-        # (Y, X) plane, not two.
-        for c in range(2):
-            out[c] = resize(r[c], out.shape[1:], order=1, preserve_range=True).astype(np.float32) / scale
-
-    def raw(self, plane: np.ndarray, n_samples: int, rng: np.random.Generator, callbacks: Callbacks) -> dict:
-        """Offsets ``"embeddings"`` ``(draws, 2, Y, X)`` in image px, and the ``"intensity"`` ``(Y, X)``.
-
-        Draw 0 is the clean image; with more than one sample, draws 1..n are
-        salt-and-pepper noise draws, one per sample. For a 2-D image the
-        first draws come out of ``rng`` the same whatever ``n_samples`` is.
-        Each draw is written into one preallocated array as it finishes.
-        """
-        n_draws = 1 if n_samples == 1 else 1 + n_samples
-        return self._stack_draws(self.raw_draws(plane, n_samples, rng, callbacks), n_draws)
-
-    def raw_draws(self, plane: np.ndarray, n_samples: int, rng: np.random.Generator, callbacks: Callbacks):
-        """:meth:`raw` one draw at a time: ``"embeddings"`` ``(1, 2, Y, X)`` and the ``"intensity"``."""
+    # -- one draw -----------------------------------------------------------------------
+    def begin_plane(self, plane: np.ndarray, n_draws: int, rng: np.random.Generator) -> _Plane:
         scale = _scale(self.config)
-        small = _rescale(plane, scale)
-        intensity = plane.mean(axis=0).astype(np.float32)
-        n_draws = 1 if n_samples == 1 else 1 + n_samples
-        for k in range(n_draws):
-            noisy = small
-            if k > 0:
-                noisy = small.copy()
-                hit = rng.random(small.shape[1:]) < self.config.noise_probability
-                salt = rng.random(small.shape[1:]) < 0.5
-                noisy[:, hit & salt] = 1.0
-                noisy[:, hit & ~salt] = 0.0
-                del hit, salt
-            sub = Callbacks(
-                on_progress=lambda done, total, _l, k=k: callbacks.progress(k * total + done, n_draws * total),
-                should_stop=callbacks.should_stop,
-                on_message=callbacks.on_message,
-            )
-            # A fresh array per draw: a caller may keep one draw while the next is made.
-            embedding = np.empty((1, 2) + plane.shape[1:], dtype=np.float32)
-            self._offsets(noisy, embedding[0], scale, sub)
-            del noisy
-            yield {"embeddings": embedding, "intensity": intensity}
+        return _Plane(_rescale(plane, scale), plane.mean(axis=0).astype(np.float32), scale)
 
-    # -- post-processing ----------------------------------------------------------------
+    def draw(self, state: _Plane, k: int, rng: np.random.Generator, callbacks: Callbacks) -> dict:
+        """Offsets ``"embeddings"`` ``(1, 2, Y, X)`` in image px, and the ``"intensity"`` ``(Y, X)``.
+
+        Draw 0 is the clean image; draws 1..n are salt-and-pepper noise
+        draws, one per sample, drawn from ``rng`` in order (so the first
+        draws do not depend on the number of samples).
+        """
+        noisy = state.small
+        if k > 0:
+            noisy = state.small.copy()
+            hit = rng.random(noisy.shape[1:]) < self.config.noise_probability
+            salt = rng.random(noisy.shape[1:]) < 0.5
+            noisy[:, hit & salt] = 1.0
+            noisy[:, hit & ~salt] = 0.0
+            del hit, salt
+        # A fresh array per draw: a caller may keep one draw while the next is made.
+        embedding = np.empty((1, 2) + state.intensity.shape, dtype=np.float32)
+        offsets = embedding[0]
+        kwargs = dict(overlap=4 * self.net.context, callbacks=callbacks)
+        if state.scale == 1.0:
+            self.apply_network(self.net.forward_same, noisy, 2, out=offsets, **kwargs)
+        else:
+            r = self.apply_network(self.net.forward_same, noisy, 2, **kwargs)
+            # One channel at a time: the float64 that resize returns is then one (Y, X) plane, not two.
+            for c in range(2):
+                offsets[c] = resize(r[c], offsets.shape[1:], order=1, preserve_range=True).astype(np.float32) / state.scale
+        return {"embeddings": embedding, "intensity": state.intensity}
+
+    # -- one partition ------------------------------------------------------------------
+    def plane_context(self, maps: dict, settings: Settings) -> _Context:
+        smooth = ndi.gaussian_filter(maps["intensity"], self.smoothing())
+        foreground = self.foreground(maps, settings, smooth)
+        h, w = foreground.shape
+        grid = np.stack(np.meshgrid(np.arange(h), np.arange(w), indexing="ij")).astype(np.float32)
+        return _Context(smooth, foreground, grid)
+
+    def partition(self, maps: dict, settings: Settings, context: _Context) -> np.ndarray:
+        """Foreground pixels whose embeddings point at one place, outlined by intensity."""
+        embedding = context.grid + maps["embeddings"][0]
+        bandwidth, min_size = self.bandwidth(settings), self.min_size(settings)
+        if settings.partition == "mutex":
+            offsets = offsets_for_object_size(self.config.object_size)
+            affinities = embedding_affinities(embedding, offsets, bandwidth)
+            labels = split_and_filter(mutex_watershed(affinities, offsets, bias=settings.bias, mask=context.foreground),
+                                      min_size)
+        else:
+            labels = meanshift_instances(embedding, context.foreground, bandwidth, min_size=min_size)
+        if settings.outline > 0:
+            labels = outline_by_intensity(labels, context.smooth, context.foreground, settings.outline,
+                                          self.config.object_size, min_size)
+        return shrink(labels, settings.halo_shrink)
+
     def bandwidth(self, settings: Settings) -> float:
         """Mean-shift bandwidth in image pixels."""
         return settings.bandwidth or 0.3 * self.config.object_size
@@ -273,7 +223,7 @@ class CellulusModel(SegmentationModel):
         """Gaussian sigma (px) applied to the image before thresholds and outlines."""
         return max(1.0, self.config.object_size / 24.0)
 
-    def foreground(self, raw: dict, settings: Settings, smooth: np.ndarray) -> np.ndarray:
+    def foreground(self, maps: dict, settings: Settings, smooth: np.ndarray) -> np.ndarray:
         """Foreground mask ``(Y, X)``.
 
         ``"spread"`` is the paper's rule: background pixels have nothing to
@@ -284,7 +234,7 @@ class CellulusModel(SegmentationModel):
         loses (see docs/benchmarks.md).
         """
         if settings.foreground == "spread":
-            draws = raw["embeddings"][1:]
+            draws = maps["embeddings"][1:]
             if len(draws) < 2:
                 raise InputError("the 'spread' foreground needs at least 2 samples; draw more or use 'log-otsu'")
             spread = np.sqrt(draws.var(axis=0).sum(axis=0))
@@ -293,34 +243,7 @@ class CellulusModel(SegmentationModel):
             return smooth > threshold_li(smooth)
         return log_otsu_foreground(smooth, self.min_size(settings))
 
-    def instances(self, raw: dict, settings: Settings, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
-        offsets = raw["embeddings"]
-        smooth = ndi.gaussian_filter(raw["intensity"], self.smoothing())
-        foreground = self.foreground(raw, settings, smooth)
-        h, w = foreground.shape
-        grid = np.stack(np.meshgrid(np.arange(h), np.arange(w), indexing="ij")).astype(np.float32)
-        bandwidth, min_size = self.bandwidth(settings), self.min_size(settings)
-        offsets_mw = offsets_for_object_size(self.config.object_size)
-
-        def finish(embedding: np.ndarray) -> np.ndarray:
-            if settings.partition == "mutex":
-                affinities = embedding_affinities(grid + embedding, offsets_mw, bandwidth)
-                labels = split_and_filter(mutex_watershed(affinities, offsets_mw, bias=settings.bias, mask=foreground), min_size)
-            else:
-                labels = meanshift_instances(grid + embedding, foreground, bandwidth, min_size=min_size)
-            if settings.outline > 0:
-                labels = outline_by_intensity(labels, smooth, foreground, settings.outline, self.config.object_size, min_size)
-            return shrink(labels, settings.halo_shrink)
-
-        segmentation = finish(offsets[0])
-        if len(offsets) == 1:
-            return segmentation, segmentation[None]
-        # Filled draw by draw: a list of draws and its stack would hold them twice.
-        samples = np.empty((min(n_samples, len(offsets) - 1),) + segmentation.shape, dtype=np.int32)
-        for k in range(len(samples)):
-            samples[k] = finish(offsets[1 + k])
-        return segmentation, samples
-
+    # -- optional hooks -----------------------------------------------------------------
     def draws_independent(self, settings: Settings) -> bool:
         """Each draw is partitioned alone, except that the ``"spread"`` foreground comes from all the noise draws."""
         return settings.foreground != "spread"
@@ -335,17 +258,11 @@ class CellulusModel(SegmentationModel):
         }
 
 
-def _register():
-    from probseg.engine.registry import MethodInfo
-
-    return MethodInfo(
-        name="cellulus",
-        title="Cellulus",
-        summary="self-supervised object-centric embeddings; no labels needed",
-        reference="Wolf, Lalit, McDole, Funke. Unsupervised Learning of Object-Centric Embeddings for Cell Instance Segmentation in Microscopy Images. ICCV 2023",
-        labels="none",
-        model_class=CellulusModel,
-    )
-
-
-METHOD = _register()
+METHOD = MethodInfo(
+    name="cellulus",
+    title="Cellulus",
+    summary="self-supervised object-centric embeddings; no labels needed",
+    reference="Wolf, Lalit, McDole, Funke. Unsupervised Learning of Object-Centric Embeddings for Cell Instance Segmentation in Microscopy Images. ICCV 2023",
+    labels="none",
+    model_class=CellulusModel,
+)
