@@ -99,3 +99,32 @@ def check_seed(seed, name: str = "seed") -> int:
 def resolution_bound(objective: str) -> Bound:
     """The allowed resolutions of a Leiden objective (``"cpm"`` or ``"rb"``)."""
     return RESOLUTION_RB if objective == "rb" else RESOLUTION_CPM
+
+
+def finite_number(value, name: str) -> float:
+    """``value`` as a float, or a one-line InputError naming ``name`` unless it is finite.
+
+    Parameters
+    ----------
+    value : object
+        Anything ``float()`` accepts.
+    name : str
+        The argument's name, for the message.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    InputError
+        If ``value`` is not a number, or is NaN or infinite; the message shows
+        ``value`` as it was given.
+    """
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not math.isfinite(number):
+        raise InputError(f"{name} must be a finite number, got {value!r}")
+    return number

@@ -1,6 +1,7 @@
 """Partition toolbox: plain functions that turn per-pixel predictions into label images.
 
-- :func:`connected_components` (alias :func:`split_and_filter`), :func:`shrink`
+- :func:`connected_components` (alias :func:`split_and_filter`), :func:`shrink`,
+  :func:`label_boundaries`
 - :func:`mean_shift`, :func:`meanshift_instances` (embeddings -> instances)
 - :func:`hdbscan_instances` (embeddings -> instances, density-based)
 - :func:`embedding_affinities`, :data:`DEFAULT_OFFSETS`, :data:`INPAINTAFF_OFFSETS`,
@@ -15,7 +16,7 @@ from probseg.partition.affinities import (
     embedding_affinities,
     offsets_for_object_size,
 )
-from probseg.partition.components import connected_components, shrink, split_and_filter
+from probseg.partition.components import connected_components, label_boundaries, shrink, split_and_filter
 from probseg.partition.hdbscan import hdbscan_instances
 from probseg.partition.meanshift import mean_shift, meanshift_instances
 from probseg.partition.mutex import mutex_watershed
@@ -27,6 +28,7 @@ __all__ = [
     "connected_components",
     "embedding_affinities",
     "hdbscan_instances",
+    "label_boundaries",
     "mean_shift",
     "meanshift_instances",
     "mutex_watershed",

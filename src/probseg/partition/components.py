@@ -1,4 +1,4 @@
-"""Connected components, small-object removal and erosion of label images."""
+"""Connected components, small-object removal, boundaries and erosion of label images."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from scipy import ndimage as ndi
 from skimage.measure import label as _label
 from skimage.segmentation import relabel_sequential
 
-__all__ = ["connected_components", "split_and_filter", "shrink"]
+__all__ = ["connected_components", "split_and_filter", "shrink", "label_boundaries"]
 
 
 def connected_components(labels_or_mask: np.ndarray, min_size: int = 0) -> np.ndarray:
@@ -82,6 +82,30 @@ def shrink(labels: np.ndarray, pixels: int) -> np.ndarray:
     if pixels <= 0:
         return labels
     out = labels.copy()
+    depth = ndi.distance_transform_edt(~label_boundaries(labels) & (labels > 0))
+    peak = ndi.maximum(depth, labels, index=np.arange(labels.max() + 1))
+    keep = depth >= np.minimum(pixels, np.asarray(peak)[labels])
+    out[~keep] = 0
+    return out
+
+
+def label_boundaries(labels: np.ndarray) -> np.ndarray:
+    """Pixels with a face neighbour of another label, background included.
+
+    Both sides of every change of label are marked: where two objects touch,
+    the outer pixels of each; where an object meets background, its outline
+    and the background pixels next to it.
+
+    Parameters
+    ----------
+    labels : ndarray of int, any shape
+        0 is background.
+
+    Returns
+    -------
+    ndarray of bool, same shape
+    """
+    labels = np.asarray(labels)
     boundary = np.zeros(labels.shape, dtype=bool)
     for axis in range(labels.ndim):
         diff = np.diff(labels, axis=axis) != 0
@@ -91,8 +115,4 @@ def shrink(labels: np.ndarray, pixels: int) -> np.ndarray:
         sl_b[axis] = slice(None, -1)
         boundary[tuple(sl_a)] |= diff
         boundary[tuple(sl_b)] |= diff
-    depth = ndi.distance_transform_edt(~boundary & (labels > 0))
-    peak = ndi.maximum(depth, labels, index=np.arange(labels.max() + 1))
-    keep = depth >= np.minimum(pixels, np.asarray(peak)[labels])
-    out[~keep] = 0
-    return out
+    return boundary
