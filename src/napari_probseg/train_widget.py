@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from magicgui.widgets import ComboBox, Select, SpinBox
 from napari.layers import Labels
 from qtpy.QtWidgets import (
@@ -49,29 +48,23 @@ _NO_LABELS = "(none)"
 
 @dataclass
 class TrainJob:
-    """Everything a training run needs, gathered on the GUI thread."""
+    """Everything a training run needs, gathered and checked on the GUI thread."""
 
-    method: str
-    images: list
-    labels: list | None
-    config: object
-    device: str
-    seed: int
+    training: api.TrainingJob
     out: Path
-    rgb: bool
     created_out: bool
+
+    @property
+    def method(self) -> str:
+        return self.training.info.name
+
+    @property
+    def config(self):
+        return self.training.config
 
 
 def _train_job(job: TrainJob, monitor: JobMonitor) -> Outcome:
-    def train():
-        images = [np.asarray(a) for a in job.images]
-        labels = None if job.labels is None else [np.asarray(a) for a in job.labels]
-        return api.train(
-            job.method, images, labels, job.config, device=job.device, seed=job.seed,
-            callbacks=monitor.callbacks(), out=job.out, rgb=job.rgb,
-        )
-
-    return run_engine(train)
+    return run_engine(lambda: job.training.run(monitor.callbacks(), job.out))
 
 
 class TrainWidget(EngineWidget):
@@ -290,7 +283,7 @@ class TrainWidget(EngineWidget):
             return None
         self._job = job
         self.loss_plot.reset(job.config.steps)
-        self._set_status(f"training {methods.get(job.method).title}; the model is saved in {job.out}")
+        self._set_status(f"training {job.training.info.title}; the model is saved in {job.out}")
         self.folder_label.setText(f"model folder: {job.out}")
         return self.start_job(_train_job, job, on_result=self._on_trained)
 
@@ -320,10 +313,10 @@ class TrainWidget(EngineWidget):
         if info.labels == "required" and labels is None:
             raise InputError(f"{info.title}: trained on labels; choose a labels layer of the image's shape")
 
-        config = api.make_config(self.method, self.form.values())
-        device = self.device.check()
-        out, created = self._output_folder(self.method)
-        return TrainJob(self.method, arrays, labels, config, device, self.seed, out, rgb, created)
+        training = api.prepare_training(info, arrays, labels, self.form.values(), device=self.device.check(),
+                                        seed=self.seed, rgb=rgb)
+        out, created = self._output_folder(info.name)
+        return TrainJob(training, out, created)
 
     def _output_folder(self, method: str) -> tuple[Path, bool]:
         if self.output_folder:

@@ -206,3 +206,10 @@ class TrainingConfig:
     crop_size: int = param(128, "side of the random training crops (after any rescaling)", unit="px", minimum=32, maximum=2048, advanced=True)
     learning_rate: float = param(4e-4, "AdamW learning rate", minimum=1e-7, maximum=1.0, advanced=True)
     weight_decay: float = param(1e-4, "AdamW weight decay", minimum=0.0, maximum=1.0, advanced=True)
+
+    def check_training_images(self, sides: list[int]) -> None:
+        """Refuse settings the training images cannot support; ``sides`` holds each plane's shorter side in px.
+
+        Called once the images are read, before the network is built; the
+        default accepts everything. A method with such a rule overrides it.
+        """

@@ -27,21 +27,6 @@ def make_config(method: str, config=None):
     return make(registry.get(method).config_class, config)
 
 
-def _check_object_size(cfg, ts) -> None:
-    """Refuse an object size no training image can show, before hours of training find nothing."""
-    from probseg.core.errors import InputError
-
-    size = getattr(cfg, "object_size", None)
-    if size is None or not ts.planes:
-        return
-    side = min(min(plane.shape[-2:]) for plane in ts.planes)
-    if size > side / 2:
-        raise InputError(
-            f"object_size {size:g} px is more than half the smallest training image side ({side} px); "
-            f"give the typical object diameter, at most {side // 2} px here"
-        )
-
-
 def train(
     method: str,
     images,
@@ -110,72 +95,122 @@ def train(
         For unusable images, labels or config, or an ``init`` of another
         method, another channel count or without weights.
     """
-    from probseg.engine import registry
-    from probseg.core.callbacks import ensure
-    from probseg.core.device import describe_device, gpu_warning, resolve_device
-    from probseg.core.errors import InputError
-    from probseg.core.record import training_record
-    from probseg.nn.trainset import training_set
-    from probseg.nn.training import seed_everything, train_loop
+    return prepare_training(method, images, labels, config, steps=steps, device=device, seed=seed,
+                            channel_axis=channel_axis, rgb=rgb, init=init).run(callbacks, out, checkpoint_every)
 
-    info = registry.get(method)
-    cfg = make_config(method, config) if init is None else _fine_tune_config(info, init, config)
+
+def prepare_training(method, images, labels=None, config=None, *, steps: int | None = None, device: str = "auto",
+                     seed: int = 0, channel_axis: int | None = None, rgb: bool = False, init=None) -> "TrainingJob":
+    """Check everything :func:`train` can check without reading the images, and return the job to run.
+
+    The method is looked up and the config validated here, once; the Train
+    widget calls this on the GUI thread, so a wrong setting is one line before
+    any work, and runs the job on a worker. Parameters as :func:`train`;
+    ``method`` may also be a :class:`probseg.engine.registry.MethodInfo`.
+
+    Raises
+    ------
+    InputError
+        For an unknown method, a wrong config, missing labels or an ``init``
+        that cannot be fine-tuned.
+    """
+    from probseg.core.config import make_config as make
+    from probseg.core.errors import InputError
+    from probseg.engine import registry
+
+    info = method if isinstance(method, registry.MethodInfo) else registry.get(method)
     if steps is not None:
-        cfg = make_config(method, dataclasses.replace(cfg, steps=int(steps)))
-    cb = ensure(callbacks)
+        config = dataclasses.replace(config, steps=int(steps)) if isinstance(config, info.config_class) else \
+            {**(config or {}), "steps": int(steps)}
+    if init is None:
+        cfg = make(info.config_class, config)
+    else:
+        cfg = _fine_tune_config(info, init, config)
+    notices = []
     if info.labels == "required" and labels is None:
         raise InputError(f"{info.title} learns from labels; give a labels image")
     if info.labels == "none" and labels is not None:
-        cb.message(f"{info.title} is self-supervised; the labels are not used for training")
+        notices.append(f"{info.title} is self-supervised; the labels are not used for training")
         labels = None
-    ts = training_set(images, labels, channel_axis=channel_axis, rgb=rgb)
-    if init is not None and ts.in_channels != init.in_channels:
-        raise InputError(
-            f"the model to fine-tune was trained on {init.in_channels}-channel images but these have {ts.in_channels}"
-        )
-    _check_object_size(cfg, ts)
-    for notice in ts.notices:
-        cb.message(notice)
-    dev = resolve_device(device)
-    # Before the device and training messages, so that bad labels are the one line the user sees.
-    loss_fn = info.model_class.training_loss(cfg, ts, dev)
-    for notice in getattr(loss_fn, "notices", ()):
-        cb.message(notice)
-    warning = gpu_warning()
-    if warning:
-        cb.message(warning)
-    cb.message(f"{'fine-tuning' if init is not None else 'training'} {info.title} on {describe_device(dev)}")
-    rng = seed_everything(seed)
-    net = info.model_class.build_network(cfg, ts.in_channels)
-    origin = None
-    if init is not None:
-        origin = _start_from(net, init)
-    net = net.to(dev)
-    record = training_record(ts.planes, ts.labels, seed, dev)
-    if origin is not None:
-        record["fine_tuned_from"] = origin
-    # A fine-tuned model keeps init's post-processing settings, which may have been tuned for these images.
-    model = info.model_class(cfg, net, ts.in_channels, ts.normalization, device=dev, record=record,
-                             settings=init.settings if init is not None else None)
+    return TrainingJob(info, cfg, images, labels, device, seed, channel_axis, rgb, init, notices)
 
-    def log_dict(log):
-        out_log = dict(log.to_dict(), seed=seed)
+
+@dataclasses.dataclass
+class TrainingJob:
+    """A checked training run (see :func:`prepare_training`); :meth:`run` trains."""
+
+    info: object
+    config: object
+    images: object
+    labels: object
+    device: str
+    seed: int
+    channel_axis: int | None
+    rgb: bool
+    init: object
+    notices: list
+
+    def run(self, callbacks=None, out=None, checkpoint_every: int = 0):
+        """Read the images, train, and return the model; ``callbacks``, ``out`` and ``checkpoint_every`` as :func:`train`."""
+        from probseg.core.callbacks import ensure
+        from probseg.core.device import describe_device, gpu_warning, resolve_device
+        from probseg.core.errors import InputError
+        from probseg.core.record import training_record
+        from probseg.nn.training import seed_everything, train_loop
+        from probseg.nn.trainset import training_set
+
+        info, cfg, init, seed = self.info, self.config, self.init, self.seed
+        cb = ensure(callbacks)
+        for notice in self.notices:
+            cb.message(notice)
+        ts = training_set(self.images, self.labels, channel_axis=self.channel_axis, rgb=self.rgb)
+        if init is not None and ts.in_channels != init.in_channels:
+            raise InputError(
+                f"the model to fine-tune was trained on {init.in_channels}-channel images but these have {ts.in_channels}"
+            )
+        cfg.check_training_images([min(plane.shape[-2:]) for plane in ts.planes])
+        for notice in ts.notices:
+            cb.message(notice)
+        dev = resolve_device(self.device)
+        # Before the device and training messages, so that bad labels are the one line the user sees.
+        loss_fn = info.model_class.training_loss(cfg, ts, dev)
+        for notice in getattr(loss_fn, "notices", ()):
+            cb.message(notice)
+        warning = gpu_warning()
+        if warning:
+            cb.message(warning)
+        cb.message(f"{'fine-tuning' if init is not None else 'training'} {info.title} on {describe_device(dev)}")
+        rng = seed_everything(seed)
+        net = info.model_class.build_network(cfg, ts.in_channels)
+        origin = None
+        if init is not None:
+            origin = _start_from(net, init)
+        net = net.to(dev)
+        record = training_record(ts.planes, ts.labels, seed, dev)
         if origin is not None:
-            out_log["fine_tuned_from"] = origin
-        return out_log
+            record["fine_tuned_from"] = origin
+        # A fine-tuned model keeps init's post-processing settings, which may have been tuned for these images.
+        model = info.model_class(cfg, net, ts.in_channels, ts.normalization, device=dev, record=record,
+                                 settings=init.settings if init is not None else None)
 
-    def save(log):
+        def log_dict(log):
+            out_log = dict(log.to_dict(), seed=seed)
+            if origin is not None:
+                out_log["fine_tuned_from"] = origin
+            return out_log
+
+        def save(log):
+            model.train_log = log_dict(log)
+            return model.save(Path(out))
+
+        log = train_loop(
+            net, loss_fn, steps=cfg.steps, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
+            device=dev, rng=rng, callbacks=cb, save=save if out is not None else None, checkpoint_every=checkpoint_every,
+        )
         model.train_log = log_dict(log)
-        return model.save(Path(out))
-
-    log = train_loop(
-        net, loss_fn, steps=cfg.steps, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
-        device=dev, rng=rng, callbacks=cb, save=save if out is not None else None, checkpoint_every=checkpoint_every,
-    )
-    model.train_log = log_dict(log)
-    if log.cancelled:
-        cb.message(f"training cancelled after {log.steps_done} of {log.steps_total} steps; the model so far is kept")
-    return model
+        if log.cancelled:
+            cb.message(f"training cancelled after {log.steps_done} of {log.steps_total} steps; the model so far is kept")
+        return model
 
 
 def _fine_tune_config(info, init, config):

@@ -503,29 +503,6 @@ def read_settings(folder, cls) -> object | None:
         raise CheckpointError(f"{path}: {exc}") from None
 
 
-SETTINGS_NAME = "settings.json"
-
-
-def read_settings(folder, cls) -> object | None:
-    """The settings stored in ``folder/settings.json`` for model class ``cls``, or None if there are none.
-
-    Raises
-    ------
-    CheckpointError
-        If the file is not valid JSON or holds settings the method does not know.
-    """
-    path = Path(folder) / SETTINGS_NAME
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-        return config_from_dict(cls.settings_class, data["settings"])
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path} is not a valid settings file ({exc}); delete it to use the defaults") from None
-    except InputError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-
-
 def _check_samples(n_samples) -> int:
     if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or int(n_samples) < 1:
         raise InputError(f"n_samples must be a whole number of at least 1, got {n_samples!r}")

@@ -75,6 +75,15 @@ class Config(TrainingConfig):
     fmap_inc_factor: int = param(3, "feature map growth at the lower level", minimum=1, maximum=8, advanced=True)
     noise_probability: float = param(0.01, "fraction of pixels set to black or white in each noise draw (the samples)", minimum=0.0, maximum=0.5, advanced=True)
 
+    def check_training_images(self, sides: list[int]) -> None:
+        """Refuse an object size no training image can show, before hours of training find nothing."""
+        side = min(sides, default=0)
+        if sides and self.object_size > side / 2:
+            raise InputError(
+                f"object_size {self.object_size:g} px is more than half the smallest training image side ({side} px); "
+                f"give the typical object diameter, at most {side // 2} px here"
+            )
+
 
 @dataclass
 class Settings:
