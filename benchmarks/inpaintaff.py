@@ -196,7 +196,7 @@ def speed_rows(model, seed: int) -> tuple[list[dict], dict]:
                 start = time.perf_counter()
                 model.instances(raw, model.make_settings({"foreground": "threshold", "alpha": alpha}), 1)
                 times.append(time.perf_counter() - start)
-            mask = model.foreground_mask(raw, settings)
+            mask = model.plane_context(raw, settings)
             # What the Predict widget re-computes per move with 8 samples: the
             # segmentation and 8 samples (the draw stands in for each; a mutex
             # watershed's time hardly depends on the values), uncertainty and

@@ -10,8 +10,9 @@ import probseg
 from probseg.engine import api
 from probseg.core.errors import InputError
 from probseg.methods.inpaintaff.inpainting import InpaintingNet, PartialConv2d, disk_dilate, gaussian_nll, random_visible
-from probseg.methods.inpaintaff.model import InpaintAffModel, Settings, noise_variance
-from probseg.partition import INPAINTAFF_OFFSETS
+from probseg.methods.inpaintaff.maps import noise_variance
+from probseg.methods.inpaintaff.model import InpaintAffModel, Settings
+from probseg.partition import SPARSE_LONG_RANGE_OFFSETS
 from probseg.evaluation.synthetic import touching_blobs
 
 # Small and quick: the tests check the plumbing, benchmarks/inpaintaff.py the accuracy.
@@ -94,7 +95,7 @@ def test_raw_maps_and_samples(model, blobs):
     raw = model.predict_raw(image, n_samples=2, seed=1)
     maps = raw.planes[0]
     assert set(maps) == {"affinities", "intensity", "foreground"}
-    assert maps["affinities"].shape == (3, len(INPAINTAFF_OFFSETS), 64, 64)  # the mean, then 2 draws
+    assert maps["affinities"].shape == (3, len(SPARSE_LONG_RANGE_OFFSETS), 64, 64)  # the mean, then 2 draws
     assert np.allclose(np.nanmean(maps["affinities"][1:], axis=0), maps["affinities"][0], equal_nan=True)
     assert not np.allclose(np.nan_to_num(maps["affinities"][1]), np.nan_to_num(maps["affinities"][2]))
     again = model.predict_raw(image, n_samples=2, seed=1)
@@ -123,8 +124,8 @@ def _toy_raw(alpha_sweep_seed: int = 0) -> dict:
     rng = np.random.default_rng(alpha_sweep_seed)
     quadrant = np.zeros((40, 40), int)
     quadrant[20:, :20], quadrant[:20, 20:], quadrant[20:, 20:] = 1, 2, 3
-    aff = np.empty((len(INPAINTAFF_OFFSETS), 40, 40), np.float32)
-    for k, (dy, dx) in enumerate(INPAINTAFF_OFFSETS):
+    aff = np.empty((len(SPARSE_LONG_RANGE_OFFSETS), 40, 40), np.float32)
+    for k, (dy, dx) in enumerate(SPARSE_LONG_RANGE_OFFSETS):
         shifted = np.roll(quadrant, (-dy, -dx), axis=(0, 1))
         aff[k] = np.where(shifted == quadrant, 0.7, 0.3) + rng.uniform(-0.25, 0.25, (40, 40))
     return {"affinities": np.clip(aff, 0, 1)[None], "intensity": np.ones((40, 40), np.float32),

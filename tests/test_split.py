@@ -9,7 +9,7 @@ import torch
 from _inpainters import smooth_inpainter
 from probseg.methods.inpaintaff import split
 from probseg.core.errors import InputError
-from probseg.partition import INPAINTAFF_OFFSETS
+from probseg.partition import SPARSE_LONG_RANGE_OFFSETS
 
 
 def two_objects(side: int = 32, noise: float = 0.02, seed: int = 0) -> np.ndarray:
@@ -116,7 +116,7 @@ def test_batched_split_equals_one_patch_at_a_time():
     img = _touching_pair()
     params = split.SplitParams(iterations=4, max_band=3, max_depth=3, min_part=8, min_gain=0.2)
     pred = smooth_inpainter()
-    kwargs = dict(patch=32, stride=16, offsets=INPAINTAFF_OFFSETS, params=params, seed=7, noise_var=4e-4)
+    kwargs = dict(patch=32, stride=16, offsets=SPARSE_LONG_RANGE_OFFSETS, params=params, seed=7, noise_var=4e-4)
     batched = split.inpaint_affinities(img, pred, patch_batch=9, chunk=64, **kwargs)
     single = split.inpaint_affinities(img, pred, patch_batch=1, chunk=1, **kwargs)
     np.testing.assert_array_equal(np.isnan(batched), np.isnan(single))
@@ -127,7 +127,7 @@ def test_batched_split_equals_one_patch_at_a_time():
 def test_other_seed_other_hierarchies():
     img = _touching_pair()
     params = split.SplitParams(iterations=4, max_band=3, max_depth=3, min_part=8, min_gain=0.0)
-    kwargs = dict(patch=32, stride=16, offsets=INPAINTAFF_OFFSETS, params=params, noise_var=4e-4)
+    kwargs = dict(patch=32, stride=16, offsets=SPARSE_LONG_RANGE_OFFSETS, params=params, noise_var=4e-4)
     a = split.inpaint_affinities(img, smooth_inpainter(), seed=1, **kwargs)
     b = split.inpaint_affinities(img, smooth_inpainter(), seed=2, **kwargs)
     assert not np.allclose(np.nan_to_num(a), np.nan_to_num(b))
@@ -136,7 +136,7 @@ def test_other_seed_other_hierarchies():
 def test_affinities_separate_the_touching_discs():
     img = _touching_pair()
     params = split.SplitParams(iterations=6, max_band=3, max_depth=3, min_part=8, min_gain=0.2)
-    aff = split.inpaint_affinities(img, smooth_inpainter(), patch=32, stride=8, offsets=INPAINTAFF_OFFSETS, params=params,
+    aff = split.inpaint_affinities(img, smooth_inpainter(), patch=32, stride=8, offsets=SPARSE_LONG_RANGE_OFFSETS, params=params,
                                    seed=0, noise_var=4e-4)
     # offset (0, -9): pairs across the discs' contact (x = 24) against pairs within the right disc
     across = aff[3, 20:29, 26:31]
@@ -147,7 +147,7 @@ def test_affinities_separate_the_touching_discs():
 def test_inpaint_affinities_refuses_a_plane_without_channels():
     with pytest.raises(InputError, match="expected a \\(C, Y, X\\) image"):
         split.inpaint_affinities(np.zeros((16, 16), np.float32), smooth_inpainter(), patch=16, stride=8,
-                                 offsets=INPAINTAFF_OFFSETS, params=split.SplitParams(), seed=0)
+                                 offsets=SPARSE_LONG_RANGE_OFFSETS, params=split.SplitParams(), seed=0)
 
 
 def test_each_part_gets_a_window_around_it():

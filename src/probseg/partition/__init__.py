@@ -4,7 +4,7 @@
   :func:`label_boundaries`
 - :func:`mean_shift`, :func:`meanshift_instances` (embeddings -> instances)
 - :func:`hdbscan_instances` (embeddings -> instances, density-based)
-- :func:`embedding_affinities`, :data:`DEFAULT_OFFSETS`, :data:`INPAINTAFF_OFFSETS`,
+- :func:`embedding_affinities`, :data:`DEFAULT_OFFSETS`, :data:`SPARSE_LONG_RANGE_OFFSETS`,
   :func:`offsets_for_object_size`
 - :func:`mutex_watershed` (affinities -> instances)
 - :func:`seeded_watershed` (foreground probability -> instances)
@@ -12,7 +12,7 @@
 
 from probseg.partition.affinities import (
     DEFAULT_OFFSETS,
-    INPAINTAFF_OFFSETS,
+    SPARSE_LONG_RANGE_OFFSETS,
     embedding_affinities,
     offsets_for_object_size,
 )
@@ -24,7 +24,7 @@ from probseg.partition.watershed import seeded_watershed
 
 __all__ = [
     "DEFAULT_OFFSETS",
-    "INPAINTAFF_OFFSETS",
+    "SPARSE_LONG_RANGE_OFFSETS",
     "connected_components",
     "embedding_affinities",
     "hdbscan_instances",

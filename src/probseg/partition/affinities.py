@@ -13,7 +13,7 @@ import numpy as np
 
 from probseg.core.errors import InputError
 
-__all__ = ["DEFAULT_OFFSETS", "INPAINTAFF_OFFSETS", "embedding_affinities", "offsets_for_object_size"]
+__all__ = ["DEFAULT_OFFSETS", "SPARSE_LONG_RANGE_OFFSETS", "embedding_affinities", "offsets_for_object_size"]
 
 # SPOCO (Wolny et al. 2022, appendix on affinity-based clustering): direct
 # neighbours plus "long-range edges between all pixel pairs with distance 3, 9
@@ -25,13 +25,15 @@ DEFAULT_OFFSETS = np.array(
 )
 DEFAULT_OFFSETS.flags.writeable = False
 
-# InpaintAff (Wolf et al. 2020, appendix C): local attractive edges [-1, 0],
-# [0, -1] and ten sparse repulsive ones.
-INPAINTAFF_OFFSETS = np.array(
+# Wolf, Hamprecht, Funke, "Instance Separation Emerges from Inpainting" (2020),
+# appendix C: the direct neighbours (attractive) and ten sparse long-range
+# offsets (repulsive): two along the axes and two diagonal at 9 px, four
+# oblique ones of (9, 4) px, and two along the axes at 27 px.
+SPARSE_LONG_RANGE_OFFSETS = np.array(
     [[-1, 0], [0, -1], [-9, 0], [0, -9], [-9, -9], [9, -9], [-9, -4], [-4, -9], [4, -9], [9, -4], [-27, 0], [0, -27]],
     dtype=np.int64,
 )
-INPAINTAFF_OFFSETS.flags.writeable = False
+SPARSE_LONG_RANGE_OFFSETS.flags.writeable = False
 
 KERNELS = ("gaussian", "spoco")
 

@@ -447,7 +447,7 @@ def inpaint_affinities(image: np.ndarray, predict: Predictor, *, patch: int, str
         Side of the patches and their step (px); ``patch`` must be a
         multiple of the network's alignment.
     offsets : array-like of int, shape (K, 2)
-        Pairs to report, e.g. :data:`probseg.partition.INPAINTAFF_OFFSETS`.
+        Pairs to report, e.g. :data:`probseg.partition.SPARSE_LONG_RANGE_OFFSETS`.
     params : SplitParams
     seed : int
         Patch ``i``'s cuts come from ``default_rng([seed, i])``.
