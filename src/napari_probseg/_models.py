@@ -91,5 +91,5 @@ store = ModelStore()
 
 
 def default_model_name(method: str, folder) -> str:
-    """The name a model gets in the store, e.g. ``cellulus @ cellulus-20250101-120000``."""
+    """The name a model gets in the store, ``<method> @ <folder name>``, or the method alone for a model without a folder."""
     return f"{method} @ {Path(folder).name}" if folder is not None else method

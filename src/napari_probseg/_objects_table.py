@@ -1,7 +1,7 @@
 """The Objects table: one row per segmented object, sortable, and colouring the labels by a column.
 
-Methods that describe each object (CellSegmenter's latent codes, box,
-presence and size) hand the Predict widget a table of columns; this widget
+Methods that describe each object (e.g. by latent codes, box, presence
+and size) hand the Predict widget a table of columns; this widget
 shows it, selects an object's label when its row is clicked, and colours the
 segmentation layer by any numeric column.
 """

@@ -1,7 +1,7 @@
 """Sample data for File > Open Sample > probseg: an image plus its ground truth.
 
 The image layers carry the typical object size in their metadata
-(``metadata["object_size"]``), which is the one setting Cellulus needs.
+(``metadata["object_size"]``), the one setting some methods need from the user.
 """
 
 from __future__ import annotations

@@ -10,12 +10,14 @@ def embeddings_to_rgb(embeddings: np.ndarray, percentiles=(1.0, 99.0)) -> np.nda
 
     D = 1 gives gray, D = 2 the two channels in red and green, D >= 3 the
     first three principal components. Each channel is stretched between the
-    given percentiles.
+    given percentiles. A stack ``(Z, D, Y, X)`` is mapped plane by plane.
 
     Returns
     -------
-    ndarray of float32, shape (Y, X, 3)
+    ndarray of float32, shape (Y, X, 3), or (Z, Y, X, 3) for a stack
     """
+    if np.ndim(embeddings) == 4:
+        return np.stack([embeddings_to_rgb(plane, percentiles) for plane in embeddings])
     emb = np.asarray(embeddings, dtype=np.float32)
     d, h, w = emb.shape
     flat = emb.reshape(d, -1).T
