@@ -7,18 +7,11 @@ import pytest
 import torch
 
 from probseg.engine import api
-from probseg.methods.cellsegmenter.dpp import dpp_log_prob, grid_positions, nms_iomin, rbf_kernel
 from probseg.core.errors import InputError
-from probseg.methods.cellsegmenter.model import (
-    GLIMPSE,
-    CellSegmenterNet,
-    Config,
-    batched_dpp_log_prob,
-    mixing,
-    nms_top_k,
-    sapr_loss,
-    warmup_factor,
-)
+from probseg.methods.cellsegmenter.loss import sapr_loss, warmup_factor
+from probseg.methods.cellsegmenter.model import Config
+from probseg.methods.cellsegmenter.net import GLIMPSE, CellSegmenterNet
+from probseg.methods.cellsegmenter.windows import mixing
 from probseg.evaluation.synthetic import digit_scenes
 
 TINY = dict(crop_size=32, object_size_min=6.0, object_size_max=16.0, objects_min=0.5, objects_max=3.0,
@@ -33,29 +26,6 @@ def _scenes(n=6, seed=0):
 @pytest.fixture(scope="module")
 def tiny_model():
     return api.train("cellsegmenter", list(_scenes().images), config=TINY, steps=3, device="cpu", seed=0)
-
-
-def test_batched_dpp_equals_one_set_at_a_time():
-    kernel = rbf_kernel(grid_positions((3, 3)), torch.tensor(0.7), torch.tensor(1.3))
-    sets = torch.tensor([[0, 1, 0, 0, 0, 1, 0, 0, 1], [0] * 9, [1] * 9, [1, 0, 1, 0, 1, 0, 1, 0, 1]], dtype=torch.bool)
-    torch.testing.assert_close(batched_dpp_log_prob(sets, kernel), dpp_log_prob(sets, kernel))
-
-
-def test_batched_nms_keeps_what_greedy_nms_keeps():
-    boxes = torch.tensor([
-        [0, 0, 10, 10], [1, 1, 9, 9],  # the second lies inside the first: IoMin 1
-        [20, 20, 30, 30], [25, 25, 35, 35],  # IoMin 0.25
-        [0, 20, 10, 30], [5, 20, 15, 30],  # IoMin 0.5
-    ], dtype=torch.float32)
-    scores = torch.tensor([0.9, 0.95, 0.5, 0.6, 0.8, 0.7])
-    for threshold in (0.2, 0.3, 0.5):
-        reference = nms_iomin(boxes, scores, threshold).tolist()
-        chosen, kept = nms_top_k(boxes[None], scores[None], threshold, k=6)
-        assert chosen[0][kept[0]].tolist() == reference
-    # 0.3: box 1 beats box 0 (inside it), 3 beats 2? no: IoMin 0.25 <= 0.3 keeps both; 5 loses to 4 (0.5).
-    assert nms_iomin(boxes, scores, 0.3).tolist() == [1, 4, 3, 2]
-    chosen, kept = nms_top_k(boxes[None], scores[None], 0.3, k=2)
-    assert chosen[0].tolist() == [1, 4] and kept[0].all()
 
 
 def test_mixing_sums_to_one_and_stays_in_the_boxes():

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from probseg.methods.cellsegmenter.glimpse import crop_glimpses, crop_glimpses_batched, paste_glimpses
+from probseg.methods.cellsegmenter.glimpse import crop_glimpses, paste_glimpses
 
 
 def test_crop_copies_the_box_and_paste_puts_it_back():
@@ -28,15 +28,3 @@ def test_gradients_reach_the_box():
     boxes = torch.tensor([[2.0, 3.0, 10.5, 12.0]], requires_grad=True)
     crop_glimpses(image, boxes, (6, 6)).sum().backward()
     assert boxes.grad is not None and bool(torch.isfinite(boxes.grad).all()) and float(boxes.grad.abs().sum()) > 0
-
-
-def test_batched_crop_equals_one_image_at_a_time():
-    g = torch.Generator().manual_seed(0)
-    images = torch.rand(3, 2, 20, 24, generator=g)
-    y0 = torch.rand(3, 4, generator=g) * 10
-    x0 = torch.rand(3, 4, generator=g) * 12
-    boxes = torch.stack([y0, x0, y0 + 5 + torch.rand(3, 4, generator=g) * 5, x0 + 4 + torch.rand(3, 4, generator=g) * 8], dim=2)
-    batched = crop_glimpses_batched(images, boxes, (7, 6))
-    assert batched.shape == (3, 4, 2, 7, 6)
-    for b in range(3):
-        torch.testing.assert_close(batched[b], crop_glimpses(images[b], boxes[b], (7, 6)))

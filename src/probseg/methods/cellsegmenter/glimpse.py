@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["crop_glimpses", "crop_glimpses_batched", "paste_glimpses"]
+__all__ = ["crop_glimpses", "paste_glimpses"]
 
 
 def _box_affine(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -30,25 +30,27 @@ def _box_affine(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return theta
 
 
-def crop_glimpses(image: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resample each box of ``image`` ``(C, H, W)`` to a ``size`` = ``(h, w)`` glimpse: ``(K, C, h, w)``.
+def crop_glimpses(images: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resample each box of each image to a ``size`` = ``(h, w)`` glimpse.
 
     Bilinear; outside the image reads 0. A glimpse as large as its box (in
-    pixels) and aligned with the pixel grid copies the pixels exactly.
+    pixels) and aligned with the pixel grid copies the pixels exactly. The K
+    glimpses of an image are read as one tall sampling grid, so the image
+    is never copied K times.
+
+    Parameters
+    ----------
+    images : Tensor, shape (B, C, H, W) or (C, H, W)
+    boxes : Tensor, shape (B, K, 4) or (K, 4)
+        ``(y0, x0, y1, x1)`` of each image's boxes.
+    size : tuple of int
+
+    Returns
+    -------
+    Tensor, shape (B, K, C, h, w) or (K, C, h, w)
     """
-    c, height, width = image.shape
-    theta = _box_affine(boxes.to(image.dtype), height, width)
-    grid = F.affine_grid(theta, (len(boxes), c, *size), align_corners=False)
-    return F.grid_sample(image.expand(len(boxes), c, height, width), grid, mode="bilinear", padding_mode="zeros",
-                         align_corners=False)
-
-
-def crop_glimpses_batched(images: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """:func:`crop_glimpses` for a batch: ``images`` ``(B, C, H, W)``, ``boxes`` ``(B, K, 4)`` -> ``(B, K, C, h, w)``.
-
-    The K glimpses of an image are read as one tall sampling grid, so the
-    feature map is never copied K times.
-    """
+    if images.dim() == 3:
+        return crop_glimpses(images[None], boxes[None], size)[0]
     b, c, height, width = images.shape
     k = boxes.shape[1]
     h, w = size
@@ -61,7 +63,7 @@ def crop_glimpses_batched(images: torch.Tensor, boxes: torch.Tensor, size: tuple
 def paste_glimpses(glimpses: torch.Tensor, boxes: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """Put each glimpse ``(K, C, h, w)`` back into its box of a ``shape`` = ``(H, W)`` frame: ``(K, C, H, W)``.
 
-    The inverse of :func:`crop_glimpses`; 0 outside each box.
+    The inverse of :func:`crop_glimpses` of one image; 0 outside each box.
     """
     k, c = glimpses.shape[:2]
     height, width = shape
