@@ -7,7 +7,8 @@ import torch
 import probseg
 from probseg.core.callbacks import Callbacks
 from probseg.core.errors import Cancelled, InputError
-from probseg.methods import spoco
+from probseg.core.labels import BACKGROUND, UNLABELLED, encode_labels
+from probseg.methods.spoco import model as spoco
 from probseg.proofreading.queue import proofreading_queue
 from probseg.proofreading.session import Session
 from probseg.proofreading.retrain import (
@@ -108,8 +109,8 @@ def test_review_labels_codes():
                                         [0, 0, 0, 0]])
     assert out.dtype == np.int64
     np.testing.assert_array_equal(review_labels(labels, mask, background_id=9)[1], [9, 9, 9, 0])
-    codes = spoco.encode_labels(out, "reviewed")
-    assert (codes[mask & (labels == 0)] == spoco.BACKGROUND).all() and (codes[~mask] == spoco.UNLABELLED).all()
+    codes = encode_labels(out, "reviewed")
+    assert (codes[mask & (labels == 0)] == BACKGROUND).all() and (codes[~mask] == UNLABELLED).all()
     for bad, message in [(np.zeros_like(mask), "nothing is reviewed yet"), (mask[:2], "reviewed mask")]:
         with pytest.raises(InputError, match=message):
             review_labels(labels, bad)

@@ -12,7 +12,11 @@ from probseg import cli, methods
 from probseg.nn import losses
 from probseg.core.errors import InputError
 from probseg.evaluation.metrics import evaluate
-from probseg.methods import spoco
+from probseg.core.labels import BACKGROUND, encode_labels, reviewed_labels
+from probseg.methods.spoco import model as spoco
+from probseg.methods.spoco.foreground import FROM_BACKGROUND, FROM_UNLABELLED
+from probseg.methods.spoco.loss import foreground_loss, spoco_terms
+from probseg.methods.spoco.net import add_coordinates, dihedral
 from probseg.evaluation.synthetic import touching_blobs
 
 from test_cli import assert_one_line_error, run_cli
@@ -109,25 +113,25 @@ def test_consistency_is_zero_for_equal_embeddings_and_covers_the_region(data):
 
 def test_encode_labels_modes():
     lab = np.array([[0, 3], [65535, 5]])
-    np.testing.assert_array_equal(spoco.encode_labels(lab, "sparse"), [[0, 4], [65536, 6]])
-    np.testing.assert_array_equal(spoco.encode_labels(lab, "dense"), [[1, 4], [65536, 6]])
-    np.testing.assert_array_equal(spoco.encode_labels(lab, "reviewed", 65535), [[0, 4], [1, 6]])
+    np.testing.assert_array_equal(encode_labels(lab, "sparse"), [[0, 4], [65536, 6]])
+    np.testing.assert_array_equal(encode_labels(lab, "dense"), [[1, 4], [65536, 6]])
+    np.testing.assert_array_equal(encode_labels(lab, "reviewed", 65535), [[0, 4], [1, 6]])
 
 
 def test_reviewed_labels_from_the_proofreading_export():
     labels = np.array([[0, 2, 0], [0, 0, 7]])
     mask = np.array([[1, 1, 0], [0, 1, 1]], np.uint8)
-    out = spoco.reviewed_labels(labels, mask, background_id=9)
+    out = reviewed_labels(labels, mask, background_id=9)
     np.testing.assert_array_equal(out, [[9, 2, 0], [0, 9, 7]])
     with pytest.raises(InputError, match="shape"):
-        spoco.reviewed_labels(labels, mask[:1])
+        reviewed_labels(labels, mask[:1])
     with pytest.raises(InputError, match="already use id 7"):
-        spoco.reviewed_labels(labels, mask, background_id=7)
+        reviewed_labels(labels, mask, background_id=7)
 
 
 def _terms(emb, labels, mode):
-    codes = spoco.encode_labels(labels, mode)
-    return spoco.spoco_terms(emb, emb.detach().clone(), codes, spoco.Config(), np.random.default_rng(0))
+    codes = encode_labels(labels, mode)
+    return spoco_terms(emb, emb.detach().clone(), codes, spoco.Config(), np.random.default_rng(0))
 
 
 def test_sparse_mode_never_treats_zero_as_background(data):
@@ -141,7 +145,7 @@ def test_sparse_mode_never_treats_zero_as_background(data):
         assert float(_terms(emb, sparse, "sparse")[name]) == pytest.approx(float(_terms(changed, sparse, "sparse")[name]), abs=1e-6)
     # ... but it is in dense mode, where changing those pixels changes the terms.
     assert float(_terms(emb, sparse, "dense")["pull"]) != pytest.approx(float(_terms(changed, sparse, "dense")["pull"]), abs=1e-6)
-    assert (spoco.encode_labels(sparse, "sparse") != spoco.BACKGROUND).all()
+    assert (encode_labels(sparse, "sparse") != BACKGROUND).all()
     # Unlabelled pixels feed only the unlabelled terms, which dense mode has none of.
     dense = _terms(emb, sparse, "dense")
     assert float(dense["unlabelled_push"]) == 0.0 and float(dense["consistency"]) == 0.0
@@ -229,11 +233,11 @@ def test_displacement_channels_turn_with_the_image(k, flip):
     field = np.stack([point[0] - ys, point[1] - xs, ys * 0])
     image = np.zeros((h, w))
     image[point] = 1
-    seen_y, seen_x = np.argwhere(spoco._dihedral(image, k, flip) == 1)[0]
+    seen_y, seen_x = np.argwhere(dihedral(image, k, flip) == 1)[0]
     seen = np.stack([seen_y - ys, seen_x - xs, ys * 0])
-    np.testing.assert_allclose(spoco._dihedral(seen, k, flip, inverse=True, vectors=True), field)
-    np.testing.assert_allclose(spoco._dihedral(torch.from_numpy(field), k, flip, vectors=True).numpy(), seen)
-    centre = spoco.add_coordinates(field, 1.0)
+    np.testing.assert_allclose(dihedral(seen, k, flip, inverse=True, vectors=True), field)
+    np.testing.assert_allclose(dihedral(torch.from_numpy(field), k, flip, vectors=True).numpy(), seen)
+    centre = add_coordinates(field, 1.0)
     assert (centre[0] == point[0]).all() and (centre[1] == point[1]).all()
 
 
@@ -249,7 +253,7 @@ def test_dense_and_reviewed_modes_train(data):
     probseg.train("spoco", image, labels, config=dict(TINY, label_mode="dense"), steps=2, device="cpu", seed=0)
     mask = np.zeros(labels.shape, np.uint8)
     mask[:32] = 1
-    reviewed = spoco.reviewed_labels(sparse, mask)
+    reviewed = reviewed_labels(sparse, mask)
     probseg.train("spoco", image, reviewed, config=dict(TINY, label_mode="reviewed"), steps=2, device="cpu", seed=0)
 
 
@@ -311,7 +315,7 @@ def test_reviewed_mode_learns_known_background_and_leaves_zero_unlabelled(data):
     _, _, sparse = data
     mask = np.zeros(sparse.shape, np.uint8)
     mask[:32] = 1
-    reviewed = spoco.reviewed_labels(sparse, mask)
+    reviewed = reviewed_labels(sparse, mask)
     known, unknown = reviewed == 65535, reviewed == 0
     assert known.any() and unknown.any()
     rng = np.random.default_rng(2)
@@ -320,8 +324,8 @@ def test_reviewed_mode_learns_known_background_and_leaves_zero_unlabelled(data):
     def terms(where):
         changed = emb.clone()
         changed[:, where] += 3.0
-        codes = spoco.encode_labels(reviewed, "reviewed", 65535)
-        return spoco.spoco_terms(changed, changed.clone(), codes, spoco.Config(), np.random.default_rng(0))
+        codes = encode_labels(reviewed, "reviewed", 65535)
+        return spoco_terms(changed, changed.clone(), codes, spoco.Config(), np.random.default_rng(0))
 
     base = terms(np.zeros(sparse.shape, bool))
     assert float(terms(unknown)["pull"]) == pytest.approx(float(base["pull"]), abs=1e-6)
@@ -334,7 +338,7 @@ def test_cli_trains_in_reviewed_mode(tmp_path, data):
     mask = np.zeros(sparse.shape, np.uint8)
     mask[:32] = 1
     tifffile.imwrite(tmp_path / "image.tif", image)
-    tifffile.imwrite(tmp_path / "reviewed.tif", spoco.reviewed_labels(sparse, mask).astype(np.uint16))
+    tifffile.imwrite(tmp_path / "reviewed.tif", reviewed_labels(sparse, mask).astype(np.uint16))
     code = cli.main(["train", "spoco", str(tmp_path / "image.tif"), "--labels", str(tmp_path / "reviewed.tif"),
                      "--label-mode", "reviewed", "--out", str(tmp_path / "m"), "--device", "cpu", "--steps", "2",
                      "--crop-size", "48", "--num-fmaps", "4"])
@@ -345,7 +349,7 @@ def test_cli_trains_in_reviewed_mode(tmp_path, data):
 
 def test_foreground_head_knows_what_it_learned_from(model, data):
     image, labels, sparse = data
-    assert model.foreground_kind() == spoco.FROM_UNLABELLED and model.raw_maps == ("embeddings", "foreground")
+    assert model.foreground_kind() == FROM_UNLABELLED and model.raw_maps == ("embeddings", "foreground")
     headless = probseg.train("spoco", image, sparse, config=dict(TINY, foreground_weight=0.0), steps=2, device="cpu")
     assert not headless.has_foreground() and headless.raw_maps == ("embeddings",)
     assert "foreground" not in headless.predict_raw(image, 1).planes[0]
@@ -353,7 +357,7 @@ def test_foreground_head_knows_what_it_learned_from(model, data):
         headless.postprocess(headless.predict_raw(image, 1), {"background": "foreground"})
     dense = probseg.train("spoco", image, labels, config=dict(TINY, label_mode="dense", learning_rate=3e-3), steps=60,
                           device="cpu", seed=0)
-    assert dense.foreground_kind() == spoco.FROM_BACKGROUND
+    assert dense.foreground_kind() == FROM_BACKGROUND
     raw = dense.predict_raw(image, 2)
     fg = raw.planes[0]["foreground"]
     assert fg.shape == (3,) + image.shape and 0.0 <= fg.min() and fg.max() <= 1.0
@@ -373,16 +377,16 @@ def test_positive_unlabelled_foreground_is_cut_at_otsu(model):
 
 def test_foreground_loss_is_balanced_and_weighs_unlabelled_as_asked():
     codes = np.zeros((4, 4), int)
-    codes[0, 0] = spoco.BACKGROUND
+    codes[0, 0] = BACKGROUND
     codes[1:, 1:] = 5  # one object, nine pixels; the rest unlabelled
     logits = torch.zeros(4, 4)
-    assert float(spoco.foreground_loss(logits, codes)) == pytest.approx(np.log(2.0))
+    assert float(foreground_loss(logits, codes)) == pytest.approx(np.log(2.0))
     logits[0, 0], logits[1:, 1:] = -20.0, 20.0
     logits[0, 1:] = 20.0  # unlabelled pixels: any value unless they are weighed
-    assert float(spoco.foreground_loss(logits, codes)) < 1e-6
+    assert float(foreground_loss(logits, codes)) < 1e-6
     # Weighed as background at 0.5: three unlabelled logits of 20 and three of 0, against weights 1 + 1 + 0.5.
     unlabelled = (3 * 20.0 + 3 * np.log(2.0)) / 6
-    assert float(spoco.foreground_loss(logits, codes, 0.5)) == pytest.approx(0.5 * unlabelled / 2.5, rel=1e-3)
+    assert float(foreground_loss(logits, codes, 0.5)) == pytest.approx(0.5 * unlabelled / 2.5, rel=1e-3)
 
 
 def test_learned_facts_reach_a_raw_store(model, data, tmp_path):
@@ -390,7 +394,7 @@ def test_learned_facts_reach_a_raw_store(model, data, tmp_path):
     raw = model.predict_raw(image, 1)
     weightless = spoco.SpocoModel.for_postprocessing(model.meta())
     assert weightless.learned() == model.learned() == {"object_area": model.object_area(),
-                                                          "foreground_kind": spoco.FROM_UNLABELLED}
+                                                          "foreground_kind": FROM_UNLABELLED}
     np.testing.assert_array_equal(weightless.postprocess(raw).segmentation, model.postprocess(raw).segmentation)
 
 
@@ -439,7 +443,7 @@ def test_cli_trains_from_the_proofreading_export_with_its_reviewed_mask(tmp_path
             "--crop-size", "48", "--num-fmaps", "4"]
     assert cli.main(args) == 0
     model = probseg.load_model(tmp_path / "m", device="cpu")
-    assert model.config.label_mode == "reviewed" and model.foreground_kind() == spoco.FROM_BACKGROUND
+    assert model.config.label_mode == "reviewed" and model.foreground_kind() == FROM_BACKGROUND
 
 
 @pytest.mark.parametrize("extra, words", [

@@ -16,7 +16,7 @@ from probseg.engine.registry import MethodInfo, available, get, register, unregi
 BUILTIN = {
     "cellulus": "probseg.methods.cellulus",
     "concrete-dropout": "probseg.methods.concrete_dropout",
-    "spoco": "probseg.methods.spoco",
+    "spoco": "probseg.methods.spoco.model",
     "cellsegmenter": "probseg.methods.cellsegmenter.model",
     "inpaintaff": "probseg.methods.inpaintaff.model",
 }
