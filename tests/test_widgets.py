@@ -254,14 +254,14 @@ def test_unexpected_failure_is_reported(viewer, qtbot, tmp_path, store, monkeypa
     def out_of_memory(*args, **kwargs):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(train_widget.api, "train", out_of_memory)
+    monkeypatch.setattr(train_widget.api.TrainingJob, "run", out_of_memory)
     trainer = _dock(viewer, TrainWidget(viewer, store=store))
     _train(qtbot, trainer, tmp_path / "oom")
     assert "out of memory" in trainer.status and "batch size" in trainer.status
     assert trainer.start_button.isEnabled() and not (tmp_path / "oom").exists()
 
     # A bug is not hidden: napari shows its traceback, the status names it.
-    monkeypatch.setattr(train_widget.api, "train", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(train_widget.api.TrainingJob, "run", lambda *a, **k: 1 / 0)
     with qtbot.capture_exceptions() as caught:
         _train(qtbot, trainer, tmp_path / "bug")
     assert "ZeroDivisionError" in trainer.status and not trainer.running

@@ -394,6 +394,17 @@ class EngineWidget(QWidget):
         show_warning(message)
 
     # -- jobs -------------------------------------------------------------------------
+    def checked(self, busy: str, gather):
+        """``gather()``'s job, or None once the user was told why not: ``busy`` while a job runs, or the input error."""
+        if self.running:
+            self._warn(busy)
+            return None
+        try:
+            return gather()
+        except ProbsegError as exc:
+            self._fail(str(exc))
+            return None
+
     @property
     def running(self) -> bool:
         """True from start until the worker has finished (result handled)."""

@@ -174,13 +174,8 @@ class PredictWidget(PredictPanel):
 
         Problems are shown in the status line and as a notification, never raised.
         """
-        if self.running:
-            self._warn("a prediction is already running; cancel it first")
-            return None
-        try:
-            job = self._gather()
-        except ProbsegError as exc:
-            self._fail(str(exc))
+        job = self.checked("a prediction is already running; cancel it first", self._gather)
+        if job is None:
             return None
         self._foreground_pending = False  # the run takes the mask chosen now
         self._job = job
@@ -242,21 +237,20 @@ class PredictWidget(PredictPanel):
 
     def tune(self):
         """Search the post-processing settings against the chosen labels layer; returns the worker or None."""
-        if self.running:
-            self._warn("a job is running; wait for it or cancel it first")
+        gathered = self.checked("a job is running; wait for it or cancel it first", self._gather_tuning)
+        if gathered is None:
             return None
-        try:
-            job = self._gather()
-            labels_name = self.labels_layer
-            if labels_name is None or labels_name not in self.viewer.layers:
-                raise InputError("choose a labels layer of this image to tune on (same shape as the image)")
-            labels = np.asarray(self.viewer.layers[labels_name].data)
-        except ProbsegError as exc:
-            self._fail(str(exc))
-            return None
+        job, labels_name, labels = gathered
         self._tuning = job
         self._set_status(f"tuning the post-processing on {labels_name}…")
         return self.start_job(tune_job, TuneJob(job, labels), on_result=self._on_tuned)
+
+    def _gather_tuning(self) -> tuple:
+        job = self._gather()
+        labels_name = self.labels_layer
+        if labels_name is None or labels_name not in self.viewer.layers:
+            raise InputError("choose a labels layer of this image to tune on (same shape as the image)")
+        return job, labels_name, np.asarray(self.viewer.layers[labels_name].data)
 
     def _on_tuned(self, outcome: Outcome) -> None:
         if outcome.error:

@@ -41,7 +41,7 @@ from napari_probseg._loss_plot import LossPlot
 from probseg import methods
 from probseg.engine import api
 from probseg.io.checkpoint import CONFIG_NAME
-from probseg.core.errors import InputError, ProbsegError
+from probseg.core.errors import InputError
 
 _NO_LABELS = "(none)"
 
@@ -273,13 +273,8 @@ class TrainWidget(EngineWidget):
 
         Problems are shown in the status line and as a notification, never raised.
         """
-        if self.running:
-            self._warn("training is already running; cancel it first")
-            return None
-        try:
-            job = self._gather()
-        except ProbsegError as exc:
-            self._fail(str(exc))
+        job = self.checked("training is already running; cancel it first", self._gather)
+        if job is None:
             return None
         self._job = job
         self.loss_plot.reset(job.config.steps)

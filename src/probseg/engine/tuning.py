@@ -18,7 +18,6 @@ from probseg.core.callbacks import Callbacks, ensure
 from probseg.core.config import config_to_dict, fields_of
 from probseg.core.errors import InputError
 from probseg.core.inputs import check_labels, to_planes
-from probseg.engine import pipeline
 from probseg.evaluation.metrics import ap_dsb, f1_score
 
 
@@ -115,6 +114,9 @@ def tune(model, image, labels, grid: dict | None = None, *, save: bool = True, s
     InputError
         For a 3-D stack, labels of another shape or without objects, or a bad grid.
     """
+    # Here, not at the top: ``import probseg`` stays free of torch until a model is used.
+    from probseg.engine.pipeline import masked_instances
+
     grid = check_grid(model, grid)
     cb = ensure(callbacks)
     if to_planes(image, channel_axis=channel_axis, rgb=rgb).is_stack:  # before the network runs
@@ -133,7 +135,7 @@ def tune(model, image, labels, grid: dict | None = None, *, save: bool = True, s
     for i, combo in enumerate(combos):
         cb.raise_if_stopped()
         settings = model.make_settings(dict(zip(names, combo)))
-        seg, _ = pipeline.masked_instances(model, raw.planes[0], settings, 1)  # cut at the foreground mask, if any
+        seg, _ = masked_instances(model, raw.planes[0], settings, 1)  # cut at the foreground mask, if any
         if ignored.any():
             inside = np.bincount(seg[ignored], minlength=seg.max() + 1) / np.maximum(np.bincount(seg.ravel()), 1)
             seg = np.where(ignored | (inside[seg] > 0.5), 0, seg)
