@@ -20,7 +20,8 @@ from scipy import ndimage
 
 from probseg.core.errors import InputError
 
-__all__ = ["KINDS", "Edit", "merge", "split_line", "delete", "paint", "replace_region", "diff", "check_rect"]
+__all__ = ["KINDS", "Edit", "merge", "split_line", "delete", "paint", "replace_region", "diff", "check_rect",
+           "object_under_line"]
 
 KINDS = ("merge", "split", "delete", "paint", "replace")
 
@@ -379,6 +380,32 @@ def split_line(labels, obj, p0, p1, width: float = 1.0) -> Edit:
     index = np.ravel_multi_index((changed_r + y0, changed_c + x0), labels.shape)
     params = {"object": obj, "p0": list(start), "p1": list(end), "width": width, "new_ids": new_ids}
     return _make("split", params, labels, index, result[changed_r, changed_c])
+
+
+def object_under_line(labels, p0, p1) -> int:
+    """The object the segment ``p0`` → ``p1`` crosses most, the one :func:`split_line` would cut.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (Y, X)
+    p0, p1 : (float, float)
+        End points as (row, col) in pixel coordinates; points outside the
+        image count as its nearest border pixel.
+
+    Returns
+    -------
+    int
+        The id met at most of ``2 * max(|dy|, |dx|) + 2`` points evenly
+        spaced along the segment (the smallest id of a tie); 0 if the
+        segment crosses no object.
+    """
+    labels = np.asarray(labels)
+    n = int(max(abs(p1[0] - p0[0]), abs(p1[1] - p0[1]))) * 2 + 2
+    ys = np.clip(np.rint(np.linspace(p0[0], p1[0], n)).astype(int), 0, labels.shape[0] - 1)
+    xs = np.clip(np.rint(np.linspace(p0[1], p1[1], n)).astype(int), 0, labels.shape[1] - 1)
+    values = labels[ys, xs]
+    values = values[values > 0]
+    return int(np.bincount(values).argmax()) if values.size else 0
 
 
 def _fmt(point) -> str:

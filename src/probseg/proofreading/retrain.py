@@ -2,11 +2,12 @@
 
 Proofreading fixes the patches a person looked at; the rest of the image is
 still the old prediction. :func:`retrain_from_review` turns the reviewed
-patches into SPOCO training labels (objects as corrected, known background,
-everything else unlabelled), fine-tunes SPOCO on them (or trains it from
-scratch), predicts the image again and merges the new prediction around the
-corrected objects, which are never changed, then ranks the patches again by
-the new uncertainty.
+patches into training labels (objects as corrected, known background,
+everything else unlabelled), fine-tunes a model of a method that learns from
+reviewed objects on them (or trains one from scratch; see
+:mod:`probseg.proofreading.learner`), predicts the image again and merges the
+new prediction around the corrected objects, which are never changed, then
+ranks the patches again by the new uncertainty.
 
 >>> result = retrain_from_review(image, session.labels, session.reviewed_mask(), model,
 ...                              reviewed_patches=session.reviewed)
@@ -27,6 +28,7 @@ import numpy as np
 from probseg.core.callbacks import Callbacks, ensure
 from probseg.core.errors import Cancelled, InputError
 from probseg.partition.components import split_and_filter
+from probseg.proofreading import learner
 from probseg.proofreading.edits import check_rect
 from probseg.proofreading.queue import QueueEntry, proofreading_queue
 
@@ -46,7 +48,7 @@ class RetrainResult:
 
     Attributes
     ----------
-    model : SpocoModel
+    model : SegmentationModel
         The fine-tuned (or newly trained) model; ``model.train_log`` says
         how, with ``fine_tuned_from`` when it started from another model.
     labels : ndarray of int32, shape (Y, X)
@@ -88,14 +90,14 @@ def _check_pair(labels, mask, what: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def review_labels(session_labels, reviewed_mask, background_id: int = _DEFAULT_BACKGROUND_ID) -> np.ndarray:
-    """SPOCO ``"reviewed"``-mode training labels of the reviewed pixels.
+    """Training labels of the reviewed pixels, in the ``"reviewed"`` encoding of :mod:`probseg.core.labels`.
 
     Inside the reviewed mask every object keeps its id and a 0 label
     becomes ``background_id`` (known background); outside it every pixel
     is 0 (unlabelled), also the rest of an object crossing the mask's
     border, which nobody checked there. The same as
     :meth:`probseg.proofreading.session.Session.export_reviewed` joined by
-    :func:`probseg.methods.spoco.reviewed_labels`.
+    :func:`probseg.core.labels.reviewed_labels`.
 
     Parameters
     ----------
@@ -243,7 +245,7 @@ def reranked_queue(uncertainty, labels, reviewed_patches=(), patch: int = 64) ->
 
 
 def _free_background_id(labels: np.ndarray) -> int:
-    # SPOCO's usual id unless a corrected object already uses it.
+    # The reviewed encoding's usual id unless a corrected object already uses it.
     if not (labels == _DEFAULT_BACKGROUND_ID).any():
         return _DEFAULT_BACKGROUND_ID
     return int(labels.max()) + 1
@@ -252,7 +254,10 @@ def _free_background_id(labels: np.ndarray) -> int:
 def retrain_from_review(image, labels, reviewed_mask, model=None, *, steps: int | None = None, n_samples: int = 8,
                         seed: int = 0, device: str = "auto", callbacks: Callbacks | None = None, patch: int = 64,
                         reviewed_patches=()) -> RetrainResult:
-    """Train SPOCO on the reviewed objects, predict the image again and merge, keeping every correction.
+    """Train on the reviewed objects, predict the image again and merge, keeping every correction.
+
+    The method trained is one that learns from reviewed objects
+    (:func:`probseg.proofreading.learner.method_of` ``model``).
 
     Parameters
     ----------
@@ -263,11 +268,13 @@ def retrain_from_review(image, labels, reviewed_mask, model=None, *, steps: int 
     reviewed_mask : ndarray, shape (Y, X)
         Non-zero where the pixels were reviewed.
     model : SegmentationModel, optional
-        A SPOCO model to fine-tune (:func:`probseg.train` with ``init``);
-        None, or a model of another method, trains SPOCO from scratch.
+        A model to fine-tune (:func:`probseg.train` with ``init``) if
+        :func:`~probseg.proofreading.learner.can_fine_tune` it; None, or a
+        model of another method, trains
+        :func:`~probseg.proofreading.learner.learning_method` from scratch.
     steps : int, optional
         Training steps; default :data:`FINE_TUNE_STEPS` when fine-tuning,
-        else SPOCO's default.
+        else the method's default.
     n_samples : int
         Samples of the new prediction, whose disagreement is the uncertainty.
     seed : int
@@ -297,7 +304,6 @@ def retrain_from_review(image, labels, reviewed_mask, model=None, *, steps: int 
         input cannot be used.
     """
     from probseg.engine.api import train
-    from probseg.methods.spoco import SpocoModel
 
     started = time.perf_counter()
     cb = ensure(callbacks)
@@ -305,14 +311,16 @@ def retrain_from_review(image, labels, reviewed_mask, model=None, *, steps: int 
     background_id = _free_background_id(labels)
     train_labels = review_labels(labels, reviewed_mask, background_id)
     mask = np.asarray(reviewed_mask).astype(bool)
-    fine_tune = isinstance(model, SpocoModel) and model.net is not None
+    fine_tune = learner.can_fine_tune(model)
+    method = learner.method_of(model)
     if model is not None and not fine_tune:
         what = getattr(model, "method", None) or type(model).__name__
-        cb.message(f"a {what} model cannot be fine-tuned as SPOCO; training SPOCO from scratch")
+        name = learner.title(method)
+        cb.message(f"a {what} model cannot be fine-tuned as {name}; training {name} from scratch")
     if steps is None and fine_tune:
         steps = FINE_TUNE_STEPS
     config = {"label_mode": "reviewed", "background_id": background_id}
-    trained = train("spoco", image, train_labels, config, steps=steps, device=device, seed=seed, callbacks=cb,
+    trained = train(method, image, train_labels, config, steps=steps, device=device, seed=seed, callbacks=cb,
                     init=model if fine_tune else None)
     log = trained.train_log
     if log.get("cancelled"):
