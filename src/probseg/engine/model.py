@@ -61,6 +61,8 @@ Optional hooks and declared capabilities
     True where each draw can be post-processed alone under ``settings``; then
     ``keep_raw=False`` post-processes each draw as it comes, so one draw's
     maps are in memory at a time. Only for methods without ``end_plane``.
+``min_size(settings)``
+    The smallest object kept, in pixels (default: the ``min_size`` setting).
 ``uncertainty(samples, agglomeration)``, ``tune_grid()``, ``display_maps(maps)``, ``object_features(maps, labels)``
     Per-pixel uncertainty (default: the samples' disagreement); the settings
     :func:`probseg.tune` tries; ``(Y, X)`` maps worth showing as layers; a
@@ -168,6 +170,14 @@ class SegmentationModel:
     def plane_context(self, maps: dict, settings):
         """Post-processing shared by every draw of one plane, passed to :meth:`partition`; None by default."""
         return None
+
+    def min_size(self, settings) -> int:
+        """Smallest object kept under ``settings``, in pixels: the ``min_size`` setting, else 0.
+
+        Methods whose 0 means "from the object size" override it; the
+        proofreading loop drops smaller pieces when it merges a retrained result.
+        """
+        return int(getattr(settings, "min_size", 0))
 
     def draws_independent(self, settings) -> bool:
         """Whether each draw can be post-processed alone under ``settings``; False, always safe, by default."""
