@@ -80,6 +80,24 @@ def read_config(folder) -> dict:
         meta = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path} is not valid JSON ({exc}); the file is corrupt or truncated") from None
+    return check_config(meta, folder)
+
+
+def check_config(meta, folder) -> dict:
+    """Check ``meta``, the parsed ``config.json`` of the model folder ``folder``, as :func:`read_config` does.
+
+    Returns
+    -------
+    dict
+        ``meta``.
+
+    Raises
+    ------
+    CheckpointError
+        If ``meta`` is not a probseg model description of a format version
+        this release understands.
+    """
+    path = Path(folder) / CONFIG_NAME
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a probseg model description (no \"format\": \"{FORMAT}\")")
     version = meta.get("format_version")
@@ -120,7 +138,7 @@ def _check_channels_and_normalization(meta: dict, path: Path) -> None:
             )
 
 
-def load_checkpoint(folder, expected_method: str | None = None) -> tuple[dict, dict]:
+def load_checkpoint(folder, expected_method: str | None = None, meta: dict | None = None) -> tuple[dict, dict]:
     """Read a model folder without unpickling anything.
 
     Parameters
@@ -128,6 +146,8 @@ def load_checkpoint(folder, expected_method: str | None = None) -> tuple[dict, d
     folder : path
     expected_method : str, optional
         When given, a model of another method is an error.
+    meta : dict, optional
+        ``config.json`` as parsed already; it is checked, not read again.
 
     Returns
     -------
@@ -142,7 +162,7 @@ def load_checkpoint(folder, expected_method: str | None = None) -> tuple[dict, d
         Naming the file and what is wrong with it.
     """
     folder = Path(folder)
-    meta = read_config(folder)
+    meta = read_config(folder) if meta is None else check_config(meta, folder)
     if expected_method is not None and meta["method"] != expected_method:
         raise CheckpointError(
             f"{folder / CONFIG_NAME} describes a {meta['method']!r} model, not {expected_method!r}"
