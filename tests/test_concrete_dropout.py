@@ -12,10 +12,12 @@ import probseg
 from probseg import cli, methods
 from probseg.core.config import fields_of
 from probseg.core.errors import InputError
-from probseg.methods import concrete_dropout as cd
+from probseg.methods.concrete_dropout import model as cd
 from probseg.nn.layers import ConcreteDropout, dropout_layers, dropout_rates, dropout_sampling
 from probseg.nn.losses import discriminative_loss
-from probseg.methods.concrete_dropout import Config, Settings, class_targets, grow_into_overlap, segmentation_loss
+from probseg.methods.concrete_dropout.loss import class_targets, segmentation_loss
+from probseg.methods.concrete_dropout.model import Config, Settings
+from probseg.methods.concrete_dropout.partitions import grow_into_overlap
 from probseg.engine.model import SETTINGS_NAME
 from probseg.partition import mean_shift
 from probseg.evaluation.synthetic import touching_blobs

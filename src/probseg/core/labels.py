@@ -51,12 +51,14 @@ def reviewed_labels(labels: np.ndarray, mask: np.ndarray, background_id: int = 6
     return out
 
 
-def encode_labels(labels: np.ndarray, mode: str, background_id: int = 65535) -> np.ndarray:
+def encode_labels(labels: np.ndarray, mode: str, background_id: int = 65535, ignore_id: int | None = None) -> np.ndarray:
     """Training codes of one labels image: 0 unlabelled, 1 known background, ``id + 1`` for object ``id``.
 
     In ``"sparse"`` mode 0 stays unlabelled; in ``"dense"`` mode 0 is known
     background; in ``"reviewed"`` mode ``background_id`` is known background
-    and 0 unlabelled.
+    and 0 unlabelled. Pixels equal to ``ignore_id`` (None: no such id) are
+    unlabelled in every mode: partly annotated images mark what nobody
+    labelled with an id no object uses.
     """
     labels = np.asarray(labels).astype(np.int64)
     if mode not in LABEL_MODES:
@@ -66,4 +68,6 @@ def encode_labels(labels: np.ndarray, mode: str, background_id: int = 65535) -> 
         codes[labels == 0] = BACKGROUND
     elif mode == "reviewed":
         codes[labels == background_id] = BACKGROUND
+    if ignore_id is not None:
+        codes[labels == ignore_id] = UNLABELLED
     return codes

@@ -15,7 +15,7 @@ from probseg.engine.registry import MethodInfo, available, get, register, unregi
 # name -> module, in menu order; a new method is one line here plus its module.
 BUILTIN = {
     "cellulus": "probseg.methods.cellulus",
-    "concrete-dropout": "probseg.methods.concrete_dropout",
+    "concrete-dropout": "probseg.methods.concrete_dropout.model",
     "spoco": "probseg.methods.spoco.model",
     "cellsegmenter": "probseg.methods.cellsegmenter.model",
     "inpaintaff": "probseg.methods.inpaintaff.model",

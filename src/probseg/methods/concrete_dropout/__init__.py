@@ -1,0 +1,1 @@
+"""Concrete-Dropout embeddings: the method and its private helpers."""
