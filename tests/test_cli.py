@@ -250,9 +250,9 @@ def test_ctrl_c_saves_partial_model(work, tmp_path, capsys, monkeypatch):
     from probseg.engine import api
 
     folder, _ = work
-    real_train = api.train
+    real_run = api.TrainingJob.run
 
-    def train_and_interrupt(*args, callbacks, **kwargs):
+    def run_and_interrupt(self, images, labels=None, callbacks=None, **kwargs):
         report = callbacks.on_progress
 
         def on_progress(step, total, loss):
@@ -261,9 +261,9 @@ def test_ctrl_c_saves_partial_model(work, tmp_path, capsys, monkeypatch):
                 os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C in the terminal sends
 
         callbacks.on_progress = on_progress
-        return real_train(*args, callbacks=callbacks, **kwargs)
+        return real_run(self, images, labels, callbacks, **kwargs)
 
-    monkeypatch.setattr(api, "train", train_and_interrupt)
+    monkeypatch.setattr(api.TrainingJob, "run", run_and_interrupt)
     before = signal.getsignal(signal.SIGINT)
     argv = ["train", "cellulus", str(folder / "image.tif"), "--out", str(tmp_path / "partial"), "--device", "cpu", *FAST]
     argv[argv.index("--steps") + 1] = "50"

@@ -85,7 +85,7 @@ def test_embedding_affinities_values_and_borders():
     assert (flat[2, :, :27] == 0).all() and (flat[2, :, 27:] == 1).all()
     assert (flat[0, :, 0] == 0).all() and (flat[0, :, 1:] == 1).all()
     assert (flat[3] == 0).all()  # [-30, 3] leaves a 6-row image
-    spoco = embedding_affinities(emb, offsets, delta=2.0, kernel="spoco")
+    spoco = embedding_affinities(emb, offsets, delta=2.0, kernel="hinge")
     np.testing.assert_allclose(spoco[0, :, 10], 0.25, rtol=1e-5)  # (1 - 2 / 4)**2
     assert spoco[0, :, 20].max() == 0.0
 

@@ -51,6 +51,8 @@ class TrainJob:
     """Everything a training run needs, gathered and checked on the GUI thread."""
 
     training: api.TrainingJob
+    images: list
+    labels: list | None
     out: Path
     created_out: bool
 
@@ -64,7 +66,7 @@ class TrainJob:
 
 
 def _train_job(job: TrainJob, monitor: JobMonitor) -> Outcome:
-    return run_engine(lambda: job.training.run(monitor.callbacks(), job.out))
+    return run_engine(lambda: job.training.run(job.images, job.labels, monitor.callbacks(), job.out))
 
 
 class TrainWidget(EngineWidget):
@@ -73,7 +75,7 @@ class TrainWidget(EngineWidget):
     Programmatic use (tests, scripts)::
 
         w = TrainWidget(viewer)
-        w.method = "cellulus"
+        w.method = methods.available()[0]
         w.image_layers = ["nuclei"]
         w.form.set_values({"object_size": 24, "steps": 500})
         w.output_folder = "models/nuclei"
@@ -168,7 +170,7 @@ class TrainWidget(EngineWidget):
     # -- inputs -----------------------------------------------------------------------
     @property
     def method(self) -> str:
-        """Name of the chosen method, e.g. ``"cellulus"``; setting it rebuilds the form."""
+        """Name of the chosen method (one of ``probseg.methods.available()``); setting it rebuilds the form."""
         return self.method_combo.value
 
     @method.setter
@@ -252,7 +254,7 @@ class TrainWidget(EngineWidget):
             self.form.deleteLater()
         self.form = ConfigForm(info.config_class)
         self._form_box.addWidget(self.form)
-        # The titles are plural ("Concrete-Dropout embeddings"), so the method is not the subject.
+        # Some titles are plural nouns ("... embeddings"), so the method is not the subject.
         notes = {
             "none": f"{info.title}: self-supervised, labels are not used.",
             "optional": f"{info.title}: labels are optional{'; ' + info.labels_use if info.labels_use else ''}.",
@@ -308,10 +310,10 @@ class TrainWidget(EngineWidget):
         if info.labels == "required" and labels is None:
             raise InputError(f"{info.title}: trained on labels; choose a labels layer of the image's shape")
 
-        training = api.prepare_training(info, arrays, labels, self.form.values(), device=self.device.check(),
-                                        seed=self.seed, rgb=rgb)
+        training = api.prepare_training(info, self.form.values(), device=self.device.check(), seed=self.seed, rgb=rgb,
+                                        labelled=labels is not None)
         out, created = self._output_folder(info.name)
-        return TrainJob(training, out, created)
+        return TrainJob(training, arrays, labels, out, created)
 
     def _output_folder(self, method: str) -> tuple[Path, bool]:
         if self.output_folder:

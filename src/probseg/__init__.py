@@ -6,7 +6,7 @@ they disagree. This package never imports Qt or napari.
 
 >>> import probseg
 >>> image, labels = probseg.evaluation.datasets.nuclei()
->>> model = probseg.train("cellulus", [image], config={"object_size": 24}, steps=200)
+>>> model = probseg.train(probseg.list_methods()[0], [image], steps=200)
 >>> result = model.predict(image, n_samples=8)
 """
 

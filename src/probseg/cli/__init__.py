@@ -2,7 +2,7 @@
 
 ::
 
-    probseg train cellulus image.tif --out models/nuclei --object-size 24 --steps 500
+    probseg train METHOD image.tif --out models/nuclei --steps 500
     probseg segment models/nuclei image.tif --out labels.tif --uncertainty-out uncertainty.tif
     probseg consensus samples.tif --resolution auto --out consensus.tif
     probseg evaluate labels.tif ground_truth.tif

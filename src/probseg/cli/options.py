@@ -34,7 +34,7 @@ def add_sample_outputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples-out", metavar="SAMPLES", help="write the sampled label images, stacked on a first axis")
     parser.add_argument("--uncertainty-out", metavar="UNC", help="write the per-pixel uncertainty of the samples (float32, 0 to 1)")
     parser.add_argument("--probability-out", metavar="PROB", help="write each pixel's object probability over the samples (float32, 0 to 1)")
-    parser.add_argument("--features-out", metavar="CSV", help="write a table of the objects, one row per label (cellsegmenter: latent codes, box, presence, size)")
+    parser.add_argument("--features-out", metavar="CSV", help="write a table of the objects, one row per label, for methods that describe their objects (e.g. latent codes, box, presence, size)")
 
 
 def add_overwrite(parser: argparse.ArgumentParser) -> None:

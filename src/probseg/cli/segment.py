@@ -71,18 +71,14 @@ def _check_arguments(args) -> None:
 
 
 def _load(args):
-    """The model of MODEL_DIR, its method as looked up while building the parser.
-
-    ``SegmentationModel.load`` still parses config.json once more; it could
-    take ``source.meta`` through ``checkpoint.load_checkpoint(meta=...)``.
-    """
+    """The model of MODEL_DIR, with its method and config.json as read while building the parser."""
     source = source_of(args, args.model)
     if source is None:
         from probseg.engine.api import load_model
 
         # Reads config.json and says what is wrong with it, or which method it names that is not known.
         return load_model(args.model, device=args.device)
-    return source.info.model_class.load(args.model, device=args.device)
+    return source.info.model_class.load(args.model, device=args.device, meta=source.meta)
 
 
 def run(args) -> int:

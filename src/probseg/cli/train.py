@@ -77,9 +77,9 @@ def _reviewed(args) -> list:
     return getattr(args, "reviewed", None) or []
 
 
-def _config(args, info):
-    """The method's Config from the flags, validated; --reviewed sets --label-mode reviewed."""
-    from probseg.core.config import make_config
+def _job(args, info):
+    """The checked training job: the method's Config from the flags; --reviewed sets --label-mode reviewed."""
+    from probseg.engine import api
 
     values = field_values(args, info.config_class, "cfg_")
     if _reviewed(args):
@@ -87,7 +87,8 @@ def _config(args, info):
             raise InputError(f"--reviewed marks known background, which --label-mode {values['label_mode']} would ignore; "
                              "drop --label-mode or use reviewed")
         values["label_mode"] = "reviewed"
-    return make_config(info.config_class, values)
+    return api.prepare_training(info, values, device=args.device, seed=args.seed, channel_axis=args.channel_axis,
+                                rgb=args.rgb, labelled=bool(args.labels))
 
 
 def _check_model_folder(args) -> Path:
@@ -147,17 +148,17 @@ def run(args) -> int:
 
     info = args._info
     # Validate settings before reading images, so a typo fails in a second.
-    config = _config(args, info)
+    job = _job(args, info)
     if args.checkpoint_every < 0:
         raise InputError(f"--checkpoint-every must be 0 or more, got {args.checkpoint_every}")
     folder = _check_model_folder(args)
-    images, labels = _read_training_data(args, config)
+    images, labels = _read_training_data(args, job.config)
     resolve_device(args.device)  # an unusable --device fails before any folder is made
     reporter = Reporter("training", "step")
     created = not folder.exists()
     _prepare_model_folder(folder, reporter)
     try:
-        model = _train(args, info, config, images, labels, folder, reporter)
+        model = _train(args, job, images, labels, folder, reporter)
     except BaseException:
         # A run that failed before its first save should not leave an empty
         # folder that looks like a model.
@@ -175,10 +176,9 @@ def run(args) -> int:
     return 0
 
 
-def _train(args, info, config, images, labels, folder: Path, reporter: Reporter):
+def _train(args, job, images, labels, folder: Path, reporter: Reporter):
     """Run the training loop with a progress bar, periodic checkpoints and the first Ctrl-C as a request to stop."""
     from probseg.core.callbacks import Callbacks
-    from probseg.engine import api
 
     stop = StopOnSigint()
     announced = []
@@ -198,7 +198,4 @@ def _train(args, info, config, images, labels, folder: Path, reporter: Reporter)
         on_progress=reporter.progress, should_stop=should_stop, on_checkpoint=on_checkpoint, on_message=reporter.message
     )
     with stop:
-        return api.train(
-            info.name, images, labels, config, device=args.device, seed=args.seed, callbacks=callbacks,
-            out=folder, checkpoint_every=args.checkpoint_every, channel_axis=args.channel_axis, rgb=args.rgb,
-        )
+        return job.run(images, labels, callbacks, out=folder, checkpoint_every=args.checkpoint_every)

@@ -1,6 +1,6 @@
 """Consensus of soft masks from many small overlapping windows.
 
-A generative model (CellSegmenter) gives, for each window of the image and
+A generative model of the objects in small windows gives, for each window of the image and
 each posterior draw, a soft mask ``pi`` of shape ``(K+1, h, w)``: channel 0
 is background, channels sum to 1 per pixel. Each draw is one layer. The
 weight of a pixel pair ``(p, p')`` at most ``radius`` apart is the mean, over

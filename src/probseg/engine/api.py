@@ -1,7 +1,7 @@
 """The Python API: train a method, load a model, list methods.
 
 >>> from probseg import train, load_model
->>> model = train("cellulus", image, config={"object_size": 24, "steps": 500}, out="models/nuclei")
+>>> model = train(list_methods()[0], image, config={"steps": 500}, out="models/nuclei")
 >>> model = load_model("models/nuclei")
 >>> prediction = model.predict(image, n_samples=8)
 """
@@ -76,7 +76,7 @@ def train(
         A trained model of ``method`` to fine-tune: the network is built from
         its config updated by ``config`` (a dict changes only the fields it
         names, e.g. ``steps``, ``learning_rate``, ``label_mode``) and starts
-        from a copy of its whole state dict (for SPOCO also the momentum
+        from a copy of its whole state dict (buffers included, e.g. a momentum
         network and the object area); the model keeps its post-processing
         settings. ``init`` itself is not changed. The images must have its
         number of channels, and ``config`` must not change the network's
@@ -95,18 +95,23 @@ def train(
         For unusable images, labels or config, or an ``init`` of another
         method, another channel count or without weights.
     """
-    return prepare_training(method, images, labels, config, steps=steps, device=device, seed=seed,
-                            channel_axis=channel_axis, rgb=rgb, init=init).run(callbacks, out, checkpoint_every)
+    job = prepare_training(method, config, steps=steps, device=device, seed=seed, channel_axis=channel_axis, rgb=rgb,
+                           init=init, labelled=labels is not None)
+    return job.run(images, labels, callbacks, out, checkpoint_every)
 
 
-def prepare_training(method, images, labels=None, config=None, *, steps: int | None = None, device: str = "auto",
-                     seed: int = 0, channel_axis: int | None = None, rgb: bool = False, init=None) -> "TrainingJob":
-    """Check everything :func:`train` can check without reading the images, and return the job to run.
+def prepare_training(method, config=None, *, steps: int | None = None, device: str = "auto", seed: int = 0,
+                     channel_axis: int | None = None, rgb: bool = False, init=None,
+                     labelled: bool = False) -> "TrainingJob":
+    """Check everything :func:`train` can check before the images are read, and return the job to run.
 
-    The method is looked up and the config validated here, once; the Train
-    widget calls this on the GUI thread, so a wrong setting is one line before
-    any work, and runs the job on a worker. Parameters as :func:`train`;
-    ``method`` may also be a :class:`probseg.engine.registry.MethodInfo`.
+    The one place where the method is looked up and the config validated:
+    the command line calls it before it reads any image and the Train widget
+    on the GUI thread, so a wrong setting is one line before any work; then
+    :meth:`TrainingJob.run` trains (the widget runs it on a worker).
+    Parameters as :func:`train`; ``method`` may also be a
+    :class:`probseg.engine.registry.MethodInfo`, and ``labelled`` says
+    whether labels will be given.
 
     Raises
     ------
@@ -126,13 +131,9 @@ def prepare_training(method, images, labels=None, config=None, *, steps: int | N
         cfg = make(info.config_class, config)
     else:
         cfg = _fine_tune_config(info, init, config)
-    notices = []
-    if info.labels == "required" and labels is None:
+    if info.labels == "required" and not labelled:
         raise InputError(f"{info.title} learns from labels; give a labels image")
-    if info.labels == "none" and labels is not None:
-        notices.append(f"{info.title} is self-supervised; the labels are not used for training")
-        labels = None
-    return TrainingJob(info, cfg, images, labels, device, seed, channel_axis, rgb, init, notices)
+    return TrainingJob(info, cfg, device, seed, channel_axis, rgb, init)
 
 
 @dataclasses.dataclass
@@ -141,17 +142,14 @@ class TrainingJob:
 
     info: object
     config: object
-    images: object
-    labels: object
     device: str
     seed: int
     channel_axis: int | None
     rgb: bool
     init: object
-    notices: list
 
-    def run(self, callbacks=None, out=None, checkpoint_every: int = 0):
-        """Read the images, train, and return the model; ``callbacks``, ``out`` and ``checkpoint_every`` as :func:`train`."""
+    def run(self, images, labels=None, callbacks=None, out=None, checkpoint_every: int = 0):
+        """Train on ``images`` (and ``labels``) and return the model; the arguments as :func:`train`'s."""
         from probseg.core.callbacks import ensure
         from probseg.core.device import describe_device, gpu_warning, resolve_device
         from probseg.core.errors import InputError
@@ -161,9 +159,12 @@ class TrainingJob:
 
         info, cfg, init, seed = self.info, self.config, self.init, self.seed
         cb = ensure(callbacks)
-        for notice in self.notices:
-            cb.message(notice)
-        ts = training_set(self.images, self.labels, channel_axis=self.channel_axis, rgb=self.rgb)
+        if info.labels == "required" and labels is None:
+            raise InputError(f"{info.title} learns from labels; give a labels image")
+        if info.labels == "none" and labels is not None:
+            cb.message(f"{info.title} is self-supervised; the labels are not used for training")
+            labels = None
+        ts = training_set(images, labels, channel_axis=self.channel_axis, rgb=self.rgb)
         if init is not None and ts.in_channels != init.in_channels:
             raise InputError(
                 f"the model to fine-tune was trained on {init.in_channels}-channel images but these have {ts.in_channels}"
@@ -272,4 +273,4 @@ def load_model(folder, device: str = "auto"):
         raise CheckpointError(
             f"{Path(folder) / checkpoint.CONFIG_NAME} names method {meta['method']!r}, which this probseg does not know"
         ) from None
-    return info.model_class.load(folder, device=device)
+    return info.model_class.load(folder, device=device, meta=meta)

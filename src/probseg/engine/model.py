@@ -211,9 +211,6 @@ class SegmentationModel:
         else:  # the plane's maps need every draw
             yield from pipeline.split_draws(self.raw(plane, n_samples, rng, callbacks))
 
-    def _stack_draws(self, draws, n_draws: int) -> dict:  # TEMPORARY: until every method supplies draw()
-        return pipeline.stack_draws(draws, n_draws)
-
     def instances(self, maps: dict, settings, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
         """``(segmentation (Y, X), samples (n, Y, X))`` int32 of one plane's maps; no network."""
         return pipeline.plane_instances(self, maps, settings, n_samples)
@@ -435,9 +432,9 @@ class SegmentationModel:
         return path
 
     @classmethod
-    def load(cls, folder, device="auto") -> "SegmentationModel":
-        """Load a model folder written by :meth:`save` (no unpickling)."""
-        meta, state = checkpoint.load_checkpoint(folder, expected_method=cls.method or None)
+    def load(cls, folder, device="auto", meta: dict | None = None) -> "SegmentationModel":
+        """Load a model folder written by :meth:`save` (no unpickling); ``meta``: its ``config.json`` if read already."""
+        meta, state = checkpoint.load_checkpoint(folder, expected_method=cls.method or None, meta=meta)
         path = Path(folder) / checkpoint.CONFIG_NAME
         try:
             config = config_from_dict(cls.config_class, meta["config"])

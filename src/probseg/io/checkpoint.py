@@ -33,7 +33,7 @@ def save_checkpoint(folder, method: str, config: dict, state_dict: dict, extra: 
     folder : path
         Created when missing; files inside are replaced atomically.
     method : str
-        Registered method name, e.g. ``"cellulus"``.
+        Registered method name (``probseg.methods.available()``).
     config : dict
         The method's hyperparameters (JSON-serialisable).
     state_dict : dict of str to Tensor

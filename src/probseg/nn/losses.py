@@ -1,4 +1,4 @@
-"""Loss functions shared by methods: object-centric embeddings, the discriminative loss and SPOCO's terms."""
+"""Loss functions shared by methods: object-centric embeddings, the discriminative loss and sparse object-level terms."""
 
 from __future__ import annotations
 
@@ -111,11 +111,11 @@ def discriminative_loss(embeddings: torch.Tensor, instances: torch.Tensor, delta
     return variance + distance + center_weight * center
 
 
-# -- SPOCO (Wolny, Yu, Pape, Kreshuk, CVPR 2022) ---------------------------------------------
+# -- Sparse object-level supervision (Wolny, Yu, Pape, Kreshuk, CVPR 2022) ---------------------------------------------
 
 
 def soft_mask(embeddings: torch.Tensor, anchor: torch.Tensor, delta_v: float, threshold: float = 0.9) -> torch.Tensor:
-    """SPOCO's differentiable single-instance selection around one anchor embedding.
+    """The differentiable single-instance selection (Wolny et al. 2022) around one anchor embedding.
 
     Parameters
     ----------
@@ -172,7 +172,7 @@ def instance_means(embeddings: torch.Tensor, instances: torch.Tensor) -> tuple[t
 
 
 def hinged_pull(embeddings: torch.Tensor, instances: torch.Tensor, delta_v: float) -> torch.Tensor:
-    """SPOCO's pull term (eq. 1): ``mean_k mean_{i in k} [|mu_k - e_i| - delta_v]_+^2``.
+    """The pull term of Wolny et al. 2022 (eq. 1): ``mean_k mean_{i in k} [|mu_k - e_i| - delta_v]_+^2``.
 
     Parameters
     ----------
@@ -199,7 +199,7 @@ def hinged_pull(embeddings: torch.Tensor, instances: torch.Tensor, delta_v: floa
 
 
 def mean_push(means: torch.Tensor, delta_d: float) -> torch.Tensor:
-    """SPOCO's push term (eq. 2): ``mean_{k != l} [2 delta_d - |mu_k - mu_l|]_+^2``.
+    """The push term of Wolny et al. 2022 (eq. 2): ``mean_{k != l} [2 delta_d - |mu_k - mu_l|]_+^2``.
 
     Parameters
     ----------
@@ -222,7 +222,7 @@ def mean_push(means: torch.Tensor, delta_d: float) -> torch.Tensor:
 
 
 def unlabelled_push(means: torch.Tensor, unlabelled: torch.Tensor, delta_d: float) -> torch.Tensor:
-    """SPOCO's push of the labelled clusters away from the unlabelled pixels (eq. 6).
+    """The push of the labelled clusters away from the unlabelled pixels (eq. 6).
 
     Parameters
     ----------
@@ -247,7 +247,7 @@ def unlabelled_push(means: torch.Tensor, unlabelled: torch.Tensor, delta_d: floa
 
 def single_object_loss(embeddings: torch.Tensor, instances: torch.Tensor, anchors: torch.Tensor,
                        delta_v: float, threshold: float = 0.9) -> torch.Tensor:
-    """SPOCO's instance term (eq. 4): the Dice loss of each object's soft mask against its mask.
+    """The instance term of Wolny et al. 2022 (eq. 4): the Dice loss of each object's soft mask against its mask.
 
     Parameters
     ----------
@@ -280,7 +280,7 @@ def single_object_loss(embeddings: torch.Tensor, instances: torch.Tensor, anchor
 
 def consistency_loss(f_embeddings: torch.Tensor, g_embeddings: torch.Tensor, region: np.ndarray, delta_v: float,
                      rng: np.random.Generator, max_anchors: int, threshold: float = 0.9) -> torch.Tensor:
-    """SPOCO's embedding consistency (eq. 7) between two networks' embeddings of one crop.
+    """The embedding consistency of Wolny et al. 2022 (eq. 7) between two networks' embeddings of one crop.
 
     Anchors are drawn one by one among the pixels of ``region`` that no
     earlier anchor's masks cover (a mask covers the pixels where it exceeds

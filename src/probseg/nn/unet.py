@@ -50,7 +50,7 @@ class UNet(nn.Module):
         Number of 2x poolings (1 or more).
     kernels : tuple of int
         Kernel sizes of the convolutions in every block, each followed by a
-        ReLU; e.g. ``(3, 3)``, or ``(3, 1, 1, 3)`` for Cellulus' mini U-Net.
+        ReLU; e.g. ``(3, 3)``, or ``(3, 1, 1, 3)`` for the mini U-Net of Wolf et al. (ICCV 2023).
     conv : callable, optional
         ``conv(cin, cout, kernel, first) -> Module`` makes each convolution;
         ``first`` is True for the very first one. Wrap it to add layers such
@@ -60,7 +60,7 @@ class UNet(nn.Module):
         by default.
     up_keeps_channels : bool
         True: the transposed convolution keeps the lower level's feature maps
-        (Cellulus); False: it reduces them to the upper level's.
+        (Wolf et al. 2023); False: it reduces them to the upper level's.
 
     Notes
     -----

@@ -15,7 +15,7 @@ from probseg.core.errors import InputError
 
 __all__ = ["DEFAULT_OFFSETS", "SPARSE_LONG_RANGE_OFFSETS", "embedding_affinities", "offsets_for_object_size"]
 
-# SPOCO (Wolny et al. 2022, appendix on affinity-based clustering): direct
+# Wolny et al. (2022, appendix on affinity-based clustering): direct
 # neighbours plus "long-range edges between all pixel pairs with distance 3, 9
 # and 27 across all dimensions". The first two (short-range) offsets are the
 # attractive ones of mutex_watershed's default ``attractive=2``.
@@ -35,7 +35,7 @@ SPARSE_LONG_RANGE_OFFSETS = np.array(
 )
 SPARSE_LONG_RANGE_OFFSETS.flags.writeable = False
 
-KERNELS = ("gaussian", "spoco")
+KERNELS = ("gaussian", "hinge")
 
 
 def check_offsets(offsets, ndim: int = 2) -> np.ndarray:
@@ -82,8 +82,8 @@ def embedding_affinities(
 
     - ``kernel="gaussian"``: ``a = exp(-d**2 * ln 2 / delta**2)``; 1 at d = 0,
       0.5 at d = delta, 1/16 at d = 2 delta.
-    - ``kernel="spoco"``: ``a = max(1 - d / (2 delta), 0)**2``, one minus the
-      boundary weight of SPOCO's eq. 12 with ``delta`` its push hinge
+    - ``kernel="hinge"``: ``a = max(1 - d / (2 delta), 0)**2``, one minus the
+      boundary weight of eq. 12 of Wolny et al. (2022) with ``delta`` its push hinge
       ``delta_d``; 1 at d = 0, 0.25 at d = delta, exactly 0 from d = 2 delta.
 
     Parameters
@@ -93,7 +93,7 @@ def embedding_affinities(
         (dy, dx) per channel; default :data:`DEFAULT_OFFSETS`.
     delta : float
         Distance scale in embedding units (> 0), see above.
-    kernel : {"gaussian", "spoco"}
+    kernel : {"gaussian", "hinge"}
 
     Returns
     -------
@@ -131,7 +131,7 @@ def embedding_affinities(
 
 
 def offsets_for_object_size(size: float) -> np.ndarray:
-    """SPOCO-style offsets scaled to the objects: neighbours plus powers of 3 up to ``size``.
+    """Offsets as in Wolny et al. (2022), scaled to the objects: neighbours plus powers of 3 up to ``size``.
 
     Parameters
     ----------

@@ -1,8 +1,8 @@
-"""HDBSCAN clustering of pixel embeddings (density-based; the clustering SPOCO's paper reports most).
+"""HDBSCAN clustering of pixel embeddings (density-based; the clustering Wolny et al. (2022) report most).
 
 HDBSCAN needs no bandwidth, only the smallest cluster worth calling an
 object, but it is slow: its cost grows faster than linearly with the number
-of pixels (SPOCO's paper: 82 s an image on CVPPP against 0.4 s for the mutex
+of pixels (Wolny et al.: 82 s an image on CVPPP against 0.4 s for the mutex
 watershed). ``max_points`` bounds it: HDBSCAN then clusters an evenly spaced
 subset of the pixels and every other pixel takes the cluster of its nearest
 clustered neighbour in embedding space.

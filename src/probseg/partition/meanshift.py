@@ -149,7 +149,7 @@ def meanshift_instances(
     Parameters
     ----------
     embeddings : ndarray of float, shape (D, Y, X)
-        One D-dimensional embedding per pixel (Cellulus: ``x + r`` in pixels).
+        One D-dimensional embedding per pixel (e.g. each pixel's position plus a predicted offset, in pixels).
     foreground : ndarray of bool, shape (Y, X)
     bandwidth : float
         Mean-shift kernel radius in embedding units: pixels whose embeddings

@@ -68,11 +68,11 @@ def mutex_watershed(
 
     - short-range (the first ``attractive`` offsets): ``w = a - bias``;
     - long-range (the rest): ``w = min(alpha * a - bias, 0)``: long-range
-      affinities are multiplied by ``alpha`` as in InpaintAff (Wolf et al.
-      2020, "Affinity-Based Segmentation") and long-range edges only ever split (Wolf et al. 2018).
+      affinities are multiplied by ``alpha`` as in Wolf et al.
+      (2020, "Affinity-Based Segmentation") and long-range edges only ever split (Wolf et al. 2018).
 
-    With ``repulsion="inverted"`` the weights are InpaintAff's (its appendix
-    C): ``w = a`` for short-range edges (all attractive) and ``w = -alpha (1
+    With ``repulsion="inverted"`` the weights are those of Wolf et al. 2020 (their
+    appendix C): ``w = a`` for short-range edges (all attractive) and ``w = -alpha (1
     - a)`` for long-range ones (all repulsive); ``bias`` is unused, and
     raising ``alpha`` gives *more* objects.
 
@@ -89,7 +89,7 @@ def mutex_watershed(
     repulsion stronger; ``bias <= 0`` has no mutexes at all, so the result
     is the connected components of the short-range graph); raising
     ``alpha`` gives fewer objects (weaker long-range repulsion; ``alpha <
-    1`` over-segments, as in InpaintAff).
+    1`` over-segments, as in Wolf et al. 2020).
 
     Parameters
     ----------

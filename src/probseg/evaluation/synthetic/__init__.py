@@ -10,7 +10,7 @@ random streams change between releases).
 - :func:`perturbed_samples` (``perturbed.py``): samples of a known
   segmentation with known splits, merges and shifted outlines;
 - :func:`digit_scenes`, :class:`DigitScenes`, :data:`DIGIT_BACKGROUNDS`
-  (``digits.py``): canvases of handwritten digits, as in CellSegmenter's
+  (``digits.py``): canvases of handwritten digits, as in D'Alessio et al.'s
   multi-MNIST experiment.
 """
 

@@ -1,4 +1,4 @@
-"""Canvases of several handwritten digits, as in CellSegmenter's multi-MNIST experiment."""
+"""Canvases of several handwritten digits, as in the multi-MNIST experiment of D'Alessio et al."""
 
 from __future__ import annotations
 
@@ -195,7 +195,7 @@ def digit_scenes(
     noise: float = 0.02,
     seed: int | None = 0,
 ) -> DigitScenes:
-    """Canvases of several handwritten digits, as in CellSegmenter's multi-MNIST.
+    """Canvases of several handwritten digits, as in the multi-MNIST experiment of D'Alessio et al.
 
     Each canvas holds a number of digits drawn uniformly from ``n_digits``.
     Every digit is a random image of the 8x8 digits bundled with

@@ -206,7 +206,7 @@ class SpocoModel(SegmentationModel):
                                        max_points=settings.hdbscan_points)
         else:
             # SPOCO's kernel: affinity 0 from 2 delta_d, where the push stops.
-            affinities = embedding_affinities(embeddings, DEFAULT_OFFSETS, self.config.delta_d, kernel="spoco")
+            affinities = embedding_affinities(embeddings, DEFAULT_OFFSETS, self.config.delta_d, kernel="hinge")
             labels = mutex_watershed(affinities, DEFAULT_OFFSETS, bias=settings.bias)
         labels = drop_background(labels, settings.background, foreground, self.foreground_kind(),
                                  settings.foreground_threshold)
