@@ -10,7 +10,7 @@ from probseg.io.rawstore import save_raw
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    image = probseg.evaluation.datasets.nuclei()[0][:64, :64]
+    image = probseg.datasets.nuclei()[0][:64, :64]
     model = probseg.train("cellulus", image, config={"steps": 2, "crop_size": 48, "num_fmaps": 4}, device="cpu")
     model.settings = model.make_settings({"min_size": 30})
     pred = model.predict(image, n_samples=2)

@@ -10,14 +10,9 @@ they disagree. This package never imports Qt or napari.
 >>> result = model.predict(image, n_samples=8)
 """
 
-__version__ = "0.1.0"
-
-from probseg.evaluation import datasets  # noqa: F401
-
-from probseg.core import errors  # noqa: F401
-
-from probseg.evaluation import metrics  # noqa: F401
+from probseg.core import __version__, errors  # noqa: F401
 from probseg.engine.api import list_methods, load_model, train  # noqa: F401
 from probseg.engine.tuning import tune  # noqa: F401
+from probseg.evaluation import datasets, metrics  # noqa: F401
 
 __all__ = ["train", "load_model", "tune", "list_methods", "datasets", "errors", "__version__"]

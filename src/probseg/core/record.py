@@ -44,7 +44,7 @@ def training_record(planes, labels, seed: int, device) -> dict:
     """The ``record`` of a model trained on ``planes`` (and ``labels``)."""
     import torch
 
-    import probseg
+    from probseg.core import __version__
 
     record = {
         "training_data": {
@@ -52,7 +52,7 @@ def training_record(planes, labels, seed: int, device) -> dict:
             "sha256": array_digest(list(planes)),
         },
         "seed": int(seed),
-        "versions": {"probseg": probseg.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        "versions": {"probseg": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "device": str(device),
     }
     if labels is not None and any(lab is not None for lab in labels):

@@ -28,7 +28,7 @@ import numpy as np
 from probseg.core.callbacks import Callbacks, ensure
 from probseg.core.errors import Cancelled, InputError
 from probseg.partition.components import split_and_filter
-from probseg.proofreading import learner
+import probseg.proofreading.learner as learner
 from probseg.proofreading.edits import check_rect
 from probseg.proofreading.queue import QueueEntry, proofreading_queue
 

@@ -60,7 +60,7 @@ from probseg.core.config import TrainingConfig, param
 from probseg.core.labels import LABEL_MODES
 from probseg.engine.model import SegmentationModel
 from probseg.engine.registry import MethodInfo
-from probseg.methods.spoco import loss
+import probseg.methods.spoco.loss as loss
 from probseg.methods.spoco.foreground import drop_background, foreground_cut, keep_foreground
 from probseg.methods.spoco.net import SpocoNet, add_coordinates, dihedral
 from probseg.nn.trainset import TrainingSet
