@@ -12,19 +12,33 @@ all write through :func:`atomic_write`.
 The temporary file is created next to the target, not in the system's
 temporary folder, because :func:`os.replace` is atomic only within one file
 system.
+
+Folders (raw stores, zarr images) are built under a hidden sibling name and
+swapped in by :func:`replace_folder`. Inside a :func:`replace_on_success`
+block, every write and swap (and :func:`remove_file`) is prepared now and
+applied only when the block ends without an error, all together, so a run
+that fails or is interrupted after it started writing its outputs leaves the
+old ones as they were (``--overwrite`` never deletes anything before then).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import os
 import secrets
+import shutil
+import signal
+import sys
+import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
-__all__ = ["atomic_write", "write_bytes", "write_json", "write_npy", "fsync_folder", "create_temporary"]
+__all__ = ["atomic_write", "write_bytes", "write_json", "write_npy", "fsync_folder", "create_temporary",
+           "replace_on_success", "replace_folder", "remove_file", "hidden_sibling", "interrupts_deferred"]
 
 
 def create_temporary(path: Path) -> tuple[int, Path]:
@@ -115,6 +129,11 @@ def atomic_write(path, write: Callable, *, by_name: bool = False) -> Path:
         If the folder cannot be written (permissions, full disk). Whatever
         ``write`` raises is raised unchanged. Either way the temporary file is
         removed and ``path`` is left as it was.
+
+    Notes
+    -----
+    Inside a :func:`replace_on_success` block the temporary file is written
+    now and renamed over ``path`` when the block succeeds.
     """
     path = Path(path)
     fd, tmp = create_temporary(path)
@@ -130,6 +149,8 @@ def atomic_write(path, write: Callable, *, by_name: bool = False) -> Path:
                 write(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
+        if _stage(_Step("file", tmp, path)):
+            return path
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -197,3 +218,208 @@ def write_npy(path, array: np.ndarray) -> Path:
         ``path``.
     """
     return atomic_write(path, lambda handle: np.save(handle, array, allow_pickle=False))
+
+
+# -- several outputs replaced together, only after success ------------------------------------------
+
+class _Step:
+    """One prepared change: a file or folder ``new`` to move over ``target``, or ``target`` to remove."""
+
+    def __init__(self, kind: str, new: Path | None, target: Path):
+        self.kind, self.new, self.target = kind, new, target
+
+    def apply(self) -> None:
+        if self.kind == "file":
+            os.replace(self.new, self.target)
+        elif self.kind == "folder":
+            _swap_folder(self.new, self.target)
+        else:
+            self.target.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        if self.new is not None:
+            _remove(self.new)
+
+
+#: The changes the innermost :func:`replace_on_success` block of this thread or task has prepared.
+_PENDING: contextvars.ContextVar[list | None] = contextvars.ContextVar("probseg_pending_replacements", default=None)
+
+
+def _stage(step: _Step) -> bool:
+    """Keep ``step`` for the end of the :func:`replace_on_success` block; False outside one (apply it now)."""
+    pending = _PENDING.get()
+    if pending is None:
+        return False
+    pending.append(step)
+    return True
+
+
+@contextlib.contextmanager
+def replace_on_success() -> Iterator[None]:
+    """Apply the writes of the block to their targets only when the block ends without an error.
+
+    Within the block, :func:`atomic_write` (and the writers built on it),
+    :func:`replace_folder` and :func:`remove_file` prepare their change
+    beside the target; at the end of the block the changes are applied in
+    the order they were made, with Ctrl-C held back until the last one is
+    done. If the block raises (a failure, Ctrl-C) the prepared files and
+    folders are removed and every target is left as it was. A block inside
+    another joins the outer one.
+
+    Examples
+    --------
+    >>> with replace_on_success():  # doctest: +SKIP
+    ...     write_image("labels.tif", labels)      # written beside labels.tif
+    ...     write_json("labels.tif.json", record)  # both renamed into place here
+    """
+    if _PENDING.get() is not None:
+        yield
+        return
+    steps: list[_Step] = []
+    token = _PENDING.set(steps)
+    try:
+        yield
+    except BaseException:
+        _PENDING.reset(token)
+        for step in reversed(steps):
+            step.discard()
+        raise
+    _PENDING.reset(token)
+    with interrupts_deferred():
+        for i, step in enumerate(steps):
+            try:
+                step.apply()
+            except BaseException:
+                for later in steps[i + 1:]:
+                    later.discard()
+                raise
+    for folder in {step.target.parent for step in steps}:
+        fsync_folder(folder)
+
+
+def remove_file(path) -> None:
+    """Remove the file ``path`` if it exists; inside :func:`replace_on_success`, when the block succeeds.
+
+    Parameters
+    ----------
+    path : str or Path
+    """
+    path = Path(path)
+    if not _stage(_Step("remove", None, path)):
+        path.unlink(missing_ok=True)
+
+
+def hidden_sibling(path, tag: str) -> Path:
+    """A name beside ``path`` that nothing uses: ``.<name>.<tag>-<pid>-<8 hex>``, for a folder being built.
+
+    Parameters
+    ----------
+    path : str or Path
+        The target.
+    tag : str
+        What the folder is, e.g. ``"partial"``.
+    """
+    path = Path(path)
+    while True:
+        candidate = path.with_name(f".{path.name}.{tag}-{os.getpid()}-{secrets.token_hex(4)}")
+        if not (candidate.exists() or candidate.is_symlink()):
+            return candidate
+
+
+def replace_folder(new, target) -> Path:
+    """Move the complete folder ``new`` to ``target``, replacing what is there; inside
+    :func:`replace_on_success`, when the block succeeds.
+
+    ``new`` should be a sibling of ``target`` (see :func:`hidden_sibling`).
+    An existing ``target`` is exchanged with ``new`` in one step where the
+    system can (Linux ``renameat2(RENAME_EXCHANGE)``), else renamed aside
+    just before ``new`` is renamed in (and renamed back if that fails); the
+    old one is then removed. A reader never sees half of either.
+
+    Parameters
+    ----------
+    new : str or Path
+        The folder built; it is gone afterwards.
+    target : str or Path
+
+    Returns
+    -------
+    Path
+        ``target``.
+    """
+    new, target = Path(new), Path(target)
+    if not _stage(_Step("folder", new, target)):
+        _swap_folder(new, target)
+        fsync_folder(target.parent)
+    return target
+
+
+def _swap_folder(new: Path, target: Path) -> None:
+    if not (target.exists() or target.is_symlink()):
+        os.rename(new, target)
+        return
+    if _exchange(new, target):
+        _remove(new)  # now the old one
+        return
+    aside = hidden_sibling(target, "replaced")
+    os.rename(target, aside)
+    try:
+        os.rename(new, target)
+    except BaseException:
+        os.rename(aside, target)
+        raise
+    _remove(aside)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically with Linux's renameat2(RENAME_EXCHANGE); False where that is unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import errno
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False  # glibc before 2.28, musl
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False  # a file system without it: rename aside instead
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) back during the block and deliver it after, so a few renames are done all or none.
+
+    Outside the main thread (where Python cannot handle signals) it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append((signum, frame)))
+    except (ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            if callable(previous):
+                previous(*caught[0])
+            elif previous == signal.SIG_DFL:
+                signal.raise_signal(signal.SIGINT)

@@ -342,23 +342,23 @@ def write_image(path, array, overwrite: bool = False) -> Path:
 
 
 def _write_zarr(path: Path, array: np.ndarray, overwrite: bool = False) -> Path:
-    """Write ``array`` as a zarr store at ``path``, built beside it under a hidden name and renamed into place.
+    """Write ``array`` as a zarr store at ``path``, built beside it under a hidden name and swapped into place.
 
-    With ``overwrite``, an existing zarr array at ``path`` is moved aside only
-    once the new one is complete, and removed after the new one is in place.
+    With ``overwrite``, an existing zarr array at ``path`` is replaced only
+    once the new one is complete (see :func:`probseg.io.atomic.replace_folder`).
     """
-    import os
     import shutil
 
     import zarr
+
+    from probseg.io.atomic import hidden_sibling, replace_folder
 
     if array.dtype.fields is not None or array.dtype == object or np.iscomplexobj(array):
         raise InputError(f"cannot write {path}: {array.dtype} data is not an image; use .npy")
     if (path.exists() or path.is_symlink()) and not (overwrite and is_zarr_array(path)):
         raise InputError(f"cannot write {path}: it exists; remove it first or choose another name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
+    partial = hidden_sibling(path, "partial")
     if array.ndim >= 2:
         chunks = (1,) * (array.ndim - 2) + tuple(min(ZARR_CHUNK, max(1, n)) for n in array.shape[-2:])
     else:
@@ -368,14 +368,8 @@ def _write_zarr(path: Path, array: np.ndarray, overwrite: bool = False) -> Path:
         # Plane by plane, so zarr never needs a second copy of a large stack.
         for index in np.ndindex(array.shape[:-2]):
             out[index] = array[index]
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.replaced-{os.getpid()}")
-            path.rename(old)
-        partial.rename(path)
+        replace_folder(partial, path)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     return path

@@ -96,14 +96,17 @@ def _chunks(shape: tuple) -> tuple:
 class RawWriter:
     """Writes a raw store draw by draw, as :meth:`SegmentationModel.predict` makes the draws.
 
-    The store is built in a hidden folder beside ``path`` and renamed to
-    ``path`` by :meth:`close`, so an interrupted run leaves no half-written
-    store under the name the user gave; :meth:`abort` removes it.
+    The store is built in a hidden folder beside ``path`` and moved to
+    ``path`` by :meth:`close` (inside a
+    :func:`probseg.io.atomic.replace_on_success` block, when the block
+    succeeds), so an interrupted or failed run leaves no half-written store
+    under the name the user gave and an existing store as it was;
+    :meth:`abort` removes the hidden one.
 
     Parameters
     ----------
     path : path
-        The store to create; it must not exist.
+        The store to create; it must not exist unless ``overwrite``.
     model_meta : dict
         The model's ``config.json`` contents (method, config, in_channels, ...).
     n_samples : int
@@ -117,14 +120,16 @@ class RawWriter:
     >>> writer.close(pred.raw)  # doctest: +SKIP
     """
 
-    def __init__(self, path, model_meta: dict, n_samples: int):
-        import os
+    def __init__(self, path, model_meta: dict, n_samples: int, overwrite: bool = False):
         import zarr
 
+        from probseg.io.atomic import hidden_sibling
+
         self.path = Path(path)
-        if self.path.exists():
+        self.overwrite = bool(overwrite)
+        if self.path.exists() and not self.overwrite:
             raise InputError(f"{self.path} exists; choose another name for the raw output or remove it first")
-        self.partial = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
+        self.partial = hidden_sibling(self.path, "partial")
         self.n_samples = int(n_samples)
         self.n_draws = 1 if self.n_samples == 1 else 1 + self.n_samples
         self.meta = model_meta
@@ -157,10 +162,11 @@ class RawWriter:
             "run": raw.attrs,
             "maps": list(self.maps),
         })
-        if self.path.exists():
+        from probseg.io.atomic import replace_folder
+
+        if self.path.exists() and not self.overwrite:
             raise InputError(f"{self.path} appeared while segmenting; the raw output is kept in {self.partial}")
-        self.partial.rename(self.path)
-        return self.path
+        return replace_folder(self.partial, self.path)
 
     def abort(self) -> None:
         """Remove the partial store."""

@@ -13,134 +13,16 @@ holds it.
 
 from __future__ import annotations
 
-import json
 import os
-import socket
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 
+from probseg.io.lock import (  # noqa: F401 - the generic mechanism; re-exported for the session's modules
+    LOCK_WAIT, LockHeld, describe, host, now, process_alive, process_start, read_holder, read_holder_at, release,
+    same_file, take, try_flock, write_holder,
+)
 from probseg.proofreading.errors import SessionError, SessionLocked
 
 LOCK_NAME = "session.lock"
-
-
-def now() -> str:
-    """The time as ISO 8601 UTC with milliseconds, as sessions record it."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-try:  # POSIX: the kernel releases a flock when its holder dies, however it dies
-    import fcntl
-except ImportError:  # Windows: judged by the lock file's content alone
-    fcntl = None
-
-#: How long an unreadable (still being written) lock file is waited for, in seconds.
-LOCK_WAIT = 2.0
-
-
-def host() -> str:
-    return socket.gethostname()
-
-
-def process_start(pid: int) -> int | None:
-    """The start time of process ``pid`` in clock ticks since boot (Linux), to see through pid reuse."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            fields = handle.read().rsplit(b")", 1)[1].split()
-        return int(fields[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def process_alive(pid: int, started: int | None) -> bool:
-    """Whether process ``pid`` of this host still runs (and is the one that started at ``started``)."""
-    if pid <= 0:
-        return False
-    if os.path.isdir("/proc/self"):
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as handle:
-                fields = handle.read().rsplit(b")", 1)[1].split()
-        except FileNotFoundError:
-            return False
-        except OSError:
-            return True  # cannot tell: assume it runs
-        if fields and fields[0] in (b"Z", b"X"):
-            return False  # a zombie has closed its files; it writes nothing any more
-        if started is not None and len(fields) > 19 and fields[19].isdigit() and int(fields[19]) != started:
-            return False  # the pid was reused by another process
-        return True
-    if os.name == "nt":
-        return True  # os.kill would terminate it; a lock left on Windows is removed by hand
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by someone else
-    return True
-
-
-def try_flock(fd: int) -> bool | None:
-    """Take an exclusive flock without waiting: True, False if another open file holds it, None if unsupported."""
-    if fcntl is None:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    except OSError:
-        return None  # e.g. a network file system without locks: judge by the content
-    return True
-
-
-def same_file(fd: int, path: Path) -> bool:
-    try:
-        a, b = os.fstat(fd), os.stat(path)
-    except OSError:
-        return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-
-
-def read_holder(fd: int) -> dict | None:
-    """The lock file's record, or None while it is empty or unreadable."""
-    try:
-        os.lseek(fd, 0, os.SEEK_SET)
-        data = os.read(fd, 65536)
-        info = json.loads(data.decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not (isinstance(info, dict) and isinstance(info.get("pid"), int) and isinstance(info.get("host"), str)):
-        return None
-    return info
-
-
-def read_holder_at(path: Path) -> dict | None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        return read_holder(fd)
-    finally:
-        os.close(fd)
-
-
-def write_holder(fd: int) -> None:
-    pid = os.getpid()
-    info = {"pid": pid, "host": host(), "since": now(), "started": process_start(pid)}
-    data = (json.dumps(info) + "\n").encode()
-    os.ftruncate(fd, 0)
-    os.lseek(fd, 0, os.SEEK_SET)
-    os.write(fd, data)
-    os.fsync(fd)
-
-
-def describe(holder: dict | None) -> str:
-    if holder is None:
-        return "an unknown process"
-    since = holder.get("since")
-    return f"process {holder['pid']} on {holder['host']}" + (f" since {since}" if isinstance(since, str) else "")
 
 
 def locked_error(folder: Path, holder: dict | None) -> SessionLocked:
@@ -179,15 +61,8 @@ class FolderLock:
             return
         fd, self.fd = self.fd, None
         try:
-            # Unlinked before the flock goes with the close: a process that
-            # opened the old file and then gets the flock sees that it is no
-            # longer the folder's lock file and tries again.
-            if same_file(fd, self.path):
-                self.path.unlink()
-        except OSError:
-            pass
+            release(fd, self.path)
         finally:
-            os.close(fd)
             for key, lock in list(HELD.items()):
                 if lock is self:
                     del HELD[key]
@@ -229,67 +104,23 @@ def acquire(folder: Path) -> tuple[FolderLock, str | None]:
             return held, None
         held.release()  # its file was removed by hand: the Sessions using it stop writing
     path = folder / LOCK_NAME
-    deadline = time.monotonic() + LOCK_WAIT
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
-        except FileExistsError:
-            pass
-        except FileNotFoundError:
-            raise SessionError(f"the proofreading session {folder} was removed while it was being opened") from None
-        except PermissionError:
-            raise SessionError(
-                f"cannot write to the proofreading session {folder} (permission denied); open it read-only"
-            ) from None
-        else:
-            if try_flock(fd) is False:
-                # Another process probed the empty new file first; it takes over, and we look again.
-                os.close(fd)
-                time.sleep(0.01)
-                continue
-            write_holder(fd)
-            lock = FolderLock(path, fd)
-            HELD[key] = lock
-            return lock, None
-        try:
-            fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
-        except FileNotFoundError:
-            continue  # released meanwhile
-        except PermissionError:
-            raise SessionError(
-                f"cannot write to the proofreading session {folder} (permission denied); open it read-only"
-            ) from None
-        got = try_flock(fd)
-        holder = read_holder(fd)
-        stale = False
-        if got is False:
-            pass  # held by a live process
-        elif not same_file(fd, path):
-            os.close(fd)
-            continue  # released and maybe re-created meanwhile
-        elif holder is None:
-            # Empty or garbled. With a flock, nobody holds it: its writer died
-            # between creating and writing it. Without, give a writer time.
-            stale = got is True or time.monotonic() > deadline
-        elif holder["host"] == host():
-            started = holder.get("started") if isinstance(holder.get("started"), int) else None
-            # Our own pid with a free flock: a lock this process let go of
-            # without removing the file (it holds every lock it uses in HELD).
-            mine = got is True and holder["pid"] == os.getpid()
-            stale = mine or not process_alive(holder["pid"], started)
-        if not stale:
-            os.close(fd)
-            if holder is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-                continue
-            raise locked_error(folder, holder)
-        write_holder(fd)
-        lock = FolderLock(path, fd)
-        HELD[key] = lock
-        what = describe(holder) if holder is not None else "a process that died while taking it"
-        notice = (f"took over the lock of the proofreading session {folder} left by {what}, which is no longer "
-                  "running; every edit it saved is kept")
-        return lock, notice
+    try:
+        fd, stale = take(path)
+    except LockHeld as exc:
+        raise locked_error(folder, exc.holder) from None
+    except FileNotFoundError:
+        raise SessionError(f"the proofreading session {folder} was removed while it was being opened") from None
+    except PermissionError:
+        raise SessionError(
+            f"cannot write to the proofreading session {folder} (permission denied); open it read-only"
+        ) from None
+    lock = FolderLock(path, fd)
+    HELD[key] = lock
+    if stale is None:
+        return lock, None
+    notice = (f"took over the lock of the proofreading session {folder} left by {stale}, which is no longer "
+              "running; every edit it saved is kept")
+    return lock, notice
 
 
 def release_owned(lock: FolderLock, token: int) -> None:
