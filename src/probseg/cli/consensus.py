@@ -109,10 +109,12 @@ def print_sweep(sweep) -> None:
 
 
 def run(args) -> int:
-    """Fuse the samples into one label image; with --resolution auto, print (and maybe write) the sweep."""
-    from probseg.consensus import Consensus
-    from probseg.consensus.fragments import check_labelings
-    from probseg.io.images import check_output_path, read_image, write_image
+    """Fuse the samples into one label image; with --resolution auto, print (and maybe write) the sweep.
+
+    The locks of --out and --sweep-out are held while it runs.
+    """
+    from probseg.io.images import check_output_path
+    from probseg.io.lock import hold_all
 
     if args.sweep_out is not None:
         sweep_path = Path(args.sweep_out)
@@ -126,6 +128,19 @@ def run(args) -> int:
     guard_outputs(args, {"SAMPLES": args.samples, "--into": args.into}, {"out": args.out, "sweep_out": args.sweep_out},
                    sidecar=False)
     check_output_path(args.out, args.overwrite)
+    with hold_all({"--out": args.out, "--sweep-out": args.sweep_out}):
+        # Again, now that no other run can write them.
+        guard_outputs(args, {"SAMPLES": args.samples, "--into": args.into}, {"out": args.out, "sweep_out": args.sweep_out},
+                      sidecar=False)
+        return _fuse(args)
+
+
+def _fuse(args) -> int:
+    from probseg.consensus import Consensus
+    from probseg.consensus.fragments import check_labelings
+    from probseg.io.atomic import replace_on_success, write_bytes
+    from probseg.io.images import read_image, write_image
+
     samples = check_labelings(read_image(args.samples), args.samples)
     if args.region:
         _check_region(args.region, samples.shape[1:])
@@ -141,21 +156,25 @@ def run(args) -> int:
           f"{len(consensus.graph.edges)} links ({time.perf_counter() - start:.1f} s)")
     region = consensus.region(args.region) if args.region else None
     resolution = args.resolution
+    sweep_text = None
     if resolution == "auto":
         sweep = consensus.sweep(objective=args.objective, seed=args.seed, region=region, min_size=args.min_size)
         print_sweep(sweep)
         resolution = sweep.best
         if args.sweep_out:
             table = np.column_stack([sweep.resolutions, sweep.nmi, sweep.n_objects])
-            Path(args.sweep_out).write_text(
-                "resolution,mean_nmi,objects\n" + "".join(f"{r:.6g},{n:.6f},{int(k)}\n" for r, n, k in table)
-            )
-            print(f"wrote the sweep to {args.sweep_out}")
+            sweep_text = "resolution,mean_nmi,objects\n" + "".join(f"{r:.6g},{n:.6f},{int(k)}\n" for r, n, k in table)
     if region is None:
         labels = consensus.labels(resolution, args.objective, args.seed, args.min_size)
     else:
         labels = consensus.update_region(into, region, resolution, args.objective, args.seed, args.min_size)
-    write_image(args.out, labels.astype(label_dtype(labels)), overwrite=args.overwrite)
+    # The sweep and the labels replace their old versions together, once both are written.
+    with replace_on_success():
+        if sweep_text is not None:
+            write_bytes(args.sweep_out, sweep_text.encode())
+        write_image(args.out, labels.astype(label_dtype(labels)), overwrite=args.overwrite)
+    if sweep_text is not None:
+        print(f"wrote the sweep to {args.sweep_out}")
     where = "" if region is None else f" (region {','.join(map(str, region.rect))})"
     n_objects = int(np.count_nonzero(np.unique(labels)))
     print(f"wrote {n_objects} objects to {args.out}{where} ({time.perf_counter() - start:.1f} s)")

@@ -40,10 +40,19 @@ def _method(args, name: str) -> registry.MethodInfo:
 
 
 def run(args) -> int:
-    """Post-process the raw store RAW.zarr with the settings given and write the outputs asked for."""
+    """Post-process the raw store RAW.zarr with the settings given and write the outputs asked for, holding their locks."""
+    from probseg.io.lock import hold_all
+
+    outputs = {key: getattr(args, key) for key in _OUTPUTS}
+    check_sample_outputs(args, {"RAW.zarr": args.raw}, outputs)
+    with hold_all({f"--{key.replace('_', '-')}": value for key, value in outputs.items()}):
+        check_sample_outputs(args, {"RAW.zarr": args.raw}, outputs)  # again, now that no other run can write them
+        return _run(args)
+
+
+def _run(args) -> int:
     from probseg.io.rawstore import load_raw
 
-    check_sample_outputs(args, {"RAW.zarr": args.raw}, {key: getattr(args, key) for key in _OUTPUTS})
     start = time.perf_counter()
     raw, meta = load_raw(args.raw)
     if args.foreground_mask is not None:

@@ -17,13 +17,36 @@ def label_dtype(labels: np.ndarray):
     return np.uint16 if labels.size == 0 or labels.max() < 65536 else np.uint32
 
 
-def write_results(args, prediction, seconds: float, source: dict, model=None) -> None:
+def write_results(args, prediction, seconds: float, source: dict, model=None, raw_writer=None) -> None:
     """Write the labels (with their JSON sidecar) and whichever of samples, embeddings, uncertainty,
-    probability and object features were asked for; print a line for each.
+    probability and object features were asked for; print a line for each once all are in place.
+
+    The files are written beside their targets and moved into place
+    together at the end (:func:`probseg.io.atomic.replace_on_success`), so
+    a failure on the way leaves every old output as it was.
 
     ``source`` says where the labels come from; the sidecar adds the
-    ``--foreground-mask`` and the settings.
+    ``--foreground-mask`` and the settings. ``raw_writer``, a
+    :class:`probseg.io.rawstore.RawWriter` that holds the draws, is closed
+    first and its store moved into place with the rest (``--raw-out``).
     """
+    from probseg.io.atomic import replace_on_success
+
+    done: list[str] = []
+    with replace_on_success():
+        if raw_writer is not None:
+            try:
+                raw_writer.close(prediction.raw)
+            except BaseException:
+                raw_writer.abort()
+                raise
+            done.append(f"wrote the raw output to {raw_writer.path}")
+        _write_all(args, prediction, seconds, source, model, done)
+    for line in done:
+        print(line)
+
+
+def _write_all(args, prediction, seconds: float, source: dict, model, done: list) -> None:
     from probseg.io.atomic import write_json
     from probseg.core.config import config_to_dict
     from probseg.io.images import write_image
@@ -38,31 +61,31 @@ def write_results(args, prediction, seconds: float, source: dict, model=None) ->
         **source, "settings": config_to_dict(prediction.settings), "n_samples": int(prediction.samples.shape[0]),
         "objects": n_objects, "probseg": probseg.__version__,
     })
-    print(f"wrote {n_objects} objects to {args.out} ({seconds:.1f} s)")
+    done.append(f"wrote {n_objects} objects to {args.out} ({seconds:.1f} s)")
     if getattr(args, "samples_out", None):
         samples = prediction.samples
         write_image(args.samples_out, samples.astype(label_dtype(samples)), overwrite=args.overwrite)
-        print(f"wrote {samples.shape[0]} samples to {args.samples_out}")
+        done.append(f"wrote {samples.shape[0]} samples to {args.samples_out}")
     if getattr(args, "embeddings_out", None):
         # The property stacks a fresh copy on every access; take it once.
         embeddings = prediction.embeddings
         if embeddings is None:
             raise InputError("this method has no embeddings to write; drop --embeddings-out")
         write_image(args.embeddings_out, embeddings.astype(np.float32, copy=False), overwrite=args.overwrite)
-        print(f"wrote embeddings {embeddings.shape} to {args.embeddings_out}")
+        done.append(f"wrote embeddings {embeddings.shape} to {args.embeddings_out}")
         del embeddings
     if getattr(args, "uncertainty_out", None):
         write_image(args.uncertainty_out, prediction.uncertainty.astype(np.float32, copy=False), overwrite=args.overwrite)
-        print(f"wrote uncertainty to {args.uncertainty_out}")
+        done.append(f"wrote uncertainty to {args.uncertainty_out}")
     if getattr(args, "probability_out", None):
         write_image(args.probability_out, prediction.probability.astype(np.float32, copy=False), overwrite=args.overwrite)
-        print(f"wrote object probabilities to {args.probability_out}")
+        done.append(f"wrote object probabilities to {args.probability_out}")
     if getattr(args, "features_out", None):
         table = model.features(prediction)
         if table is None:
             raise InputError(f"{model.method} has no object features to write; drop --features-out")
         write_csv(args.features_out, table)
-        print(f"wrote {len(table['label'])} objects' features to {args.features_out}")
+        done.append(f"wrote {len(table['label'])} objects' features to {args.features_out}")
 
 
 def _check_output(key: str, path, overwrite: bool) -> None:

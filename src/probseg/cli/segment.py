@@ -82,8 +82,17 @@ def _load(args):
 
 
 def run(args) -> int:
-    """Segment IMAGE with the model in MODEL_DIR and write the outputs asked for."""
+    """Segment IMAGE with the model in MODEL_DIR and write the outputs asked for, holding their locks."""
+    from probseg.io.lock import hold_all
+
     _check_arguments(args)
+    outputs = {f"--{key.replace('_', '-')}": getattr(args, key) for key in ("out", "raw_out", *_SAMPLE_OUTPUTS)}
+    with hold_all(outputs):
+        _check_arguments(args)  # again, now that no other run can write them
+        return _run(args)
+
+
+def _run(args) -> int:
     settings = settings_of(args)
     image, shape = read_with_shape(args.image, args.channel_axis, args.rgb)
     foreground = read_foreground(args.foreground_mask, shape) if args.foreground_mask is not None else None
@@ -116,11 +125,9 @@ def _segment(args, model, image, foreground) -> int:
     if args.raw_out:
         from probseg.io.rawstore import RawWriter
 
-        if args.overwrite and Path(args.raw_out).exists():
-            import shutil
-
-            shutil.rmtree(args.raw_out)  # a probseg raw store, checked by guard_outputs
-        writer = RawWriter(args.raw_out, model.meta(), n_samples)
+        # An existing store (a probseg raw store, checked by guard_outputs) is
+        # replaced only once the new one and the labels are written.
+        writer = RawWriter(args.raw_out, model.meta(), n_samples, overwrite=args.overwrite)
     # Each draw is post-processed (and stored, with --raw-out) as it comes, so
     # only one draw's raw maps are in memory where the method allows it.
     try:
@@ -133,13 +140,10 @@ def _segment(args, model, image, foreground) -> int:
         raise
     finally:
         reporter.close()
-    if writer is not None:
-        writer.close(prediction.raw)
-        print(f"wrote the raw output to {args.raw_out}")
     source = {"model": str(Path(args.model).resolve()), "method": model.method,
               "weights_sha256": model.record.get("weights_sha256"), "image": str(Path(args.image).resolve()),
               "seed": args.seed}
-    write_results(args, prediction, time.perf_counter() - start, source, model)
+    write_results(args, prediction, time.perf_counter() - start, source, model, raw_writer=writer)
     return 0
 
 
@@ -164,7 +168,7 @@ def _segment_stitched(args, model, image) -> int:
     if result.sweep is not None:
         print_sweep(result.sweep)
     labels = result.labels
-    write_image(args.out, labels.astype(label_dtype(labels)), overwrite=args.overwrite)
+    write_image(args.out, labels.astype(label_dtype(labels)), overwrite=args.overwrite)  # one file: replaced atomically
     n_objects = int(np.count_nonzero(np.unique(labels)))
     print(f"wrote {n_objects} objects from {result.n_windows} windows to {args.out} ({time.perf_counter() - start:.1f} s)")
     return 0

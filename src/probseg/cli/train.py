@@ -143,15 +143,27 @@ def _prepare_model_folder(folder: Path, reporter: Reporter) -> Path:
 
 
 def run(args) -> int:
-    """Train the method on the images and save the model in --out; Ctrl-C saves what is trained so far."""
+    """Train the method on the images and save the model in --out; Ctrl-C saves what is trained so far.
+
+    The lock of --out is held for the whole run (every checkpoint), so a
+    second run into the same folder is refused rather than mixed with this one.
+    """
+    from probseg.io.lock import hold
+
+    # Validate settings before reading images, so a typo fails in a second.
+    job = _job(args, args._info)
+    if args.checkpoint_every < 0:
+        raise InputError(f"--checkpoint-every must be 0 or more, got {args.checkpoint_every}")
+    _check_model_folder(args)
+    with hold(args.out, "--out"):
+        folder = _check_model_folder(args)  # again, now that no other run can write it
+        return _run(args, job, folder)
+
+
+def _run(args, job, folder: Path) -> int:
     from probseg.core.device import resolve_device
 
     info = args._info
-    # Validate settings before reading images, so a typo fails in a second.
-    job = _job(args, info)
-    if args.checkpoint_every < 0:
-        raise InputError(f"--checkpoint-every must be 0 or more, got {args.checkpoint_every}")
-    folder = _check_model_folder(args)
     images, labels = _read_training_data(args, job.config)
     resolve_device(args.device)  # an unusable --device fails before any folder is made
     reporter = Reporter("training", "step")

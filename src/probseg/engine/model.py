@@ -397,8 +397,16 @@ class SegmentationModel:
 
     # -- persistence --------------------------------------------------------------------
     def save(self, folder) -> Path:
-        """Write ``config.json``, ``weights.safetensors`` and ``settings.json`` into ``folder``."""
+        """Write ``config.json``, ``weights.safetensors`` and ``settings.json`` into ``folder``.
+
+        The folder's lock (:func:`probseg.io.lock.hold`) is held during the
+        save, so another process saving there is refused (``LockHeld``,
+        naming it) rather than mixing its files with these; the files are
+        renamed into place together once all are written.
+        """
         from probseg.core.record import weights_digest
+        from probseg.io.atomic import remove_file, replace_on_success
+        from probseg.io.lock import hold
 
         if self.net is None:
             raise InputError("this model has no network weights to save")
@@ -410,25 +418,29 @@ class SegmentationModel:
             "training": self.train_log,
             "record": self.record,
         }
-        folder = checkpoint.save_checkpoint(folder, self.method, config_to_dict(self.config), state, extra)
-        self.folder = Path(folder)
-        # Default settings stay implicit, so a later release's better defaults
-        # reach models that were never tuned.
-        if config_to_dict(self.settings) != config_to_dict(self.settings_class()):
-            self.save_settings()
-        else:
-            (self.folder / SETTINGS_NAME).unlink(missing_ok=True)
+        folder = Path(folder)
+        with hold(folder, "the model folder"), replace_on_success():
+            checkpoint.save_checkpoint(folder, self.method, config_to_dict(self.config), state, extra)
+            # Default settings stay implicit, so a later release's better defaults
+            # reach models that were never tuned.
+            if config_to_dict(self.settings) != config_to_dict(self.settings_class()):
+                self.save_settings(folder)
+            else:
+                remove_file(folder / SETTINGS_NAME)
+        self.folder = folder
         return self.folder
 
     def save_settings(self, folder=None) -> Path:
-        """Write the post-processing settings to ``settings.json`` (the next prediction uses them)."""
+        """Write the post-processing settings to ``settings.json`` (the next prediction uses them), under the folder's lock."""
         from probseg.io.atomic import write_json
+        from probseg.io.lock import hold
 
         folder = Path(folder) if folder is not None else self.folder
         if folder is None:
             raise InputError("the model has no folder yet; save it first")
         path = folder / SETTINGS_NAME
-        write_json(path, {"method": self.method, "settings": config_to_dict(self.settings)})
+        with hold(folder, "the model folder"):
+            write_json(path, {"method": self.method, "settings": config_to_dict(self.settings)})
         return path
 
     @classmethod

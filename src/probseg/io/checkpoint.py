@@ -2,21 +2,27 @@
 
 A model folder is what a user saves and sends to a colleague, so loading it
 must be safe (safetensors holds tensors only) and every failure must name the
-file and the problem. Writes are atomic (temporary file, fsync, then rename;
-see :mod:`probseg.io.atomic`) so an interrupted save never leaves a half-written
-model behind.
+file and the problem. A save writes both files beside their targets and
+renames them into place together, weights first and ``config.json`` last
+(see :func:`probseg.io.atomic.replace_on_success`), so an interrupted or
+failed save leaves the old model as it was. ``config.json`` records the
+weights' sha256 (``record.weights_sha256``); a load that meets a save between
+reading the two files finds that they do not match and reads them again
+(:func:`read_saved_pair`), so it never pairs one save's config with
+another's weights.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from probseg.io.atomic import atomic_write, write_bytes
+from probseg.io.atomic import atomic_write, replace_on_success, write_bytes
 from probseg.core.errors import CheckpointError
 
 FORMAT = "probseg-model"
@@ -31,7 +37,8 @@ def save_checkpoint(folder, method: str, config: dict, state_dict: dict, extra: 
     Parameters
     ----------
     folder : path
-        Created when missing; files inside are replaced atomically.
+        Created when missing; the two files are replaced together, only
+        once both are written (config.json last).
     method : str
         Registered method name (``probseg.methods.available()``).
     config : dict
@@ -52,8 +59,9 @@ def save_checkpoint(folder, method: str, config: dict, state_dict: dict, extra: 
     meta.update(extra or {})
     text = json.dumps(meta, indent=2, sort_keys=True)
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}), by_name=True)
-    write_bytes(folder / CONFIG_NAME, text.encode())
+    with replace_on_success():
+        atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}), by_name=True)
+        write_bytes(folder / CONFIG_NAME, text.encode())
     return folder
 
 
@@ -162,20 +170,103 @@ def load_checkpoint(folder, expected_method: str | None = None, meta: dict | Non
         Naming the file and what is wrong with it.
     """
     folder = Path(folder)
-    meta = read_config(folder) if meta is None else check_config(meta, folder)
-    if expected_method is not None and meta["method"] != expected_method:
-        raise CheckpointError(
-            f"{folder / CONFIG_NAME} describes a {meta['method']!r} model, not {expected_method!r}"
-        )
-    path = folder / WEIGHTS_NAME
+
+    def read(meta):
+        meta = read_config(folder) if meta is None else check_config(meta, folder)
+        if expected_method is not None and meta["method"] != expected_method:
+            raise CheckpointError(
+                f"{folder / CONFIG_NAME} describes a {meta['method']!r} model, not {expected_method!r}"
+            )
+        return meta, _read_weights(folder / WEIGHTS_NAME)
+
+    return read_saved_pair(folder, read, meta)
+
+
+#: How often a load reads a model folder again whose config.json and weights came from two saves.
+READ_TRIES = 8
+
+
+def read_saved_pair(folder, read, meta: dict | None = None) -> tuple[dict, dict]:
+    """``read(meta)`` again until ``config.json`` and the weights it returns are of one save.
+
+    A save replaces the weights and then ``config.json``; a load between
+    the two (``probseg train --checkpoint-every`` saving while a model is
+    loaded) gets the config of one save and the weights of another. The
+    config's ``record.weights_sha256`` tells: on a mismatch the folder is
+    read again, after a short pause, a few times. Models without the record
+    are returned as read.
+
+    Parameters
+    ----------
+    folder : Path
+        The model folder, for the message.
+    read : callable
+        ``read(meta) -> (meta, state)``; ``meta`` is the config as parsed
+        already, or None to read it from the folder (every try after the first).
+    meta : dict, optional
+        The config as parsed already.
+
+    Returns
+    -------
+    meta, state : dict, dict
+
+    Raises
+    ------
+    CheckpointError
+        ``weights.safetensors does not match config.json's record`` when
+        the mismatch stays (not a save in progress: the files were changed
+        or mixed up).
+    """
+    from probseg.core.record import weights_digest
+
+    for attempt in range(READ_TRIES):
+        before = _stamps(folder)
+        try:
+            meta, state = read(meta)
+        except CheckpointError:
+            # A file that changed while it was read (a save renamed a new one
+            # in) is read again; a damaged file that stays as it is, is not.
+            if attempt + 1 < READ_TRIES and _stamps(folder) != before:
+                meta = None
+                time.sleep(0.01 * (attempt + 1))
+                continue
+            raise
+        record = meta.get("record")
+        expected = record.get("weights_sha256") if isinstance(record, dict) else None
+        if not isinstance(expected, str):
+            return meta, state
+        found = weights_digest(state)
+        if found == expected:
+            return meta, state
+        meta = None  # read config.json again too
+        time.sleep(0.01 * (attempt + 1))
+    path = Path(folder)
+    raise CheckpointError(
+        f"{path / WEIGHTS_NAME} does not match {path / CONFIG_NAME}'s record: its sha256 is {found[:12]}..., "
+        f"the record says {expected[:12]}...; the files are of different models or were changed"
+    )
+
+
+def _stamps(folder) -> tuple:
+    """Identity and age of the model files (inode, size, mtime), to see that a save replaced them."""
+    out = []
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        try:
+            st = (Path(folder) / name).stat()
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+def _read_weights(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path} is missing; the model folder is incomplete")
     try:
-        state = load_file(str(path), device="cpu")
+        return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{path} is corrupt or truncated ({reason})") from None
-    return meta, state
 
 
 def load_weights_into(module: torch.nn.Module, state: dict, path) -> None:
