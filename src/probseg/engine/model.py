@@ -456,6 +456,7 @@ class SegmentationModel:
             raise CheckpointError(f"{path} has invalid settings: {exc}") from None
         net = cls.build_network(config, in_channels)
         checkpoint.load_weights_into(net, state, Path(folder) / checkpoint.WEIGHTS_NAME)
+        checkpoint.check_weights_record(meta, state, folder)
         settings = read_settings(folder, cls)
         record = meta.get("record") if isinstance(meta.get("record"), dict) else {}
         model = cls(config, net, in_channels, normalization, device=device, train_log=meta.get("training"),

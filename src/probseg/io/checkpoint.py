@@ -187,19 +187,22 @@ READ_TRIES = 8
 
 
 def read_saved_pair(folder, read, meta: dict | None = None) -> tuple[dict, dict]:
-    """``read(meta)`` again until ``config.json`` and the weights it returns are of one save.
+    """``read(meta)`` again while ``config.json`` and the weights it returns are of two saves.
 
     A save replaces the weights and then ``config.json``; a load between
     the two (``probseg train --checkpoint-every`` saving while a model is
     loaded) gets the config of one save and the weights of another. The
     config's ``record.weights_sha256`` tells: on a mismatch the folder is
-    read again, after a short pause, a few times. Models without the record
-    are returned as read.
+    read again, after a short pause, up to :data:`READ_TRIES` times. A
+    mismatch that stays is not a save in progress; the last pair is
+    returned, for the checks of the weights themselves (dtype, NaN, shapes:
+    :func:`load_weights_into`) and then :func:`check_weights_record` to
+    name what is wrong. Models without the record are returned as read.
 
     Parameters
     ----------
     folder : Path
-        The model folder, for the message.
+        The model folder.
     read : callable
         ``read(meta) -> (meta, state)``; ``meta`` is the config as parsed
         already, or None to read it from the folder (every try after the first).
@@ -209,16 +212,7 @@ def read_saved_pair(folder, read, meta: dict | None = None) -> tuple[dict, dict]
     Returns
     -------
     meta, state : dict, dict
-
-    Raises
-    ------
-    CheckpointError
-        ``weights.safetensors does not match config.json's record`` when
-        the mismatch stays (not a save in progress: the files were changed
-        or mixed up).
     """
-    from probseg.core.record import weights_digest
-
     for attempt in range(READ_TRIES):
         before = _stamps(folder)
         try:
@@ -231,20 +225,42 @@ def read_saved_pair(folder, read, meta: dict | None = None) -> tuple[dict, dict]
                 time.sleep(0.01 * (attempt + 1))
                 continue
             raise
-        record = meta.get("record")
-        expected = record.get("weights_sha256") if isinstance(record, dict) else None
-        if not isinstance(expected, str):
-            return meta, state
-        found = weights_digest(state)
-        if found == expected:
+        if _record_mismatch(meta, state) is None or attempt + 1 == READ_TRIES:
             return meta, state
         meta = None  # read config.json again too
         time.sleep(0.01 * (attempt + 1))
-    path = Path(folder)
-    raise CheckpointError(
-        f"{path / WEIGHTS_NAME} does not match {path / CONFIG_NAME}'s record: its sha256 is {found[:12]}..., "
-        f"the record says {expected[:12]}...; the files are of different models or were changed"
-    )
+    return meta, state
+
+
+def check_weights_record(meta: dict, state: dict, folder) -> None:
+    """Refuse weights whose sha256 is not the one ``config.json``'s ``record.weights_sha256`` names.
+
+    Raises
+    ------
+    CheckpointError
+        ``weights.safetensors does not match config.json's record: ...``,
+        one line naming both files.
+    """
+    mismatch = _record_mismatch(meta, state)
+    if mismatch is not None:
+        path = Path(folder)
+        found, expected = mismatch
+        raise CheckpointError(
+            f"{path / WEIGHTS_NAME} does not match {path / CONFIG_NAME}'s record: its sha256 is {found[:12]}..., "
+            f"the record says {expected[:12]}...; the files are of different models or were changed"
+        )
+
+
+def _record_mismatch(meta: dict, state: dict) -> tuple[str, str] | None:
+    """``(found, recorded)`` sha256 of the weights where they differ; None where they agree or nothing is recorded."""
+    from probseg.core.record import weights_digest
+
+    record = meta.get("record")
+    expected = record.get("weights_sha256") if isinstance(record, dict) else None
+    if not isinstance(expected, str):
+        return None
+    found = weights_digest(state)
+    return None if found == expected else (found, expected)
 
 
 def _stamps(folder) -> tuple:
