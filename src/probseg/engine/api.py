@@ -150,8 +150,11 @@ class TrainingJob:
 
     def run(self, images, labels=None, callbacks=None, out=None, checkpoint_every: int = 0):
         """Train on ``images`` (and ``labels``) and return the model; the arguments as :func:`train`'s."""
+        import contextlib
+
         from probseg.core.callbacks import ensure
         from probseg.core.device import describe_device, gpu_warning, resolve_device
+        from probseg.io.lock import hold
         from probseg.core.errors import InputError
         from probseg.core.record import training_record
         from probseg.nn.training import seed_everything, train_loop
@@ -204,10 +207,13 @@ class TrainingJob:
             model.train_log = log_dict(log)
             return model.save(Path(out))
 
-        log = train_loop(
-            net, loss_fn, steps=cfg.steps, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
-            device=dev, rng=rng, callbacks=cb, save=save if out is not None else None, checkpoint_every=checkpoint_every,
-        )
+        # The folder's lock is held for the whole run, so two trainings into one folder never both succeed.
+        with hold(out, "the model folder") if out is not None else contextlib.nullcontext():
+            log = train_loop(
+                net, loss_fn, steps=cfg.steps, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                device=dev, rng=rng, callbacks=cb, save=save if out is not None else None,
+                checkpoint_every=checkpoint_every,
+            )
         model.train_log = log_dict(log)
         if log.cancelled:
             cb.message(f"training cancelled after {log.steps_done} of {log.steps_total} steps; the model so far is kept")
