@@ -101,15 +101,67 @@ def check_config(meta, folder) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a probseg model description (no \"format\": \"{FORMAT}\")")
     version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(
+            f"{path} has format version {version!r}, which no probseg writes (1 to {FORMAT_VERSION}); "
+            "the file was edited or damaged"
+        )
+    if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has format version {version!r}; this probseg reads up to {FORMAT_VERSION}: update probseg"
         )
     for key in ("method", "config"):
         if key not in meta:
             raise CheckpointError(f"{path} lacks the field {key!r}")
+    if not isinstance(meta["method"], str) or not meta["method"]:
+        raise CheckpointError(f"{path}: method must be a method name, got {meta['method']!r}")
+    if not isinstance(meta["config"], dict):
+        raise CheckpointError(f"{path}: config must be an object, got {type(meta['config']).__name__}")
+    for key in ("record", "training"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            raise CheckpointError(f"{path}: {key} must be an object, got {type(meta[key]).__name__}")
     _check_channels_and_normalization(meta, path)
     return meta
+
+
+def check_weights(meta: dict, state: dict, path) -> None:
+    """Refuse weights that are not the ones ``config.json`` records.
+
+    Models saved by this probseg record the sha256 of their weights
+    (``record.weights_sha256``, see :func:`probseg.core.record.weights_digest`);
+    a folder whose ``weights.safetensors`` was replaced by another model's, or
+    whose files come from two saves, is refused. A folder without the record
+    (written by hand with :func:`save_checkpoint`, or by an older release) is
+    accepted unchecked: there is nothing to check against.
+
+    Parameters
+    ----------
+    meta : dict
+        The checked ``config.json``.
+    state : dict of str to Tensor
+        The weights as loaded from ``path``.
+    path : path
+        The weights file, for the message.
+
+    Raises
+    ------
+    CheckpointError
+        When the recorded hash is malformed or differs from the weights'.
+    """
+    from probseg.core.record import weights_digest
+
+    expected = (meta.get("record") or {}).get("weights_sha256")
+    if expected is None:
+        return
+    path = Path(path)
+    config = path.with_name(CONFIG_NAME)
+    if not isinstance(expected, str) or len(expected) != 64:
+        raise CheckpointError(f"{config}: record.weights_sha256 must be a sha256 in hex, got {expected!r}")
+    if weights_digest(state) != expected:
+        raise CheckpointError(
+            f"{path} is not the one {config.name} records (sha256 differs); the folder mixes files of "
+            "different models or saves: save the model again or restore both files"
+        )
 
 
 MAX_CHANNELS = 64
