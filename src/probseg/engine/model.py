@@ -448,7 +448,7 @@ class SegmentationModel:
             in_channels = int(meta["in_channels"])
             normalization = dict(meta.get("normalization", {}))
         except (InputError, KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path} has invalid settings: {exc}") from None
+            raise CheckpointError(f"{path}: {exc}") from None
         net = cls.build_network(config, in_channels)
         checkpoint.load_weights_into(net, state, Path(folder) / checkpoint.WEIGHTS_NAME)
         # After load_weights_into, whose messages say more about a damaged file than a differing hash.

@@ -196,6 +196,8 @@ def load_raw(path) -> tuple[Raw, dict]:
         the sample count (see :mod:`probseg.io.rawcheck`). What the method
         needs is checked by :func:`probseg.engine.rawread.open_raw`.
     """
+    import warnings
+
     import zarr
 
     from probseg.core.results import Raw
@@ -208,16 +210,21 @@ def load_raw(path) -> tuple[Raw, dict]:
     if not path.is_dir():
         raise InputError(f"{path} is a file; a raw store is a folder written by 'probseg segment ... --raw-out'")
     try:
-        root = zarr.open_group(str(path), mode="r")
-        attrs = dict(root.attrs)
-        keys = [k for k, _ in root.groups()]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module="zarr")  # a folder without metadata: a missing plane below
+            root = zarr.open_group(str(path), mode="r")
+            attrs = dict(root.attrs)
+            keys = [k for k, _ in root.groups()]
     except Exception as exc:  # noqa: BLE001 - zarr raises many types for broken stores
         raise InputError(f"{path} is not a readable zarr store ({type(exc).__name__}: {exc})") from None
     attrs = rawcheck.check_attrs(attrs, path)
     planes = []
     for key in rawcheck.check_planes(keys, attrs, path):
         try:
-            arrays = dict(root[key].arrays())
+            with warnings.catch_warnings():
+                # zarr warns of a folder whose metadata was deleted; it is reported below as a missing map.
+                warnings.filterwarnings("ignore", module="zarr")
+                arrays = dict(root[key].arrays())
         except Exception as exc:  # noqa: BLE001
             raise InputError(f"{path} is damaged: {key} cannot be read ({type(exc).__name__}: {exc})") from None
         stray = sorted(set(arrays) - set(attrs["maps"]))
