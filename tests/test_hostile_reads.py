@@ -356,3 +356,72 @@ def test_every_chunk_is_stored_so_a_deleted_one_is_noticed(workdir, tmp_path):
     chunks[0].unlink()
     with pytest.raises(InputError, match="plane_0000/mask lacks 1 of its 1 chunks"):
         load_raw(store)
+
+
+# -- proofreading session files ------------------------------------------------------------
+
+
+def _session(tmp_path):
+    from probseg.proofreading.edits import delete, merge
+    from probseg.proofreading.session import Session
+
+    labels = np.zeros((40, 40), np.int32)
+    labels[4:16, 4:30], labels[20:34, 6:14], labels[22:30, 20:34] = 1, 2, 3
+    image = np.random.default_rng(0).random((40, 40)).astype(np.float32)
+    path = tmp_path / "cells.npy"
+    np.save(path, image)
+    session = Session.open(path, image, labels)
+    session.apply(merge(session.labels, 1, 2))
+    session.apply(delete(session.labels, 3))
+    folder = session.folder
+    session.close()
+    return path, image, folder
+
+
+def _edit_json(folder: Path, name: str, change) -> None:
+    data = json.loads((folder / name).read_text())
+    change(data)
+    (folder / name).write_text(json.dumps(data))
+
+
+SESSION_CASES = [
+    ("version-0", "session.json", lambda d: d.update(format_version=0), "format version 0, which no probseg writes"),
+    ("version-true", "session.json", lambda d: d.update(format_version=True), "format version True"),
+    ("version-text", "session.json", lambda d: d.update(format_version="1"), "format version '1'"),
+    ("version-future", "session.json", lambda d: d.update(format_version=9), "newer probseg"),
+    ("pixels-negative", "edits.json", lambda d: d[0].update(pixels=-5), "entry 1 is damaged"),
+    ("pixels-bool", "edits.json", lambda d: d[0].update(pixels=True), "entry 1 is damaged"),
+]
+
+
+@pytest.mark.parametrize("case", SESSION_CASES, ids=[c[0] for c in SESSION_CASES])
+def test_damaged_session_files_are_refused_and_left_untouched(tmp_path, case):
+    from probseg.proofreading.errors import SessionError
+    from probseg.proofreading.session import Session
+
+    _, name, change, words = case
+    path, image, folder = _session(tmp_path)
+    _edit_json(folder, name, change)
+    before = _snapshot(folder)
+    with pytest.raises(SessionError) as info:
+        Session.open(path, image)
+    assert words in str(info.value) and str(folder) in str(info.value) and "\n" not in str(info.value)
+    assert _snapshot(folder) == before
+
+
+def test_an_edit_file_holding_fractions_is_refused_on_undo(tmp_path):
+    from probseg.proofreading.errors import SessionError
+    from probseg.proofreading.session import Session
+
+    path, image, folder = _session(tmp_path)
+    edit = folder / "edits" / "000002.npz"
+    with np.load(edit) as data:
+        arrays = {key: data[key] for key in data.files}
+    arrays["before"] = arrays["before"].astype(np.float64) + 0.5
+    np.savez_compressed(edit, **arrays)
+    session = Session.open(path, image)
+    try:
+        with pytest.raises(SessionError, match="before values are float64, not integers"):
+            session.undo()
+    finally:
+        session.close()
