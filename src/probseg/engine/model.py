@@ -47,6 +47,9 @@ Optional hooks and declared capabilities
 ``table_maps``
     Those of them that are per-object tables rather than images (their last
     two axes are not the plane's), so a raw store's shapes can be checked.
+``nan_maps``
+    Those of them that hold NaN on purpose (no value at that pixel); NaN in
+    any other map of a raw store is refused as damage.
 ``n_draws(n_samples)``
     Draws a plane needs: by default 1 for one sample, else ``1 + n_samples``
     (draw 0 then the samples).
@@ -111,6 +114,8 @@ class SegmentationModel:
     raw_maps: ClassVar[tuple] = ()
     #: Maps of :attr:`raw_maps` that are per-object tables, not images: their last two axes are not the plane's.
     table_maps: ClassVar[tuple] = ()
+    #: Maps of :attr:`raw_maps` that hold NaN on purpose (no value there); NaN in any other is damage.
+    nan_maps: ClassVar[tuple] = ()
     #: Side of the inference windows unless the user picks another.
     default_tile_size: ClassVar[int] = 512
     #: Whether :meth:`partition` applies a foreground mask (``maps["mask"]``) itself.

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from probseg.core.errors import InputError
 from probseg.core.results import Raw
 from probseg.engine import registry
@@ -42,8 +44,9 @@ def open_raw(path, settings=None, info: registry.MethodInfo | None = None) -> tu
     InputError
         Naming the store and what is wrong: anything :func:`load_raw` refuses,
         a method this probseg does not know, a stored model configuration the
-        method refuses, a map the method needs that is missing, or an image
-        map of another size than the plane.
+        method refuses, a map the method needs that is missing, an image map
+        of another size than the plane, or NaN in a map other than the
+        method's ``nan_maps``.
     """
     path = Path(path)
     raw, meta = load_raw(path)
@@ -69,6 +72,12 @@ def open_raw(path, settings=None, info: registry.MethodInfo | None = None) -> tu
         if name not in cls.table_maps and tuple(values.shape[-2:]) != yx:
             raise InputError(f"{path} is not a usable raw store: {name} has shape {values.shape}, "
                              f"whose last two axes are not the plane's {yx}")
+    for z, maps in enumerate(raw.planes):
+        for name, values in maps.items():
+            # A deleted chunk of a store written with NaN as fill value reads as NaN, too.
+            if name not in cls.nan_maps and np.isnan(values).any():
+                raise InputError(f"{path} is not a usable raw store: plane_{z:04d}/{name} holds NaN values, "
+                                 f"which a {info.name} model never writes there (damaged data)")
     if settings:
         model.settings = model.make_settings(settings)
     return raw, model

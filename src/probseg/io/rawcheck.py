@@ -10,10 +10,12 @@ naming the store and what is wrong. What only the method knows (the maps it
 needs, which axes are the image's) is checked above, by
 :func:`probseg.engine.rawread.open_raw`.
 
-Arrays are written with NaN as their fill value, so every chunk is stored
-(zarr skips chunks equal to the fill value, and network maps are never NaN):
-a chunk missing from such an array was deleted. Stores written before that
-(fill value 0) cannot tell a deleted chunk from one of zeros.
+Arrays are written with every chunk stored (zarr otherwise skips chunks
+equal to the fill value) and NaN as their fill value, which marks such
+stores: a chunk missing from one was deleted. Stores written before that
+(fill value 0) cannot tell a deleted chunk from one of zeros. NaN values are
+refused above, except in maps where the method writes NaN on purpose
+(``nan_maps``).
 """
 
 from __future__ import annotations
@@ -112,9 +114,9 @@ def check_array(array, where: str, path: Path) -> None:
 
 
 def check_values(values: np.ndarray, where: str, path: Path) -> None:
-    """Refuse NaN or infinite values; networks never write them, a damaged or partly deleted store does."""
-    if not np.isfinite(values).all():
-        raise _fail(path, f"{where} holds NaN or infinite values (missing chunks or damaged data)")
+    """Refuse infinite values; networks never write them, a damaged store does (NaN is the method's to judge)."""
+    if np.isinf(values).any():
+        raise _fail(path, f"{where} holds infinite values (damaged data)")
 
 
 def check_shapes(planes: list[dict], n_samples: int, path: Path) -> None:

@@ -6,7 +6,7 @@ Layout of ``RAW.zarr``::
                               notice, model (the model's config.json), run facts,
                               maps (their names, in order), planes (their count)
       plane_0000/<name>       one float32 array per raw map of plane 0, chunked,
-                              NaN as fill value (so every chunk is stored)
+                              every chunk stored, NaN as fill value
       plane_0001/<name>       ... (one group per plane of a stack)
 
 It holds everything :meth:`probseg.engine.model.SegmentationModel.postprocess` needs,
@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from probseg.core.results import Raw
 
 CHUNK = 256  # px; whole planes would make one enormous chunk per map
+# Every chunk is stored, even one equal to the fill value, so a missing chunk means a deleted one;
+# NaN as the fill value marks such stores (see probseg.io.rawcheck).
+ARRAY_OPTIONS = {"dtype": "float32", "fill_value": np.nan, "config": {"write_empty_chunks": True}}
 #: What a store keeps of the model's ``meta()``: enough to post-process without weights.
 MODEL_KEYS = ("method", "config", "in_channels", "normalization", "settings", "learned")
 
@@ -84,8 +87,7 @@ def save_raw(path, raw: Raw, model_meta: dict) -> Path:
     for z, plane in enumerate(raw.planes):
         group = root.create_group(f"plane_{z:04d}")
         for name, array in plane.items():
-            out = group.create_array(name, shape=array.shape, chunks=_chunks(array.shape), dtype="float32",
-                                     fill_value=np.nan)
+            out = group.create_array(name, shape=array.shape, chunks=_chunks(array.shape), **ARRAY_OPTIONS)
             out[...] = np.asarray(array, dtype=np.float32)
     return path
 
@@ -144,8 +146,7 @@ class RawWriter:
             self._arrays = {}
             for name, array in draw.items():
                 shape = ((self.n_draws,) + tuple(array.shape[1:])) if array.ndim >= 3 else tuple(array.shape)
-                self._arrays[name] = group.create_array(name, shape=shape, chunks=_chunks(shape), dtype="float32",
-                                                        fill_value=np.nan)
+                self._arrays[name] = group.create_array(name, shape=shape, chunks=_chunks(shape), **ARRAY_OPTIONS)
                 if z == 0:
                     self.maps.append(name)
                 if array.ndim < 3:
