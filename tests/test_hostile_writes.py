@@ -284,7 +284,7 @@ def test_a_mismatch_that_stays_is_one_line_naming_the_files(workdir, tmp_path):
     other = api.train("cellulus", tifffile.imread(workdir / "img.tif"), config=dict(TINY), steps=1, seed=1)
     other.save(tmp_path / "other")
     shutil.copy(tmp_path / "other" / "weights.safetensors", folder / "weights.safetensors")
-    with pytest.raises(CheckpointError, match=r"weights.safetensors does not match .*config.json's record") as info:
+    with pytest.raises(CheckpointError, match="weights.safetensors is not the one config.json records") as info:
         api.load_model(folder, device="cpu")
     assert "\n" not in str(info.value)
 

@@ -27,11 +27,10 @@ def get_reader(path):
 
 def read_raw(path) -> list[tuple]:
     """Layer data tuples for the raw maps of a store, plus its segmentation."""
-    from probseg import methods
-    from probseg.io.rawstore import load_raw
+    from probseg.engine.rawread import open_raw
 
     path = Path(path[0] if isinstance(path, list) else path)
-    raw, meta = load_raw(path)
+    raw, model = open_raw(path)
     name = path.stem
     layers = []
     for key in raw.planes[0]:
@@ -40,7 +39,6 @@ def read_raw(path) -> list[tuple]:
         data = np.stack(first) if raw.is_stack else first[0]
         # A (D, Y, X) map is D channels: shown as a stack with a slider, hidden.
         layers.append((data, {"name": f"{name} {key}", "visible": False}, "image"))
-    model = methods.get(meta["method"]).model_class.for_postprocessing(meta)
     # Only the segmentation is shown: partitioning every sample would be wasted work.
     prediction = model.postprocess(dataclasses.replace(raw, n_samples=1))
     layers.append((prediction.segmentation, {"name": f"{name} segmentation", "opacity": 0.6}, "labels"))

@@ -33,12 +33,6 @@ def add_parser(sub, argv: list[str] | None) -> None:
         add_settings(instances, argv, "instances")
 
 
-def _method(args, name: str) -> registry.MethodInfo:
-    """The method ``name`` of the store: the one looked up while building the parser, if it read this store."""
-    source = source_of(args, args.raw)
-    return source.info if source is not None and source.method == name else registry.get(name)
-
-
 def run(args) -> int:
     """Post-process the raw store RAW.zarr with the settings given and write the outputs asked for, holding their locks."""
     from probseg.io.lock import hold_all
@@ -51,16 +45,16 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
-    from probseg.io.rawstore import load_raw
+    from probseg.engine.rawread import open_raw
 
     start = time.perf_counter()
-    raw, meta = load_raw(args.raw)
+    source = source_of(args, args.raw)
+    raw, model = open_raw(args.raw, settings_of(args), source.info if source is not None else None)
+    info = registry.get(model.method)
     if args.foreground_mask is not None:
         from probseg.partition.foreground import attach_foreground
 
         raw = attach_foreground(raw, read_foreground(args.foreground_mask, raw.shape))
-    info = _method(args, meta["method"])
-    model = info.model_class.for_postprocessing(meta, settings_of(args))
     if args.features_out and not model.has_features:
         raise InputError(f"{model.method} has no object features to write; drop --features-out")
     prediction = model.postprocess(raw)

@@ -43,7 +43,13 @@ Optional hooks and declared capabilities
 ----------------------------------------
 ``raw_maps``
     Names of the maps, known before the network runs (a property where they
-    depend on what the model learned).
+    depend on what the model learned); a raw store lacking one is refused.
+``table_maps``
+    Those of them that are per-object tables rather than images (their last
+    two axes are not the plane's), so a raw store's shapes can be checked.
+``nan_maps``
+    Those of them that hold NaN on purpose (no value at that pixel); NaN in
+    any other map of a raw store is refused as damage.
 ``n_draws(n_samples)``
     Draws a plane needs: by default 1 for one sample, else ``1 + n_samples``
     (draw 0 then the samples).
@@ -106,6 +112,10 @@ class SegmentationModel:
     settings_class: ClassVar[type] = object
     #: Names of the maps :meth:`draw` returns.
     raw_maps: ClassVar[tuple] = ()
+    #: Maps of :attr:`raw_maps` that are per-object tables, not images: their last two axes are not the plane's.
+    table_maps: ClassVar[tuple] = ()
+    #: Maps of :attr:`raw_maps` that hold NaN on purpose (no value there); NaN in any other is damage.
+    nan_maps: ClassVar[tuple] = ()
     #: Side of the inference windows unless the user picks another.
     default_tile_size: ClassVar[int] = 512
     #: Whether :meth:`partition` applies a foreground mask (``maps["mask"]``) itself.
@@ -448,15 +458,18 @@ class SegmentationModel:
         """Load a model folder written by :meth:`save` (no unpickling); ``meta``: its ``config.json`` if read already."""
         meta, state = checkpoint.load_checkpoint(folder, expected_method=cls.method or None, meta=meta)
         path = Path(folder) / checkpoint.CONFIG_NAME
+        if "in_channels" not in meta:
+            raise CheckpointError(f"{path} lacks the field 'in_channels'; the file was edited or damaged")
         try:
-            config = config_from_dict(cls.config_class, meta["config"])
+            config = stored_config(cls.config_class, meta["config"])
             in_channels = int(meta["in_channels"])
             normalization = dict(meta.get("normalization", {}))
         except (InputError, KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path} has invalid settings: {exc}") from None
+            raise CheckpointError(f"{path}: {exc}") from None
         net = cls.build_network(config, in_channels)
         checkpoint.load_weights_into(net, state, Path(folder) / checkpoint.WEIGHTS_NAME)
-        checkpoint.check_weights_record(meta, state, folder)
+        # After load_weights_into, whose messages say more about a damaged file than a differing hash.
+        checkpoint.check_weights(meta, state, Path(folder) / checkpoint.WEIGHTS_NAME)
         settings = read_settings(folder, cls)
         record = meta.get("record") if isinstance(meta.get("record"), dict) else {}
         model = cls(config, net, in_channels, normalization, device=device, train_log=meta.get("training"),
@@ -486,7 +499,7 @@ class SegmentationModel:
 
         ``settings`` (a dict of changes) applies on top of the settings in ``meta``.
         """
-        config = config_from_dict(cls.config_class, meta["config"])
+        config = stored_config(cls.config_class, meta["config"])
         model = cls(config, None, int(meta.get("in_channels", 1)), meta.get("normalization", {}), device="cpu",
                     settings=meta.get("settings"))
         learned = meta.get("learned", {})
@@ -506,21 +519,60 @@ SETTINGS_NAME = "settings.json"
 def read_settings(folder, cls) -> object | None:
     """The settings stored in ``folder/settings.json`` for model class ``cls``, or None if there are none.
 
+    The file must be an object whose ``"method"`` is ``cls``'s and whose
+    ``"settings"`` the method knows; settings another method wrote would
+    otherwise be applied to this one's model.
+
     Raises
     ------
     CheckpointError
-        If the file is not valid JSON or holds settings the method does not know.
+        If the path is a folder, the file is not valid JSON, names another
+        method or holds settings the method does not know.
     """
     path = Path(folder) / SETTINGS_NAME
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a settings file; remove it to use the defaults")
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text())
-        return config_from_dict(cls.settings_class, data["settings"])
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path} is not a valid settings file ({exc}); delete it to use the defaults") from None
-    except InputError as exc:
+    except OSError as exc:
+        raise CheckpointError(f"{path} cannot be read ({exc.strerror or exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):
+        raise CheckpointError(f"{path} is not a valid settings file (no \"settings\" object); "
+                              "delete it to use the defaults")
+    method = data.get("method")
+    if cls.method and method != cls.method:
+        raise CheckpointError(f"{path} holds settings for method {method!r}, not for this {cls.method!r} model; "
+                              "delete it to use the defaults")
+    try:
+        return config_from_dict(cls.settings_class, data["settings"])
+    except (InputError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: {exc}") from None
+
+
+def stored_config(config_class: type, values) -> object:
+    """The training config read back from a file: every field must be there.
+
+    A field missing from a stored config would silently take this release's
+    default, which need not be what the weights were trained with.
+
+    Raises
+    ------
+    InputError
+        Naming the missing fields, or as :func:`~probseg.core.config.config_from_dict`.
+    """
+    import dataclasses
+
+    if not isinstance(values, dict):
+        raise InputError(f"config must be an object, got {type(values).__name__}")
+    missing = [f.name for f in dataclasses.fields(config_class) if f.name not in values]
+    if missing:
+        raise InputError(f"config lacks {', '.join(missing)}; a stored config names every field, "
+                         "so it was edited or damaged")
+    return config_from_dict(config_class, values)
 
 
 def _check_samples(n_samples) -> int:

@@ -109,15 +109,67 @@ def check_config(meta, folder) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a probseg model description (no \"format\": \"{FORMAT}\")")
     version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(
+            f"{path} has format version {version!r}, which no probseg writes (1 to {FORMAT_VERSION}); "
+            "the file was edited or damaged"
+        )
+    if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has format version {version!r}; this probseg reads up to {FORMAT_VERSION}: update probseg"
         )
     for key in ("method", "config"):
         if key not in meta:
             raise CheckpointError(f"{path} lacks the field {key!r}")
+    if not isinstance(meta["method"], str) or not meta["method"]:
+        raise CheckpointError(f"{path}: method must be a method name, got {meta['method']!r}")
+    if not isinstance(meta["config"], dict):
+        raise CheckpointError(f"{path}: config must be an object, got {type(meta['config']).__name__}")
+    for key in ("record", "training"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            raise CheckpointError(f"{path}: {key} must be an object, got {type(meta[key]).__name__}")
     _check_channels_and_normalization(meta, path)
     return meta
+
+
+def check_weights(meta: dict, state: dict, path) -> None:
+    """Refuse weights that are not the ones ``config.json`` records.
+
+    Models saved by this probseg record the sha256 of their weights
+    (``record.weights_sha256``, see :func:`probseg.core.record.weights_digest`);
+    a folder whose ``weights.safetensors`` was replaced by another model's, or
+    whose files come from two saves, is refused. A folder without the record
+    (written by hand with :func:`save_checkpoint`, or by an older release) is
+    accepted unchecked: there is nothing to check against.
+
+    Parameters
+    ----------
+    meta : dict
+        The checked ``config.json``.
+    state : dict of str to Tensor
+        The weights as loaded from ``path``.
+    path : path
+        The weights file, for the message.
+
+    Raises
+    ------
+    CheckpointError
+        When the recorded hash is malformed or differs from the weights'.
+    """
+    from probseg.core.record import weights_digest
+
+    expected = (meta.get("record") or {}).get("weights_sha256")
+    if expected is None:
+        return
+    path = Path(path)
+    config = path.with_name(CONFIG_NAME)
+    if not isinstance(expected, str) or len(expected) != 64:
+        raise CheckpointError(f"{config}: record.weights_sha256 must be a sha256 in hex, got {expected!r}")
+    if weights_digest(state) != expected:
+        raise CheckpointError(
+            f"{path} is not the one {config.name} records (sha256 differs); the folder mixes files of "
+            "different models or saves: save the model again or restore both files"
+        )
 
 
 MAX_CHANNELS = 64
@@ -196,7 +248,7 @@ def read_saved_pair(folder, read, meta: dict | None = None) -> tuple[dict, dict]
     read again, after a short pause, up to :data:`READ_TRIES` times. A
     mismatch that stays is not a save in progress; the last pair is
     returned, for the checks of the weights themselves (dtype, NaN, shapes:
-    :func:`load_weights_into`) and then :func:`check_weights_record` to
+    :func:`load_weights_into`) and then :func:`check_weights` to
     name what is wrong. Models without the record are returned as read.
 
     Parameters
@@ -230,25 +282,6 @@ def read_saved_pair(folder, read, meta: dict | None = None) -> tuple[dict, dict]
         meta = None  # read config.json again too
         time.sleep(0.01 * (attempt + 1))
     return meta, state
-
-
-def check_weights_record(meta: dict, state: dict, folder) -> None:
-    """Refuse weights whose sha256 is not the one ``config.json``'s ``record.weights_sha256`` names.
-
-    Raises
-    ------
-    CheckpointError
-        ``weights.safetensors does not match config.json's record: ...``,
-        one line naming both files.
-    """
-    mismatch = _record_mismatch(meta, state)
-    if mismatch is not None:
-        path = Path(folder)
-        found, expected = mismatch
-        raise CheckpointError(
-            f"{path / WEIGHTS_NAME} does not match {path / CONFIG_NAME}'s record: its sha256 is {found[:12]}..., "
-            f"the record says {expected[:12]}...; the files are of different models or were changed"
-        )
 
 
 def _record_mismatch(meta: dict, state: dict) -> tuple[str, str] | None:

@@ -3,8 +3,10 @@
 Layout of ``RAW.zarr``::
 
     RAW.zarr/                 attrs: format, format_version, method, n_samples, is_stack,
-                              notice, config (the model's config.json), run facts
-      plane_0000/<name>       one float32 array per raw map of plane 0, chunked
+                              notice, model (the model's config.json), run facts,
+                              maps (their names, in order), planes (their count)
+      plane_0000/<name>       one float32 array per raw map of plane 0, chunked,
+                              every chunk stored, NaN as fill value
       plane_0001/<name>       ... (one group per plane of a stack)
 
 It holds everything :meth:`probseg.engine.model.SegmentationModel.postprocess` needs,
@@ -14,7 +16,8 @@ it into labels with any settings and without the model's weights.
 Maps with draws are chunked one draw at a time, so :class:`RawWriter` can
 write each draw as the network finishes it (``probseg segment --raw-out``
 never holds all draws of a large image in memory) and a reader can load
-single draws.
+single draws. :func:`load_raw` checks a store against this layout before
+using it (:mod:`probseg.io.rawcheck`).
 """
 
 from __future__ import annotations
@@ -25,13 +28,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from probseg.core.errors import InputError
+from probseg.io import rawcheck
+from probseg.io.rawcheck import FORMAT, FORMAT_VERSION
 
 if TYPE_CHECKING:
     from probseg.core.results import Raw
 
-FORMAT = "probseg-raw"
-FORMAT_VERSION = 1
 CHUNK = 256  # px; whole planes would make one enormous chunk per map
+# Every chunk is stored, even one equal to the fill value, so a missing chunk means a deleted one;
+# NaN as the fill value marks such stores (see probseg.io.rawcheck).
+ARRAY_OPTIONS = {"dtype": "float32", "fill_value": np.nan, "config": {"write_empty_chunks": True}}
 #: What a store keeps of the model's ``meta()``: enough to post-process without weights.
 MODEL_KEYS = ("method", "config", "in_channels", "normalization", "settings", "learned")
 
@@ -76,11 +82,12 @@ def save_raw(path, raw: Raw, model_meta: dict) -> Path:
         "model": {k: model_meta[k] for k in MODEL_KEYS if k in model_meta},
         "run": raw.attrs,
         "maps": list(raw.planes[0]),  # zarr lists arrays in its own order; keep the method's
+        "planes": len(raw.planes),  # so a deleted plane is noticed
     })
     for z, plane in enumerate(raw.planes):
         group = root.create_group(f"plane_{z:04d}")
         for name, array in plane.items():
-            out = group.create_array(name, shape=array.shape, chunks=_chunks(array.shape), dtype="float32")
+            out = group.create_array(name, shape=array.shape, chunks=_chunks(array.shape), **ARRAY_OPTIONS)
             out[...] = np.asarray(array, dtype=np.float32)
     return path
 
@@ -144,7 +151,7 @@ class RawWriter:
             self._arrays = {}
             for name, array in draw.items():
                 shape = ((self.n_draws,) + tuple(array.shape[1:])) if array.ndim >= 3 else tuple(array.shape)
-                self._arrays[name] = group.create_array(name, shape=shape, chunks=_chunks(shape), dtype="float32")
+                self._arrays[name] = group.create_array(name, shape=shape, chunks=_chunks(shape), **ARRAY_OPTIONS)
                 if z == 0:
                     self.maps.append(name)
                 if array.ndim < 3:
@@ -161,6 +168,7 @@ class RawWriter:
             "model": {k: self.meta[k] for k in MODEL_KEYS if k in self.meta},
             "run": raw.attrs,
             "maps": list(self.maps),
+            "planes": len(raw.planes),
         })
         from probseg.io.atomic import replace_folder
 
@@ -176,7 +184,7 @@ class RawWriter:
 
 
 def load_raw(path) -> tuple[Raw, dict]:
-    """Read a store written by :func:`save_raw`.
+    """Read a store written by :func:`save_raw` or :class:`RawWriter`, checked against what they write.
 
     Returns
     -------
@@ -188,34 +196,59 @@ def load_raw(path) -> tuple[Raw, dict]:
     Raises
     ------
     InputError
-        For a missing path or a folder that is not a probseg raw store.
+        Naming the store and what is wrong: a missing path, a folder that is
+        not a probseg raw store, a format version this release does not read,
+        malformed attributes, deleted planes, arrays or chunks, maps that are
+        not finite float32 or whose shapes disagree with each other or with
+        the sample count (see :mod:`probseg.io.rawcheck`). What the method
+        needs is checked by :func:`probseg.engine.rawread.open_raw`.
     """
+    import warnings
+
     import zarr
 
     from probseg.core.results import Raw
 
     path = Path(path)
     if not path.exists():
-        raise InputError(f"{path} does not exist")
+        from probseg.io.images import missing
+
+        raise InputError(f"raw store {missing(path)}")
+    if not path.is_dir():
+        raise InputError(f"{path} is a file; a raw store is a folder written by 'probseg segment ... --raw-out'")
     try:
-        root = zarr.open_group(str(path), mode="r")
-        attrs = dict(root.attrs)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module="zarr")  # a folder without metadata: a missing plane below
+            root = zarr.open_group(str(path), mode="r")
+            attrs = dict(root.attrs)
+            keys = [k for k, _ in root.groups()]
     except Exception as exc:  # noqa: BLE001 - zarr raises many types for broken stores
         raise InputError(f"{path} is not a readable zarr store ({type(exc).__name__}: {exc})") from None
-    if attrs.get("format") != FORMAT:
-        raise InputError(f"{path} is not a probseg raw store (write one with 'probseg segment ... --raw-out')")
-    if int(attrs.get("format_version", 0)) > FORMAT_VERSION:
-        raise InputError(f"{path} has raw format version {attrs.get('format_version')}; update probseg to read it")
+    attrs = rawcheck.check_attrs(attrs, path)
     planes = []
-    try:
-        for key in sorted(k for k, _ in root.groups()):
-            group = root[key]
-            arrays = dict(group.arrays())
-            order = [n for n in attrs.get("maps", []) if n in arrays] + sorted(n for n in arrays if n not in attrs.get("maps", []))
-            planes.append({name: np.asarray(arrays[name][...], dtype=np.float32) for name in order})
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(f"{path} is damaged ({type(exc).__name__}: {exc})") from None
-    if not planes or not all(planes):
-        raise InputError(f"{path} holds no raw maps")
-    raw = Raw(planes, int(attrs["n_samples"]), bool(attrs["is_stack"]), attrs.get("notice"), dict(attrs.get("run") or {}))
+    for key in rawcheck.check_planes(keys, attrs, path):
+        try:
+            with warnings.catch_warnings():
+                # zarr warns of a folder whose metadata was deleted; it is reported below as a missing map.
+                warnings.filterwarnings("ignore", module="zarr")
+                arrays = dict(root[key].arrays())
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"{path} is damaged: {key} cannot be read ({type(exc).__name__}: {exc})") from None
+        stray = sorted(set(arrays) - set(attrs["maps"]))
+        if stray:
+            raise InputError(f"{path} is not a usable raw store: {key} holds {stray[0]!r}, which its maps do not list")
+        plane = {}
+        for name in attrs["maps"]:
+            if name not in arrays:
+                raise InputError(f"{path} is not a usable raw store: {key}/{name} is missing (deleted or not copied)")
+            rawcheck.check_array(arrays[name], f"{key}/{name}", path)
+            try:
+                values = np.asarray(arrays[name][...])
+            except Exception as exc:  # noqa: BLE001
+                raise InputError(f"{path} is damaged: {key}/{name} cannot be read ({type(exc).__name__}: {exc})") from None
+            rawcheck.check_values(values, f"{key}/{name}", path)
+            plane[name] = values
+        planes.append(plane)
+    rawcheck.check_shapes(planes, attrs["n_samples"], path)
+    raw = Raw(planes, attrs["n_samples"], attrs["is_stack"], attrs.get("notice"), dict(attrs.get("run") or {}))
     return raw, dict(attrs["model"])

@@ -204,7 +204,9 @@ def read_record(folder: Path) -> dict:
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise Problem(f"has a {SESSION_NAME} that is not a probseg proofreading session")
     version = record.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise Problem(f"has a {SESSION_NAME} with format version {version!r}, which no probseg writes")
+    if version > FORMAT_VERSION:
         raise Problem(f"was written by a newer probseg (format version {version!r}; this one reads up to {FORMAT_VERSION})")
     image, labels = field(record, "image", dict), field(record, "labels", dict)
     for part, keys in ((image, ("name", "dtype", "checksum")), (labels, ("dtype", "checksum"))):
@@ -264,7 +266,8 @@ def read_log(folder: Path, record: dict) -> tuple[list[dict], bool]:
     for number, raw in enumerate(log[:n], start=1):
         if not (isinstance(raw, dict) and raw.get("id") == number and raw.get("kind") in KINDS
                 and isinstance(raw.get("params"), dict) and isinstance(raw.get("time"), str)
-                and isinstance(raw.get("pixels"), int)):
+                and isinstance(raw.get("pixels"), int) and not isinstance(raw.get("pixels"), bool)
+                and raw["pixels"] >= 0):
             raise Problem(f"has an {LOG_NAME} whose entry {number} is damaged")
         entry = {key: raw[key] for key in ("id", "kind", "params", "time", "pixels")}
         entry["discarded"] = number in discarded
@@ -290,6 +293,10 @@ def read_edit(folder: Path, entry: dict, shape: tuple) -> Edit:
             header = json.loads(str(data["header"]))
             if not isinstance(header, dict):
                 raise ValueError("its header is not a JSON object")
+            for key in ("index", "before", "after"):
+                # Edits hold pixel indices and label ids; other numbers would be cast silently.
+                if not np.issubdtype(data[key].dtype, np.integer):
+                    raise ValueError(f"its {key} values are {data[key].dtype}, not integers")
             edit = Edit(entry["kind"], header.get("params", {}), data["index"], data["before"], data["after"], shape)
     except FileNotFoundError:
         raise Problem(f"lacks {name} (edit {entry['id']} of its log)") from None

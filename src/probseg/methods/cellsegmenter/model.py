@@ -155,6 +155,7 @@ class CellSegmenterModel(SegmentationModel):
     config_class = Config
     settings_class = Settings
     raw_maps = ("foreground", "objects", "glimpses")
+    table_maps = ("objects", "glimpses")
     segmentation_draws = "all"
 
     # -- network and loss ---------------------------------------------------------------

@@ -148,6 +148,7 @@ class InpaintAffModel(SegmentationModel):
     config_class = Config
     settings_class = Settings
     raw_maps = ("affinities", "intensity", "foreground")
+    nan_maps = ("affinities",)  # NaN where no patch held the pair
     default_tile_size = 512
     uses_mask = True
 
