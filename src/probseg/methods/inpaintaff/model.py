@@ -15,7 +15,7 @@ The mutex watershed (:meth:`InpaintAffModel.partition`, no network)
 partitions the affinities inside a **foreground**
 (:meth:`InpaintAffModel.plane_context`):
 
-* a mask the user gives (``predict(..., foreground=mask)``, ``--foreground
+* a mask the user gives (``predict(..., foreground=mask)``, ``--foreground-mask
   mask.tif``, or a layer in the Predict widget), any source: a threshold,
   an ilastik export, another model's output;
 * a small foreground network learned from a few labelled objects (the
@@ -62,6 +62,7 @@ from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 from torch import nn
 
+from probseg.core import bounds
 from probseg.core.callbacks import Callbacks
 from probseg.core.config import TrainingConfig, param
 from probseg.core.errors import InputError
@@ -71,12 +72,19 @@ from probseg.methods.inpaintaff.foreground import foreground_loss, foreground_tr
 from probseg.methods.inpaintaff.inpainting import gaussian_nll, numpy_generator_to_torch, random_visible
 from probseg.methods.inpaintaff.maps import noise_variance, shown_maps, with_mean
 from probseg.methods.inpaintaff.net import InpaintAffNet
-from probseg.methods.inpaintaff.split import SplitParams, Timer, inpaint_affinities
+from probseg.methods.inpaintaff.split import SplitParams, Timer, inpaint_affinities, patch_starts
 from probseg.nn.trainset import TrainingSet, random_crops
 from probseg.partition import SPARSE_LONG_RANGE_OFFSETS as OFFSETS
 from probseg.partition import mutex_watershed, split_and_filter
 
 FOREGROUNDS = ("auto", "mask", "network", "threshold", "none")
+_NO_MASK = "foreground 'mask' needs a foreground mask: give one (--foreground-mask, or a layer in the Predict widget)"
+_NO_NETWORK = ("this model has no foreground network (it was trained without labels); use foreground 'threshold' "
+               "or give a mask")
+# Seconds to split one 64 px patch with 8 boundary updates, the defaults: measured on the 2-core CPU this
+# package is developed on (a 128x128 image, 9 patches a draw, took 1.7 s a draw under a load of 3, torch with
+# 2 threads). Faster machines finish sooner than the estimate says, which only makes it cautious.
+SECONDS_PER_PATCH = 0.2
 # The foreground network needs known background: the label modes of probseg.core.labels that give it.
 LABEL_MODES = ("dense", "reviewed")
 
@@ -99,7 +107,7 @@ class Config(TrainingConfig):
     depth: int = param(3, "downsamplings of the inpainting U-Net (the paper: 4)", minimum=1, maximum=5, advanced=True)
     train_band: int = param(8, "training masks hide bands up to this wide next to the visible side, as the split step does", unit="px", minimum=0, maximum=64, advanced=True)
     label_mode: str = param("dense", "labels for the foreground network: dense: 0 is background (label every object of the image, or give a crop); reviewed: 0 is unlabelled and background_id marks background", choices=LABEL_MODES, advanced=True)
-    background_id: int = param(65535, "reviewed labels: the id of known background", minimum=1, advanced=True)
+    background_id: int = param(65535, "reviewed labels: the id of known background", minimum=1, maximum=bounds.LABEL_ID.high, advanced=True)
     foreground_weight: float = param(1.0, "weight of the foreground network's cross-entropy when labels are given", minimum=0.0, maximum=100.0, advanced=True)
     patch_size: int = param(64, "side of the patches split at prediction; a multiple of 8; at least 32, beyond the longest offset (27 px)", unit="px", minimum=32, maximum=512)
     patch_stride: int = param(32, "step between patches; smaller averages more hierarchies and takes longer (16: four times as long)", unit="px", minimum=4, maximum=512)
@@ -128,7 +136,7 @@ class Settings:
     foreground: str = param("auto", "where objects are: auto: the mask given, else the foreground network when one was trained, else the threshold; mask; network; threshold (intensity); none (everything)", choices=FOREGROUNDS)
     threshold: float = param(0.0, "threshold foreground: normalised intensity above which a pixel is foreground; 0: Otsu's threshold of the smoothed image", minimum=0.0, maximum=1.0)
     probability: float = param(0.5, "network foreground: probability above which a pixel is foreground", minimum=0.01, maximum=0.99)
-    min_size: int = param(0, "smallest object kept; 0: a quarter of the median area of the labelled objects, else 20 px", unit="px", minimum=0)
+    min_size: int = param(0, "smallest object kept; 0: a quarter of the median area of the labelled objects, else 20 px", unit="px", minimum=0, maximum=bounds.MIN_SIZE.high)
 
 
 @dataclass
@@ -247,11 +255,11 @@ class InpaintAffModel(SegmentationModel):
             kind = "mask" if "mask" in maps else ("network" if self.has_foreground() else "threshold")
         if kind == "mask":
             if "mask" not in maps:
-                raise InputError("foreground 'mask' needs a foreground mask: give one (--foreground, or a layer in the Predict widget)")
+                raise InputError(_NO_MASK)
             return np.asarray(maps["mask"]) > 0.5
         if kind == "network":
             if not self.has_foreground():
-                raise InputError("this model has no foreground network (it was trained without labels); use foreground 'threshold' or give a mask")
+                raise InputError(_NO_NETWORK)
             return maps["foreground"] >= settings.probability
         if kind == "threshold":
             intensity = maps["intensity"]
@@ -273,6 +281,26 @@ class InpaintAffModel(SegmentationModel):
         return max(1, int(0.25 * area)) if area > 0 else 20
 
     # -- optional hooks -----------------------------------------------------------------
+    cost_hint = "a larger --patch-stride, fewer --samples or a smaller image"
+
+    def check_settings(self, settings: Settings, n_samples: int, has_mask: bool) -> None:
+        """Refuse a ``"mask"`` foreground without a mask and a ``"network"`` one without the network, before any work."""
+        if settings.foreground == "mask" and not has_mask:
+            raise InputError(_NO_MASK)
+        if settings.foreground == "network" and not self.has_foreground():
+            raise InputError(_NO_NETWORK)
+
+    def estimate_seconds(self, shape: tuple, n_samples: int) -> float | None:
+        """Patches per draw (the patch grid of :func:`~probseg.methods.inpaintaff.split.patch_starts`) times draws
+        times the time of one patch on a CPU; None on other devices, where it was not measured."""
+        if self.device.type != "cpu":
+            return None
+        c = self.config
+        patches = len(patch_starts(shape[0], c.patch_size, c.patch_stride)) * len(patch_starts(shape[1], c.patch_size, c.patch_stride))
+        # Splitting costs grow with the patch's pixels and with the boundary updates per split.
+        per_patch = SECONDS_PER_PATCH * (c.patch_size / 64) ** 2 * (c.iterations / 8)
+        return patches * self.n_draws(n_samples) * per_patch
+
     def learned(self) -> dict:
         return {"has_foreground": self.has_foreground(), "object_area": self.object_area()}
 
