@@ -142,8 +142,10 @@ def prepare_training(method, config=None, *, steps: int | None = None, device: s
     info = method if isinstance(method, registry.MethodInfo) else registry.get(method)
     if steps is not None:
         # Checked with the config's own rule for steps: numbers (numpy's too), never text or bools.
-        config = dataclasses.replace(config, steps=steps) if isinstance(config, info.config_class) else \
-            {**(config or {}), "steps": steps}
+        if isinstance(config, info.config_class):
+            config = dataclasses.replace(config, steps=steps)
+        elif config is None or isinstance(config, dict):
+            config = {**(config or {}), "steps": steps}  # anything else is refused by make_config, with a TypeError
     if init is None:
         cfg = make(info.config_class, config)
     else:

@@ -190,7 +190,9 @@ def load_raw(path) -> tuple[Raw, dict]:
 
     path = Path(path)
     if not path.exists():
-        raise InputError(f"{path} does not exist")
+        from probseg.io.images import missing
+
+        raise InputError(missing(path))  # says "symbolic link loop" or "broken symbolic link" where it is one
     try:
         root = zarr.open_group(str(path), mode="r")
         attrs = dict(root.attrs)
