@@ -58,9 +58,10 @@ def add_parser(sub, argv: list[str] | None) -> None:
 def _check_arguments(args) -> None:
     """Refuse unusable outputs and options that do not go together, before anything is read."""
     outputs = {"out": args.out, **{key: getattr(args, key) for key in _SAMPLE_OUTPUTS}}
-    if args.raw_out is not None and Path(args.raw_out).suffix.lower() != ".zarr":
-        raise InputError(f"--raw-out {args.raw_out}: a raw store is a zarr folder; give a name ending in .zarr")
     check_sample_outputs(args, {"MODEL_DIR": args.model, "IMAGE": args.image}, outputs, {"raw_out": args.raw_out})
+    if args.raw_out is not None and Path(args.raw_out).suffix.lower() != ".zarr":
+        # Otherwise --raw-out x.tif makes a folder named x.tif (an existing one was refused above unless a store).
+        raise InputError(f"--raw-out {args.raw_out}: a raw store is a zarr folder; give a name ending in .zarr")
     if args.stitch != "consensus":
         return
     if args.window_overlap is not None and args.window_overlap >= args.window:

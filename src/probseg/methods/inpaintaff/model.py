@@ -59,7 +59,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy import ndimage as ndi
-from skimage.filters import threshold_otsu
 from torch import nn
 
 from probseg.core import bounds
@@ -68,23 +67,16 @@ from probseg.core.config import TrainingConfig, param
 from probseg.core.errors import InputError
 from probseg.engine.model import SegmentationModel
 from probseg.engine.registry import MethodInfo
-from probseg.methods.inpaintaff.foreground import foreground_loss, foreground_training_set
+from probseg.methods.inpaintaff.foreground import check_foreground, foreground_loss, foreground_training_set, threshold_foreground
 from probseg.methods.inpaintaff.inpainting import gaussian_nll, numpy_generator_to_torch, random_visible
 from probseg.methods.inpaintaff.maps import noise_variance, shown_maps, with_mean
 from probseg.methods.inpaintaff.net import InpaintAffNet
-from probseg.methods.inpaintaff.split import SplitParams, Timer, inpaint_affinities, patch_starts
+from probseg.methods.inpaintaff.split import SplitParams, Timer, cpu_seconds, inpaint_affinities
 from probseg.nn.trainset import TrainingSet, random_crops
 from probseg.partition import SPARSE_LONG_RANGE_OFFSETS as OFFSETS
 from probseg.partition import mutex_watershed, split_and_filter
 
 FOREGROUNDS = ("auto", "mask", "network", "threshold", "none")
-_NO_MASK = "foreground 'mask' needs a foreground mask: give one (--foreground-mask, or a layer in the Predict widget)"
-_NO_NETWORK = ("this model has no foreground network (it was trained without labels); use foreground 'threshold' "
-               "or give a mask")
-# Seconds to split one 64 px patch with 8 boundary updates, the defaults: measured on the 2-core CPU this
-# package is developed on (a 128x128 image, 9 patches a draw, took 1.7 s a draw under a load of 3, torch with
-# 2 threads). Faster machines finish sooner than the estimate says, which only makes it cautious.
-SECONDS_PER_PATCH = 0.2
 # The foreground network needs known background: the label modes of probseg.core.labels that give it.
 LABEL_MODES = ("dense", "reviewed")
 
@@ -158,6 +150,7 @@ class InpaintAffModel(SegmentationModel):
     raw_maps = ("affinities", "intensity", "foreground")
     default_tile_size = 512
     uses_mask = True
+    cost_hint = "a larger --patch-stride, fewer --samples or a smaller image"
 
     # -- network and loss ---------------------------------------------------------------
     @classmethod
@@ -253,19 +246,13 @@ class InpaintAffModel(SegmentationModel):
         kind = settings.foreground
         if kind == "auto":
             kind = "mask" if "mask" in maps else ("network" if self.has_foreground() else "threshold")
+        check_foreground(kind, "mask" in maps, self.has_foreground())
         if kind == "mask":
-            if "mask" not in maps:
-                raise InputError(_NO_MASK)
             return np.asarray(maps["mask"]) > 0.5
         if kind == "network":
-            if not self.has_foreground():
-                raise InputError(_NO_NETWORK)
             return maps["foreground"] >= settings.probability
         if kind == "threshold":
-            intensity = maps["intensity"]
-            cut = settings.threshold if settings.threshold > 0 else (
-                float(threshold_otsu(intensity)) if np.ptp(intensity) > 0 else np.inf)
-            return intensity > cut
+            return threshold_foreground(maps["intensity"], settings.threshold)
         return np.ones(maps["intensity"].shape, dtype=bool)
 
     def partition(self, maps: dict, settings: Settings, context: np.ndarray) -> np.ndarray:
@@ -281,25 +268,14 @@ class InpaintAffModel(SegmentationModel):
         return max(1, int(0.25 * area)) if area > 0 else 20
 
     # -- optional hooks -----------------------------------------------------------------
-    cost_hint = "a larger --patch-stride, fewer --samples or a smaller image"
-
     def check_settings(self, settings: Settings, n_samples: int, has_mask: bool) -> None:
         """Refuse a ``"mask"`` foreground without a mask and a ``"network"`` one without the network, before any work."""
-        if settings.foreground == "mask" and not has_mask:
-            raise InputError(_NO_MASK)
-        if settings.foreground == "network" and not self.has_foreground():
-            raise InputError(_NO_NETWORK)
+        check_foreground(settings.foreground, has_mask, self.has_foreground())
 
     def estimate_seconds(self, shape: tuple, n_samples: int) -> float | None:
-        """Patches per draw (the patch grid of :func:`~probseg.methods.inpaintaff.split.patch_starts`) times draws
-        times the time of one patch on a CPU; None on other devices, where it was not measured."""
-        if self.device.type != "cpu":
-            return None
+        """The patches of every draw times one patch's time on a CPU (:func:`~probseg.methods.inpaintaff.split.cpu_seconds`); None elsewhere."""
         c = self.config
-        patches = len(patch_starts(shape[0], c.patch_size, c.patch_stride)) * len(patch_starts(shape[1], c.patch_size, c.patch_stride))
-        # Splitting costs grow with the patch's pixels and with the boundary updates per split.
-        per_patch = SECONDS_PER_PATCH * (c.patch_size / 64) ** 2 * (c.iterations / 8)
-        return patches * self.n_draws(n_samples) * per_patch
+        return cpu_seconds(shape, c.patch_size, c.patch_stride, c.iterations, self.n_draws(n_samples)) if self.device.type == "cpu" else None
 
     def learned(self) -> dict:
         return {"has_foreground": self.has_foreground(), "object_area": self.object_area()}
