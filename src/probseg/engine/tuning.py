@@ -130,8 +130,8 @@ def tune(model, image, labels, grid: dict | None = None, *, save: bool = True, s
         For a 3-D stack, labels of another shape or without objects, a bad
         grid or a setting in it that cannot work for this run, or a model
         folder the settings cannot be stored in: all before the network
-        runs. Also when every setting scores F1 = 0 (no setting is better
-        than another, so nothing is stored).
+        runs. Also, when storing, if every setting scores F1 = 0 (no
+        setting is better than another, so nothing is stored).
     """
     # Here, not at the top: ``import probseg`` stays free of torch until a model is used.
     from probseg.engine.pipeline import masked_instances
@@ -167,8 +167,9 @@ def tune(model, image, labels, grid: dict | None = None, *, save: bool = True, s
             seg = np.where(ignored | (inside[seg] > 0.5), 0, seg)
         table.append({**dict(zip(names, combo)), "f1": f1_score(seg, truth), "ap_dsb": ap_dsb(seg, truth)})
         cb.progress(i + 1, len(combos))
-    if not any(row["f1"] > 0 for row in table):
-        # No setting found a single object of the labels: a "best" would be an arbitrary first one.
+    if save and model.folder is not None and not any(row["f1"] > 0 for row in table):
+        # No setting found a single object of the labels: a "best" would be an arbitrary first one, and storing
+        # it would change every later prediction. Without storing, the table is the caller's to read.
         raise InputError(f"every one of the {len(table)} settings tried scored F1 = 0 against the labels, so none is "
                          "better than another and nothing was stored; are they the labels of this image?")
     best_row = max(table, key=_score)  # max keeps the first of equals
