@@ -37,5 +37,10 @@ def add_sample_outputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--features-out", metavar="CSV", help="write a table of the objects, one row per label, for methods that describe their objects (e.g. latent codes, box, presence, size)")
 
 
+def add_no_cost_limit(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-cost-limit", action="store_true",
+                        help="run even a prediction the method estimates to take more than an hour (a notice still says how long)")
+
+
 def add_overwrite(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace output files that exist already (inputs are never replaced)")

@@ -157,3 +157,24 @@ def check_sample_outputs(args, inputs: dict, outputs: dict, more: dict | None = 
     for key, value in outputs.items():
         if value is not None:
             _check_output(key, value, args.overwrite)
+    for key, value in {**outputs, **(more or {})}.items():
+        if value is not None:
+            check_writable(f"--{key.replace('_', '-')}", value)
+
+
+def check_writable(flag: str, path) -> None:
+    """Refuse an output whose folder cannot be written (or made), before any work.
+
+    The output is written beside its name and moved into place, so the
+    folder that will hold it, or the nearest folder above it that exists,
+    must be a folder this user may write in.
+    """
+    import os
+
+    place = Path(path).parent
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        raise InputError(f"cannot write {flag} {path}: {place} is a file, not a folder")
+    if not os.access(place, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {flag} {path}: the folder {place} is not writable")

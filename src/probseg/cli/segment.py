@@ -9,12 +9,14 @@ import numpy as np
 
 from probseg.cli.consensus import add_consensus_options, check_consensus_options, consensus_options, print_sweep
 from probseg.cli.inputs import read_foreground, read_with_shape
-from probseg.cli.options import DEVICE_HELP, FOREGROUND_HELP, add_overwrite, add_sample_outputs, bounded
+from probseg.cli.options import DEVICE_HELP, FOREGROUND_HELP, add_no_cost_limit, add_overwrite, add_sample_outputs, bounded
 from probseg.cli.output import check_sample_outputs, label_dtype, write_results
 from probseg.cli.progress import Reporter
 from probseg.cli.source import add_settings, settings_of, source_of
 from probseg.core import bounds
+from probseg.core.callbacks import Callbacks
 from probseg.core.errors import InputError
+from probseg.engine.cost import check_cost
 
 _SAMPLE_OUTPUTS = ("samples_out", "embeddings_out", "uncertainty_out", "probability_out", "features_out")
 
@@ -37,6 +39,7 @@ def add_parser(sub, argv: list[str] | None) -> None:
     segment.add_argument("--foreground-mask", metavar="MASK", help=FOREGROUND_HELP)
     segment.add_argument("--raw-out", metavar="RAW.zarr", help="also keep the network's raw output in a zarr store; 'probseg instances' turns it into labels with other settings later")
     segment.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE_HELP)
+    add_no_cost_limit(segment)
     segment.add_argument("--tile-size", type=bounded(bounds.TILE_SIZE), metavar="PX", help=f"inference window side, {bounds.TILE_SIZE.describe()}; lower it if memory runs out (default: the model's)")
     segment.add_argument("--seed", type=bounded(bounds.SEED), default=0, metavar="S", help=f"random seed of the samples, {bounds.SEED.describe()} (default: 0)")
     segment.add_argument("--rgb", action="store_true", help="the last axis of the image holds RGB(A) colour channels")
@@ -56,6 +59,9 @@ def _check_arguments(args) -> None:
     """Refuse unusable outputs and options that do not go together, before anything is read."""
     outputs = {"out": args.out, **{key: getattr(args, key) for key in _SAMPLE_OUTPUTS}}
     check_sample_outputs(args, {"MODEL_DIR": args.model, "IMAGE": args.image}, outputs, {"raw_out": args.raw_out})
+    if args.raw_out is not None and Path(args.raw_out).suffix.lower() != ".zarr":
+        # Otherwise --raw-out x.tif makes a folder named x.tif (an existing one was refused above unless a store).
+        raise InputError(f"--raw-out {args.raw_out}: a raw store is a zarr folder; give a name ending in .zarr")
     if args.stitch != "consensus":
         return
     if args.window_overlap is not None and args.window_overlap >= args.window:
@@ -106,21 +112,27 @@ def _run(args) -> int:
         model.tile_size = args.tile_size
     if args.stitch == "consensus":
         return _segment_stitched(args, model, image)
-    return _segment(args, model, image, foreground)
+    n_samples = _draws(args, model)
+    # The refusals predict would make before the network, made here before anything is written (--raw-out).
+    model.check_settings(model.settings, n_samples, foreground is not None)
+    check_cost(model, shape, n_samples, Callbacks(), not args.no_cost_limit)
+    return _segment(args, model, image, foreground, n_samples)
 
 
-def _segment(args, model, image, foreground) -> int:
-    from probseg.core.callbacks import Callbacks
+def _draws(args, model) -> int:
+    """The samples to draw: the labels are draw 0's segmentation; the other draws only feed the sample
+    outputs, so without those one draw is the whole (and 9x cheaper) job."""
+    wants_samples = any((args.samples_out, args.uncertainty_out, args.probability_out, args.raw_out))
+    return args.samples if wants_samples or not model.draws_independent(model.settings) else 1
+
+
+def _segment(args, model, image, foreground, n_samples: int) -> int:
     from probseg.core.device import describe_device
 
     reporter = Reporter("segmenting", "tile")
     reporter.message(f"segmenting with a {model.method} model on {describe_device(model.device)}")
     callbacks = Callbacks(on_progress=reporter.progress, on_message=reporter.message)
     start = time.perf_counter()
-    # The labels are draw 0's segmentation; the other draws only feed the
-    # sample outputs, so without those one draw is the whole (and 9x cheaper) job.
-    wants_samples = any((args.samples_out, args.uncertainty_out, args.probability_out, args.raw_out))
-    n_samples = args.samples if wants_samples or not model.draws_independent(model.settings) else 1
     writer = None
     if args.raw_out:
         from probseg.io.rawstore import RawWriter
@@ -133,7 +145,7 @@ def _segment(args, model, image, foreground) -> int:
     try:
         prediction = model.predict(image, n_samples, seed=args.seed, channel_axis=args.channel_axis, rgb=args.rgb,
                                    callbacks=callbacks, keep_raw=False, on_draw=writer.add if writer else None,
-                                   foreground=foreground)
+                                   foreground=foreground, cost_limit=not args.no_cost_limit)
     except BaseException:
         if writer is not None:
             writer.abort()

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from probseg.cli.errors import PROG, UsageError
 from probseg.cli.flags import add_fields, field_values
 from probseg.core.errors import InputError
 from probseg.engine import registry
@@ -71,6 +72,42 @@ def source_of(args, word: str) -> Source | None:
 
 
 def settings_of(args) -> dict:
-    """The post-processing settings given as flags, converted to their types."""
+    """The post-processing settings given as flags, converted to their types and checked on their own.
+
+    Raises
+    ------
+    UsageError
+        For a value that is not of the flag's type or out of its range (exit
+        status 2, like every malformed command line).
+    """
     source = getattr(args, "_source", None)
-    return field_values(args, source.info.settings_class, "set_") if source is not None else {}
+    if source is None:
+        return {}
+    return flag_values(args, source.info.settings_class, "set_")
+
+
+def flag_values(args, config_class, dest: str) -> dict:
+    """The fields of ``config_class`` given as flags, converted and checked against the defaults of the others.
+
+    Raises
+    ------
+    UsageError
+        Naming the flag's field, for a value of the wrong type or out of range.
+    """
+    from probseg.core.config import config_from_dict, fields_of
+
+    try:
+        values = field_values(args, config_class, dest)
+        config_from_dict(config_class, values)
+    except InputError as exc:
+        message = str(exc)
+        for spec in fields_of(config_class):  # "min_size must ..." reads "--min-size must ..." here
+            if message.startswith(f"{spec.name} must "):
+                message = spec.flag + message[len(spec.name):]
+        raise usage(args, message) from None
+    return values
+
+
+def usage(args, exc: Exception) -> UsageError:
+    """``exc`` about a value on the command line, as the usage error (exit status 2) it is."""
+    return UsageError(f"{exc} (see '{getattr(args, '_prog', PROG)} --help')")

@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 from probseg.cli.errors import EXIT_INTERRUPTED, PROG, Parser
-from probseg.cli.flags import add_fields, field_values
+from probseg.cli.flags import add_fields
 from probseg.cli.inputs import read_checked
 from probseg.cli.options import DEVICE_HELP, bounded
 from probseg.cli.progress import Reporter, StopOnSigint
+from probseg.cli.source import flag_values, usage
 from probseg.core import bounds
 from probseg.core.config import fields_of
 from probseg.core.errors import InputError
@@ -81,14 +82,18 @@ def _job(args, info):
     """The checked training job: the method's Config from the flags; --reviewed sets --label-mode reviewed."""
     from probseg.engine import api
 
-    values = field_values(args, info.config_class, "cfg_")
+    # Every refusal here is about the command line alone (a value, a flag missing or out of place): exit status 2.
+    values = flag_values(args, info.config_class, "cfg_")
     if _reviewed(args):
         if values.get("label_mode", "reviewed") != "reviewed":
-            raise InputError(f"--reviewed marks known background, which --label-mode {values['label_mode']} would ignore; "
-                             "drop --label-mode or use reviewed")
+            raise usage(args, f"--reviewed marks known background, which --label-mode {values['label_mode']} would ignore; "
+                              "drop --label-mode or use reviewed")
         values["label_mode"] = "reviewed"
-    return api.prepare_training(info, values, device=args.device, seed=args.seed, channel_axis=args.channel_axis,
-                                rgb=args.rgb, labelled=bool(args.labels))
+    try:
+        return api.prepare_training(info, values, device=args.device, seed=args.seed, channel_axis=args.channel_axis,
+                                    rgb=args.rgb, labelled=bool(args.labels))
+    except InputError as exc:
+        raise usage(args, exc) from None
 
 
 def _check_model_folder(args) -> Path:

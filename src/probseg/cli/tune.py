@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from probseg.cli.flags import number
 from probseg.cli.inputs import read_checked
-from probseg.cli.options import DEVICE_HELP, bounded
+from probseg.cli.options import DEVICE_HELP, add_no_cost_limit, bounded
 from probseg.cli.progress import Reporter
 from probseg.core import bounds
 
@@ -22,6 +22,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--dry-run", action="store_true", help="only print the table; store nothing")
     parser.add_argument("--seed", type=bounded(bounds.SEED), default=0, metavar="S", help=f"random seed of the network pass, {bounds.SEED.describe()} (default: 0)")
     parser.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE_HELP)
+    add_no_cost_limit(parser)
     parser.add_argument("--rgb", action="store_true", help="the last axis of the image holds RGB(A) colour channels")
     parser.add_argument("--channel-axis", type=int, metavar="A", help="axis of the image that holds channels")
     parser.set_defaults(handler=run, _prog=parser.prog)
@@ -40,7 +41,7 @@ def run(args) -> int:
     reporter = Reporter("tuning", "setting")
     try:
         result = tune(model, image, labels, save=not args.dry_run, seed=args.seed, channel_axis=args.channel_axis, rgb=args.rgb,
-                      callbacks=Callbacks(on_progress=reporter.progress, on_message=reporter.message))
+                      cost_limit=not args.no_cost_limit, callbacks=Callbacks(on_progress=reporter.progress, on_message=reporter.message))
     finally:
         reporter.close()
     _print_table(result)

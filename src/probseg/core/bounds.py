@@ -83,6 +83,8 @@ RADIUS = Bound(1, 16, "px")
 MIN_WEIGHT = Bound(0, 1, integer=False, open_low=True)
 MIN_FOREGROUND = Bound(0, 1, integer=False)
 MIN_SIZE = Bound(0, 10**8, "px")
+# Object ids: label images are written as uint16 or uint32, so a larger id could never be found in one.
+LABEL_ID = Bound(1, 2**32 - 1)
 # CPM weighs pairs whose link strength is a fraction of samples: above 1 no
 # pair holds together. RB's scale grows with the image (pixels squared over
 # twice the total weight); 1e7 covers the largest images the engine handles.

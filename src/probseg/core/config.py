@@ -13,6 +13,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from probseg.core.errors import InputError
 
 
@@ -118,6 +120,24 @@ def parse_value(spec: FieldSpec, text: str) -> Any:
         raise InputError(f"{spec.flag} expects {kind}, got {text!r}") from None
 
 
+def _plain(spec: FieldSpec, value):
+    """``value`` as the field's Python type where it is the same number in another dress: a numpy scalar
+    (``np.int64(2)``, ``np.float32(0.5)``, ``np.bool_(True)``), an int for a float field or a whole float
+    for an int field; anything else (text, bools for numbers, fractions for whole numbers) unchanged,
+    for the type check to refuse."""
+    import numbers
+
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool) or spec.type is bool:
+        return value
+    if spec.type is float and isinstance(value, numbers.Integral):
+        return float(value)
+    if spec.type is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def validate_config(config: Any) -> Any:
     """Check types, bounds and choices of every field; return the config.
 
@@ -127,12 +147,12 @@ def validate_config(config: Any) -> Any:
         Naming the first field that is out of range or of the wrong type.
     """
     for spec in fields_of(type(config)):
-        value = getattr(config, spec.name)
-        if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
-            object.__setattr__(config, spec.name, float(value))
-            value = float(value)
-        if not isinstance(value, spec.type) or (spec.type is int and isinstance(value, bool)):
-            raise InputError(f"{spec.name} must be a {spec.type.__name__}, got {value!r}")
+        value = _plain(spec, getattr(config, spec.name))
+        object.__setattr__(config, spec.name, value)
+        if not isinstance(value, spec.type) or (spec.type in (int, float) and isinstance(value, bool)):
+            kind = {"int": "a whole number", "float": "a number", "bool": "True or False", "str": "text"}.get(
+                spec.type.__name__, f"a {spec.type.__name__}")
+            raise InputError(f"{spec.name} must be {kind}, got {value!r}")
         if spec.type is float and value != value:
             raise InputError(f"{spec.name} must be a number, got NaN")
         if spec.minimum is not None and value < spec.minimum:

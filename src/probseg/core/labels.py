@@ -39,14 +39,25 @@ def reviewed_labels(labels: np.ndarray, mask: np.ndarray, background_id: int = 6
     Raises
     ------
     InputError
-        For shapes that differ or labels already using ``background_id``.
+        For shapes that differ, labels that are not whole non-negative ids,
+        a mask with NaN, or labels already using ``background_id``.
     """
     labels, mask = np.asarray(labels), np.asarray(mask)
     if labels.shape != mask.shape:
         raise InputError(f"the labels have shape {labels.shape} but the reviewed mask {mask.shape}")
-    if (labels == background_id).any():
-        raise InputError(f"the labels already use id {background_id}, which marks known background; pick another background_id")
+    if np.issubdtype(labels.dtype, np.floating) and not (np.isfinite(labels).all() and (labels == np.round(labels)).all()):
+        # 2.5 would become object 2 without a word.
+        raise InputError("the labels must hold whole object ids, got fractions or NaN")
+    if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating) or labels.dtype == bool):
+        raise InputError(f"the labels have dtype {labels.dtype}; expected whole object ids")
+    if np.issubdtype(mask.dtype, np.floating) and np.isnan(mask).any():
+        # NaN != 0, so a NaN pixel would count as reviewed.
+        raise InputError(f"the reviewed mask has {int(np.isnan(mask).sum())} NaN value(s); give 0 (not reviewed) or 1 (reviewed)")
     out = labels.astype(np.int64)
+    if out.size and out.min() < 0:
+        raise InputError("the labels contain negative ids; background is 0 and objects are 1, 2, ...")
+    if (out == background_id).any():
+        raise InputError(f"the labels already use id {background_id}, which marks known background; pick another background_id")
     out[(mask != 0) & (labels == 0)] = background_id
     return out
 

@@ -42,6 +42,7 @@ def train(
     channel_axis: int | None = None,
     rgb: bool = False,
     init=None,
+    overwrite: bool = False,
 ):
     """Train ``method`` on ``images`` and return the model.
 
@@ -67,9 +68,10 @@ def train(
         as trained so far (and saves it when ``out`` is given).
     out : path, optional
         Model folder written at the end, every ``checkpoint_every`` steps and
-        on cancel.
+        on cancel; a folder that holds a model already is refused unless
+        ``overwrite`` is true.
     checkpoint_every : int
-        0 writes only at the end.
+        0 writes only at the end; at most 10,000,000.
     channel_axis, rgb
         How to read channels, see :func:`probseg.core.inputs.to_planes`.
     init : SegmentationModel, optional
@@ -81,6 +83,8 @@ def train(
         settings. ``init`` itself is not changed. The images must have its
         number of channels, and ``config`` must not change the network's
         shape.
+    overwrite : bool
+        Replace the model in ``out`` if it holds one.
 
     Returns
     -------
@@ -92,9 +96,21 @@ def train(
     Raises
     ------
     InputError
-        For unusable images, labels or config, or an ``init`` of another
-        method, another channel count or without weights.
+        For unusable images, labels or config (a ValueError naming the
+        setting), a ``checkpoint_every`` out of range, an ``out`` that is a
+        file or cannot be written, or an ``init`` of another method,
+        another channel count or without weights.
+    TypeError
+        For a ``config`` that is neither a Config, a dict nor None.
+    FileExistsError
+        For an ``out`` that holds a model already, without ``overwrite``.
     """
+    from probseg.core.bounds import CHECKPOINT_EVERY
+
+    # Every argument is checked before the images are read.
+    checkpoint_every = CHECKPOINT_EVERY.check("checkpoint_every", checkpoint_every)
+    if out is not None:
+        check_model_folder(out, overwrite)
     job = prepare_training(method, config, steps=steps, device=device, seed=seed, channel_axis=channel_axis, rgb=rgb,
                            init=init, labelled=labels is not None)
     return job.run(images, labels, callbacks, out, checkpoint_every)
@@ -125,8 +141,11 @@ def prepare_training(method, config=None, *, steps: int | None = None, device: s
 
     info = method if isinstance(method, registry.MethodInfo) else registry.get(method)
     if steps is not None:
-        config = dataclasses.replace(config, steps=int(steps)) if isinstance(config, info.config_class) else \
-            {**(config or {}), "steps": int(steps)}
+        # Checked with the config's own rule for steps: numbers (numpy's too), never text or bools.
+        if isinstance(config, info.config_class):
+            config = dataclasses.replace(config, steps=steps)
+        elif config is None or isinstance(config, dict):
+            config = {**(config or {}), "steps": steps}  # anything else is refused by make_config, with a TypeError
     if init is None:
         cfg = make(info.config_class, config)
     else:
@@ -218,6 +237,37 @@ class TrainingJob:
         if log.cancelled:
             cb.message(f"training cancelled after {log.steps_done} of {log.steps_total} steps; the model so far is kept")
         return model
+
+
+def check_model_folder(out, overwrite: bool = False) -> Path:
+    """Refuse ``out`` as a model folder before any work: a file, a folder that cannot be written (or made),
+    or, without ``overwrite``, one that holds a model already.
+
+    Raises
+    ------
+    InputError
+        For a file or a place that cannot be written.
+    FileExistsError
+        For a folder that holds a model, without ``overwrite``.
+    """
+    import os
+
+    from probseg.core.errors import InputError
+    from probseg.io.checkpoint import CONFIG_NAME
+
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"out {folder} is a file; give a folder for the model")
+    if (folder / CONFIG_NAME).exists() and not overwrite:
+        raise FileExistsError(f"out {folder} holds a model already; pass overwrite=True to replace it, "
+                              "or choose another folder")
+    # The folder, or the nearest folder above it that exists, must let the model be written.
+    place = folder
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    if not place.is_dir() or not os.access(place, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write the model to {folder}: {place} is not a writable folder")
+    return folder
 
 
 def _fine_tune_config(info, init, config):

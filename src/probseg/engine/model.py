@@ -74,6 +74,18 @@ Optional hooks and declared capabilities
     :func:`probseg.tune` tries; ``(Y, X)`` maps worth showing as layers; a
     per-object table (``"label"`` first) for the layer's features and
     ``--features-out``.
+``check_settings(settings, n_samples, has_mask)``
+    Refuse, with a one-line :class:`~probseg.core.errors.InputError`,
+    settings that cannot work for this run (a foreground that needs a mask
+    when none was given, one that needs several samples when one is asked
+    for). The engine calls it before the network runs (:meth:`predict`,
+    :meth:`postprocess`, :func:`probseg.tune` for every setting it tries),
+    so such a mistake costs no network pass; by default it accepts everything.
+``estimate_seconds(shape, n_samples)`` and ``cost_hint``
+    The predicted time of one ``(Y, X)`` plane on the model's device, or
+    None (the default) where the method cannot tell; what to change to make
+    it faster. :mod:`probseg.engine.cost` warns above a minute and refuses
+    above an hour unless the caller passes ``cost_limit=False``.
 ``uses_mask``, ``learns_from_reviewed_objects``, ``default_tile_size``
     Capabilities the engine, the proofreading loop and the widgets read
     instead of a method's name.
@@ -99,9 +111,10 @@ from probseg.core.inputs import Planes, to_planes
 from probseg.core.normalize import DEFAULT_PERCENTILES, normalize_percentile, percentile_range
 from probseg.core.results import Prediction, Raw
 from probseg.engine import pipeline
+from probseg.engine.cost import check_cost
 from probseg.io import checkpoint
 from probseg.nn.tiling import tiled_apply
-from probseg.partition.foreground import plane_masks
+from probseg.partition.foreground import MASK, plane_masks
 
 
 class SegmentationModel:
@@ -125,6 +138,8 @@ class SegmentationModel:
     learns_from_reviewed_objects: ClassVar[bool] = False
     #: ``"first"``: the segmentation is draw 0's partition; ``"all"``: the partition of every draw together.
     segmentation_draws: ClassVar[str] = "first"
+    #: What makes a prediction faster, named in the notice of :mod:`probseg.engine.cost` ("" : generic words).
+    cost_hint: ClassVar[str] = ""
 
     def __init__(self, config, net: torch.nn.Module | None, in_channels: int, normalization: dict, device="auto",
                  train_log: dict | None = None, settings=None, record: dict | None = None):
@@ -200,6 +215,16 @@ class SegmentationModel:
     def tune_grid(self) -> dict:
         """Settings :func:`probseg.tune` tries by default: ``{name: [values]}``."""
         return {}
+
+    def check_settings(self, settings, n_samples: int, has_mask: bool) -> None:
+        """Refuse ``settings`` that cannot work for a run of ``n_samples`` samples, with or without a foreground mask.
+
+        Called before the network runs; raise a one-line InputError. Accepts everything by default.
+        """
+
+    def estimate_seconds(self, shape: tuple, n_samples: int) -> float | None:
+        """Predicted seconds of one plane of spatial ``shape`` ``(Y, X)`` with ``n_samples`` samples; None: unknown."""
+        return None
 
     def display_maps(self, maps: dict) -> dict:
         """Named ``(Y, X)`` float32 maps of one plane worth showing as image layers; none by default."""
@@ -294,27 +319,36 @@ class SegmentationModel:
         return planes
 
     def predict_raw(self, image, n_samples: int = 8, *, seed: int = 0, channel_axis=None, rgb=False,
-                    callbacks: Callbacks | None = None, foreground=None) -> Raw:
+                    callbacks: Callbacks | None = None, foreground=None, cost_limit: bool = True) -> Raw:
         """Run the network on ``image``; turn the result into labels with :meth:`postprocess`.
 
         Parameters as :meth:`predict`; a ``foreground`` mask becomes each
         plane's ``"mask"`` map.
         """
-        n_samples, planes, rng, cb, masks = self._start(image, n_samples, seed, channel_axis, rgb, callbacks, foreground)
+        n_samples, planes, rng, cb, masks = self._start(image, n_samples, seed, channel_axis, rgb, callbacks, foreground,
+                                                        cost_limit=cost_limit)
         return pipeline.predict_raw(self, planes, n_samples, rng, cb, masks, self.run_attrs(seed))
 
-    def _start(self, image, n_samples, seed, channel_axis, rgb, callbacks, foreground=None):
+    def _start(self, image, n_samples, seed, channel_axis, rgb, callbacks, foreground=None, settings=None,
+               cost_limit: bool = True):
         """What every network run begins with: checked arguments, normalised planes, the generator,
-        callbacks, and each plane's foreground mask (None without one)."""
+        callbacks, and each plane's foreground mask (None without one).
+
+        Everything that can refuse the run is checked here, before the
+        network runs: the arguments, the ``settings`` for this run (when
+        given), the image, the mask and the predicted cost.
+        """
         n_samples = _check_samples(n_samples)
         seed = check_seed(seed)
         if self.net is None:
             raise InputError("this model has no network weights; load it from its model folder to segment images")
+        if settings is not None:
+            self.check_settings(settings, n_samples, foreground is not None)
         cb = ensure(callbacks)
         planes = self.prepare(image, channel_axis, rgb)
-        # Checked here, so a bad mask fails before the network runs.
         shape = (planes.data.shape[0],) + planes.spatial_shape if planes.is_stack else planes.spatial_shape
         masks = plane_masks(foreground, shape) if foreground is not None else None
+        check_cost(self, shape, n_samples, cb, cost_limit)
         if planes.notice:
             cb.message(planes.notice)
         return n_samples, planes, np.random.default_rng(seed), cb, masks
@@ -335,10 +369,13 @@ class SegmentationModel:
             Post-processing settings; None uses the model's (tuned ones when
             :func:`probseg.tune` stored some).
         """
-        return pipeline.postprocess(self, raw, self.make_settings(settings), ensure(callbacks))
+        checked = self.make_settings(settings)
+        self.check_settings(checked, raw.n_samples, bool(raw.planes) and MASK in raw.planes[0])
+        return pipeline.postprocess(self, raw, checked, ensure(callbacks))
 
     def predict(self, image, n_samples: int = 8, *, seed: int = 0, settings=None, channel_axis=None, rgb=False,
-                callbacks: Callbacks | None = None, keep_raw: bool = True, on_draw=None, foreground=None) -> Prediction:
+                callbacks: Callbacks | None = None, keep_raw: bool = True, on_draw=None, foreground=None,
+                cost_limit: bool = True) -> Prediction:
         """Segment ``image`` and draw ``n_samples`` segmentations from the model.
 
         Parameters
@@ -373,6 +410,16 @@ class SegmentationModel:
             mask applies to every plane. It is checked before the network
             runs and kept in the raw maps as ``"mask"``; nothing is
             segmented outside it.
+        cost_limit : bool
+            Refuse (InputError) a prediction the method estimates to take
+            more than an hour (:mod:`probseg.engine.cost`); False runs it
+            anyway, after a notice.
+
+        Raises
+        ------
+        InputError
+            For unusable arguments, image, mask or settings, and a run
+            predicted to take too long; all before the network runs.
 
         Returns
         -------
@@ -381,7 +428,8 @@ class SegmentationModel:
             (:meth:`postprocess`) without running the network.
         """
         checked = self.make_settings(settings)
-        n_samples, planes, rng, cb, masks = self._start(image, n_samples, seed, channel_axis, rgb, callbacks, foreground)
+        n_samples, planes, rng, cb, masks = self._start(image, n_samples, seed, channel_axis, rgb, callbacks, foreground,
+                                                        checked, cost_limit)
         if not keep_raw and self.draws_independent(checked):
             return pipeline.predict_draw_by_draw(self, planes, n_samples, rng, cb, masks, self.run_attrs(seed), checked,
                                                  on_draw)

@@ -49,6 +49,19 @@ def _score(row: dict) -> tuple:
     return (row["f1"], row["ap_dsb"])
 
 
+def _check_writable(folder: Path) -> None:
+    """Refuse a model folder ``settings.json`` cannot be written in (it is written beside and renamed)."""
+    import os
+
+    from probseg.engine.model import SETTINGS_NAME
+
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"cannot store the tuned settings in {folder}: the folder is not writable; "
+                         "make it writable, or only print the table (--dry-run, save=False)")
+    if (folder / SETTINGS_NAME).is_dir():
+        raise InputError(f"cannot store the tuned settings: {folder / SETTINGS_NAME} is a folder")
+
+
 def check_grid(model, grid: dict | None) -> dict:
     """The grid to search: ``grid`` checked against the model's settings, or the method's default.
 
@@ -76,7 +89,7 @@ def check_grid(model, grid: dict | None) -> dict:
 
 
 def tune(model, image, labels, grid: dict | None = None, *, save: bool = True, seed: int = 0, channel_axis=None,
-         rgb=False, callbacks: Callbacks | None = None, foreground=None) -> TuneResult:
+         rgb=False, callbacks: Callbacks | None = None, foreground=None, cost_limit: bool = True) -> TuneResult:
     """Search ``model``'s post-processing settings on a labelled image.
 
     Parameters
@@ -103,6 +116,8 @@ def tune(model, image, labels, grid: dict | None = None, *, save: bool = True, s
     foreground : array-like, optional
         A foreground mask, as in :meth:`~probseg.engine.model.SegmentationModel.predict`:
         the settings are tuned for segmenting inside it.
+    cost_limit : bool
+        As in :meth:`~probseg.engine.model.SegmentationModel.predict`.
 
     Returns
     -------
@@ -112,18 +127,22 @@ def tune(model, image, labels, grid: dict | None = None, *, save: bool = True, s
     Raises
     ------
     InputError
-        For a 3-D stack, labels of another shape or without objects, or a bad grid.
+        For a 3-D stack, labels of another shape or without objects, a bad
+        grid or a setting in it that cannot work for this run, or a model
+        folder the settings cannot be stored in: all before the network
+        runs. Also, when storing, if every setting scores F1 = 0 (no
+        setting is better than another, so nothing is stored).
     """
     # Here, not at the top: ``import probseg`` stays free of torch until a model is used.
     from probseg.engine.pipeline import masked_instances
 
     grid = check_grid(model, grid)
     cb = ensure(callbacks)
-    if to_planes(image, channel_axis=channel_axis, rgb=rgb).is_stack:  # before the network runs
+    # Everything that can refuse the run is checked before the network runs.
+    planes = to_planes(image, channel_axis=channel_axis, rgb=rgb)
+    if planes.is_stack:
         raise InputError("tuning takes one 2-D image, not a 3-D stack")
-    raw = model.predict_raw(image, 1, seed=seed, channel_axis=channel_axis, rgb=rgb, foreground=foreground,
-                            callbacks=Callbacks(should_stop=cb.should_stop, on_message=cb.on_message))
-    truth = check_labels(labels, raw.shape, name="labels")
+    truth = check_labels(labels, planes.spatial_shape, name="labels")
     ignore_id = getattr(model.config, "ignore_id", -1)
     ignored = (truth == ignore_id) if ignore_id > 0 else np.zeros(truth.shape, bool)
     truth = np.where(ignored, 0, truth)
@@ -131,6 +150,13 @@ def tune(model, image, labels, grid: dict | None = None, *, save: bool = True, s
         raise InputError("the labels hold no object to tune on")
     names = list(grid)
     combos = list(itertools.product(*(grid[n] for n in names)))
+    for combo in combos:
+        model.check_settings(model.make_settings(dict(zip(names, combo))), 1, foreground is not None)
+    if save and model.folder is not None:
+        _check_writable(Path(model.folder))
+    raw = model.predict_raw(image, 1, seed=seed, channel_axis=channel_axis, rgb=rgb, foreground=foreground,
+                            callbacks=Callbacks(should_stop=cb.should_stop, on_message=cb.on_message),
+                            cost_limit=cost_limit)
     table = []
     for i, combo in enumerate(combos):
         cb.raise_if_stopped()
@@ -141,6 +167,11 @@ def tune(model, image, labels, grid: dict | None = None, *, save: bool = True, s
             seg = np.where(ignored | (inside[seg] > 0.5), 0, seg)
         table.append({**dict(zip(names, combo)), "f1": f1_score(seg, truth), "ap_dsb": ap_dsb(seg, truth)})
         cb.progress(i + 1, len(combos))
+    if save and model.folder is not None and not any(row["f1"] > 0 for row in table):
+        # No setting found a single object of the labels: a "best" would be an arbitrary first one, and storing
+        # it would change every later prediction. Without storing, the table is the caller's to read.
+        raise InputError(f"every one of the {len(table)} settings tried scored F1 = 0 against the labels, so none is "
+                         "better than another and nothing was stored; are they the labels of this image?")
     best_row = max(table, key=_score)  # max keeps the first of equals
     model.settings = model.make_settings({n: best_row[n] for n in names})
     saved = model.save_settings() if save and model.folder is not None else None

@@ -140,7 +140,11 @@ def atomic_write(path, write: Callable, *, by_name: bool = False) -> Path:
     try:
         os.close(fd)
         if by_name:
+            mode = os.stat(tmp).st_mode & 0o777  # what the umask gives a new file, e.g. 0644
             write(tmp)
+            # Writers that make the file anew themselves (safetensors) leave it owner-only (0600): colleagues
+            # on a shared disk could not read the model. Give it back the permissions it was created with.
+            os.chmod(tmp, mode)
             _fsync_file(tmp)
         else:
             # Opened by name, so ``handle.name`` is a path: some writers

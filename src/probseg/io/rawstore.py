@@ -213,7 +213,7 @@ def load_raw(path) -> tuple[Raw, dict]:
     if not path.exists():
         from probseg.io.images import missing
 
-        raise InputError(f"raw store {missing(path)}")
+        raise InputError(f"raw store {missing(path)}")  # says "symbolic link loop" or "broken symbolic link" where it is one
     if not path.is_dir():
         raise InputError(f"{path} is a file; a raw store is a folder written by 'probseg segment ... --raw-out'")
     try:

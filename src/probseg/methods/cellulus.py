@@ -36,6 +36,7 @@ from skimage.filters import threshold_li, threshold_otsu
 from skimage.transform import resize
 from torch import nn
 
+from probseg.core import bounds
 from probseg.core.callbacks import Callbacks
 from probseg.core.config import TrainingConfig, param
 from probseg.core.errors import InputError
@@ -55,6 +56,7 @@ from probseg.partition import (
 from probseg.partition.intensity import log_otsu_foreground, outline_by_intensity
 
 INTERNAL_OBJECT_SIZE = 24.0  # px after rescaling; matches the 17 px field of view and kappa = 10
+_SPREAD_NEEDS_SAMPLES = "the 'spread' foreground needs at least 2 samples; draw more or use 'log-otsu'"
 
 
 # -- configs --------------------------------------------------------------------------------
@@ -94,7 +96,7 @@ class Settings:
     bandwidth: float = param(0.0, "mean-shift bandwidth, and the embedding distance at which the mutex affinity is 0.5; 0: 0.3 of the object size", unit="px", minimum=0.0, maximum=1000.0)
     bias: float = param(0.5, "mutex: affinity below which two pixels repel; higher splits more", minimum=0.0, maximum=1.0)
     outline: float = param(0.4, "each object keeps its pixels brighter than its local background plus this fraction of the way to its peak (fluorescence outlines); 0: off", minimum=0.0, maximum=0.95)
-    min_size: int = param(0, "smallest object kept; 0 means a tenth of the expected object area", unit="px", minimum=0)
+    min_size: int = param(0, "smallest object kept; 0 means a tenth of the expected object area", unit="px", minimum=0, maximum=bounds.MIN_SIZE.high)
     halo_shrink: int = param(0, "pixels removed from every object's border after clustering", unit="px", minimum=0, maximum=50)
 
 
@@ -245,7 +247,7 @@ class CellulusModel(SegmentationModel):
         if settings.foreground == "spread":
             draws = maps["embeddings"][1:]
             if len(draws) < 2:
-                raise InputError("the 'spread' foreground needs at least 2 samples; draw more or use 'log-otsu'")
+                raise InputError(_SPREAD_NEEDS_SAMPLES)
             spread = np.sqrt(draws.var(axis=0).sum(axis=0))
             return spread < threshold_otsu(spread)
         if settings.foreground == "li":
@@ -253,6 +255,11 @@ class CellulusModel(SegmentationModel):
         return log_otsu_foreground(smooth, self.min_size(settings))
 
     # -- optional hooks -----------------------------------------------------------------
+    def check_settings(self, settings: Settings, n_samples: int, has_mask: bool) -> None:
+        """Refuse the ``"spread"`` foreground for one sample (its noise draws are the samples), before any work."""
+        if settings.foreground == "spread" and n_samples < 2:
+            raise InputError(_SPREAD_NEEDS_SAMPLES)
+
     def draws_independent(self, settings: Settings) -> bool:
         """Each draw is partitioned alone, except that the ``"spread"`` foreground comes from all the noise draws."""
         return settings.foreground != "spread"

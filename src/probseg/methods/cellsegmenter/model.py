@@ -59,6 +59,7 @@ import torch
 from torch import nn
 
 from probseg.consensus.soft import soft_consensus
+from probseg.core import bounds
 from probseg.core.callbacks import Callbacks
 from probseg.core.config import TrainingConfig, param
 from probseg.core.errors import InputError
@@ -130,7 +131,7 @@ class Settings:
     """How the drawn windows become objects; changing them never reruns the network."""
 
     window_resolution: float = param(0.05, "Leiden CPM resolution of the consensus: the same-objectness two pixels need to stay together; higher splits more", minimum=1e-5, maximum=1.0)
-    min_size: int = param(0, "smallest object kept; 0 means a quarter of the smallest box area", unit="px", minimum=0)
+    min_size: int = param(0, "smallest object kept; 0 means a quarter of the smallest box area", unit="px", minimum=0, maximum=bounds.MIN_SIZE.high)
     window_min_foreground: float = param(0.5, "share of the windows and draws covering a pixel that must call it an object", minimum=0.0, maximum=1.0)
 
 

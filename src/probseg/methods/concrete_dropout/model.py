@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from probseg.core import bounds
 from probseg.core.callbacks import Callbacks
 from probseg.core.config import TrainingConfig, param
 from probseg.core.errors import InputError
@@ -80,7 +81,7 @@ class Config(TrainingConfig):
     crop_size: int = param(128, "side of the random training crops; the loss sees the centre, 40 px smaller", unit="px", minimum=48, maximum=2048, advanced=True)
     learning_rate: float = param(1e-3, "AdamW learning rate", minimum=1e-7, maximum=1.0, advanced=True)
     intensity_scale: float = param(0.25, "augmentation: each crop is multiplied by a random factor between 1/(1+s) and 1+s", minimum=0.0, maximum=4.0, advanced=True)
-    ignore_id: int = param(-1, "label id of unannotated pixels (e.g. 65535), left out of every loss term; -1: none", minimum=-1)
+    ignore_id: int = param(-1, "label id of unannotated pixels (e.g. 65535), left out of every loss term; -1: none", minimum=-1, maximum=bounds.LABEL_ID.high)
     embedding_dims: int = param(4, "dimensions of the per-pixel embedding", minimum=1, maximum=32, advanced=True)
     delta_d: float = param(1.0, "object mean embeddings closer than this are pushed apart (hinge of the distance term)", minimum=0.1, maximum=100.0, advanced=True)
     center_weight: float = param(0.001, "weight of the norm of the object means in the loss", minimum=0.0, maximum=1.0, advanced=True)
@@ -113,7 +114,7 @@ class Settings:
     smoothing: float = param(2.0, "watershed: Gaussian sigma smoothing the cores' distance transform", unit="px", minimum=0.0, maximum=20.0)
     bandwidth: float = param(0.0, "meanshift and mutex: distance scale in embedding units (the loss keeps objects delta_d apart); 0: half of delta_d", unit="embedding units", minimum=0.0, maximum=100.0)
     bias: float = param(0.5, "mutex: affinity below which two pixels repel; higher splits more", minimum=0.0, maximum=1.0)
-    min_size: int = param(40, "smallest object kept", unit="px", minimum=0)
+    min_size: int = param(40, "smallest object kept", unit="px", minimum=0, maximum=bounds.MIN_SIZE.high)
 
 
 def _crop_side(config: Config) -> int:

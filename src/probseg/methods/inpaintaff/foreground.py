@@ -1,4 +1,5 @@
-"""InpaintAff's optional foreground network (the paper's FGNET): what it trains on, and its loss.
+"""InpaintAff's optional foreground network (the paper's FGNET): what it trains on, and its loss; and the
+rules of the other foregrounds.
 
 It learns from a few labelled objects where objects are, as a probability
 per pixel; the mutex watershed then partitions the affinities inside it.
@@ -15,7 +16,7 @@ from probseg.core.errors import InputError
 from probseg.core.labels import BACKGROUND, UNLABELLED, encode_labels
 from probseg.nn.trainset import TrainingSet, random_crops
 
-__all__ = ["OBJECT", "foreground_training_set", "foreground_loss"]
+__all__ = ["OBJECT", "foreground_training_set", "foreground_loss", "check_foreground", "threshold_foreground"]
 
 #: The code of every object in the foreground network's labels: 0 unlabelled, 1 background, 2 object.
 OBJECT = BACKGROUND + 1
@@ -99,3 +100,21 @@ def foreground_loss(net: nn.Module, fg_set: TrainingSet, focus: list, crop_size:
     known = (codes != UNLABELLED).float()
     bce = F.binary_cross_entropy_with_logits(logits, (codes == OBJECT).float(), reduction="none")
     return weight * (bce * known).sum() / known.sum().clamp(min=1.0)
+
+
+def check_foreground(kind: str, has_mask: bool, has_network: bool) -> None:
+    """Refuse the foreground ``kind`` where its source is missing: ``"mask"`` without a mask given,
+    ``"network"`` on a model trained without labels; one line each (InputError)."""
+    if kind == "mask" and not has_mask:
+        raise InputError("foreground 'mask' needs a foreground mask: give one (--foreground-mask, or a layer in the Predict widget)")
+    if kind == "network" and not has_network:
+        raise InputError("this model has no foreground network (it was trained without labels); use foreground 'threshold' "
+                         "or give a mask")
+
+
+def threshold_foreground(intensity: np.ndarray, threshold: float) -> np.ndarray:
+    """Pixels of the smoothed ``intensity`` ``(Y, X)`` above ``threshold``, or above Otsu's threshold when it is 0."""
+    from skimage.filters import threshold_otsu
+
+    cut = threshold if threshold > 0 else (float(threshold_otsu(intensity)) if np.ptp(intensity) > 0 else np.inf)
+    return intensity > cut

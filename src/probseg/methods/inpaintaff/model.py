@@ -15,7 +15,7 @@ The mutex watershed (:meth:`InpaintAffModel.partition`, no network)
 partitions the affinities inside a **foreground**
 (:meth:`InpaintAffModel.plane_context`):
 
-* a mask the user gives (``predict(..., foreground=mask)``, ``--foreground
+* a mask the user gives (``predict(..., foreground=mask)``, ``--foreground-mask
   mask.tif``, or a layer in the Predict widget), any source: a threshold,
   an ilastik export, another model's output;
 * a small foreground network learned from a few labelled objects (the
@@ -59,19 +59,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy import ndimage as ndi
-from skimage.filters import threshold_otsu
 from torch import nn
 
+from probseg.core import bounds
 from probseg.core.callbacks import Callbacks
 from probseg.core.config import TrainingConfig, param
 from probseg.core.errors import InputError
 from probseg.engine.model import SegmentationModel
 from probseg.engine.registry import MethodInfo
-from probseg.methods.inpaintaff.foreground import foreground_loss, foreground_training_set
+from probseg.methods.inpaintaff.foreground import check_foreground, foreground_loss, foreground_training_set, threshold_foreground
 from probseg.methods.inpaintaff.inpainting import gaussian_nll, numpy_generator_to_torch, random_visible
 from probseg.methods.inpaintaff.maps import noise_variance, shown_maps, with_mean
 from probseg.methods.inpaintaff.net import InpaintAffNet
-from probseg.methods.inpaintaff.split import SplitParams, Timer, inpaint_affinities
+from probseg.methods.inpaintaff.split import SplitParams, Timer, cpu_seconds, inpaint_affinities
 from probseg.nn.trainset import TrainingSet, random_crops
 from probseg.partition import SPARSE_LONG_RANGE_OFFSETS as OFFSETS
 from probseg.partition import mutex_watershed, split_and_filter
@@ -99,7 +99,7 @@ class Config(TrainingConfig):
     depth: int = param(3, "downsamplings of the inpainting U-Net (the paper: 4)", minimum=1, maximum=5, advanced=True)
     train_band: int = param(8, "training masks hide bands up to this wide next to the visible side, as the split step does", unit="px", minimum=0, maximum=64, advanced=True)
     label_mode: str = param("dense", "labels for the foreground network: dense: 0 is background (label every object of the image, or give a crop); reviewed: 0 is unlabelled and background_id marks background", choices=LABEL_MODES, advanced=True)
-    background_id: int = param(65535, "reviewed labels: the id of known background", minimum=1, advanced=True)
+    background_id: int = param(65535, "reviewed labels: the id of known background", minimum=1, maximum=bounds.LABEL_ID.high, advanced=True)
     foreground_weight: float = param(1.0, "weight of the foreground network's cross-entropy when labels are given", minimum=0.0, maximum=100.0, advanced=True)
     patch_size: int = param(64, "side of the patches split at prediction; a multiple of 8; at least 32, beyond the longest offset (27 px)", unit="px", minimum=32, maximum=512)
     patch_stride: int = param(32, "step between patches; smaller averages more hierarchies and takes longer (16: four times as long)", unit="px", minimum=4, maximum=512)
@@ -128,7 +128,7 @@ class Settings:
     foreground: str = param("auto", "where objects are: auto: the mask given, else the foreground network when one was trained, else the threshold; mask; network; threshold (intensity); none (everything)", choices=FOREGROUNDS)
     threshold: float = param(0.0, "threshold foreground: normalised intensity above which a pixel is foreground; 0: Otsu's threshold of the smoothed image", minimum=0.0, maximum=1.0)
     probability: float = param(0.5, "network foreground: probability above which a pixel is foreground", minimum=0.01, maximum=0.99)
-    min_size: int = param(0, "smallest object kept; 0: a quarter of the median area of the labelled objects, else 20 px", unit="px", minimum=0)
+    min_size: int = param(0, "smallest object kept; 0: a quarter of the median area of the labelled objects, else 20 px", unit="px", minimum=0, maximum=bounds.MIN_SIZE.high)
 
 
 @dataclass
@@ -151,6 +151,7 @@ class InpaintAffModel(SegmentationModel):
     nan_maps = ("affinities",)  # NaN where no patch held the pair
     default_tile_size = 512
     uses_mask = True
+    cost_hint = "a larger --patch-stride, fewer --samples or a smaller image"
 
     # -- network and loss ---------------------------------------------------------------
     @classmethod
@@ -246,19 +247,13 @@ class InpaintAffModel(SegmentationModel):
         kind = settings.foreground
         if kind == "auto":
             kind = "mask" if "mask" in maps else ("network" if self.has_foreground() else "threshold")
+        check_foreground(kind, "mask" in maps, self.has_foreground())
         if kind == "mask":
-            if "mask" not in maps:
-                raise InputError("foreground 'mask' needs a foreground mask: give one (--foreground, or a layer in the Predict widget)")
             return np.asarray(maps["mask"]) > 0.5
         if kind == "network":
-            if not self.has_foreground():
-                raise InputError("this model has no foreground network (it was trained without labels); use foreground 'threshold' or give a mask")
             return maps["foreground"] >= settings.probability
         if kind == "threshold":
-            intensity = maps["intensity"]
-            cut = settings.threshold if settings.threshold > 0 else (
-                float(threshold_otsu(intensity)) if np.ptp(intensity) > 0 else np.inf)
-            return intensity > cut
+            return threshold_foreground(maps["intensity"], settings.threshold)
         return np.ones(maps["intensity"].shape, dtype=bool)
 
     def partition(self, maps: dict, settings: Settings, context: np.ndarray) -> np.ndarray:
@@ -274,6 +269,15 @@ class InpaintAffModel(SegmentationModel):
         return max(1, int(0.25 * area)) if area > 0 else 20
 
     # -- optional hooks -----------------------------------------------------------------
+    def check_settings(self, settings: Settings, n_samples: int, has_mask: bool) -> None:
+        """Refuse a ``"mask"`` foreground without a mask and a ``"network"`` one without the network, before any work."""
+        check_foreground(settings.foreground, has_mask, self.has_foreground())
+
+    def estimate_seconds(self, shape: tuple, n_samples: int) -> float | None:
+        """The patches of every draw times one patch's time on a CPU (:func:`~probseg.methods.inpaintaff.split.cpu_seconds`); None elsewhere."""
+        c = self.config
+        return cpu_seconds(shape, c.patch_size, c.patch_stride, c.iterations, self.n_draws(n_samples)) if self.device.type == "cpu" else None
+
     def learned(self) -> dict:
         return {"has_foreground": self.has_foreground(), "object_area": self.object_area()}
 

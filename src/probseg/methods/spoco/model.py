@@ -55,8 +55,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from probseg.core import bounds
 from probseg.core.callbacks import Callbacks
 from probseg.core.config import TrainingConfig, param
+from probseg.core.errors import InputError
 from probseg.core.labels import LABEL_MODES
 from probseg.engine.model import SegmentationModel
 from probseg.engine.registry import MethodInfo
@@ -96,7 +98,7 @@ class Config(TrainingConfig):
     """
 
     label_mode: str = param("sparse", "sparse: 0 is unlabelled (never background); dense: 0 is background; reviewed: 0 is unlabelled and background_id marks known background", choices=LABEL_MODES)
-    background_id: int = param(65535, "reviewed mode: the label id of known background pixels", minimum=1)
+    background_id: int = param(65535, "reviewed mode: the label id of known background pixels", minimum=1, maximum=bounds.LABEL_ID.high)
     # Chosen with benchmarks/spoco_probe.py under the earlier non-spatial
     # defaults (touching blobs, a quarter of the objects labelled): the
     # paper's 2e-4 for 1000 steps learned far less than 1e-3 for 4000. The
@@ -137,7 +139,7 @@ class Settings:
     background: str = param("auto", "auto: the foreground head where the model learned one (background was labelled), else the largest segment; foreground: the head's probability; largest: the largest segment is the background (one cluster of embeddings); none: keep every segment", choices=("auto", "foreground", "largest", "none"))
     foreground_threshold: float = param(0.0, "with a foreground head: pixels scoring below this are background; 0: automatic (0.5 when background was labelled; else segments whose mean score is below half Otsu's threshold of the image's scores)", minimum=0.0, maximum=1.0)
     hdbscan_points: int = param(20000, "hdbscan: cluster at most this many pixels, the others join their nearest clustered pixel (HDBSCAN's time grows faster than the pixel count)", unit="px", minimum=100, maximum=100_000_000)
-    min_size: int = param(0, "smallest object kept; 0: a quarter of the median area of the labelled training objects", unit="px", minimum=0)
+    min_size: int = param(0, "smallest object kept; 0: a quarter of the median area of the labelled training objects", unit="px", minimum=0, maximum=bounds.MIN_SIZE.high)
 
 
 # -- the model ------------------------------------------------------------------------------
@@ -263,6 +265,12 @@ class SpocoModel(SegmentationModel):
     def learned(self) -> dict:
         """The object area and whether there is a foreground head, for post-processing without weights."""
         return {"object_area": self.object_area(), "foreground_kind": self.foreground_kind()}
+
+    def check_settings(self, settings: Settings, n_samples: int, has_mask: bool) -> None:
+        """Refuse the ``"foreground"`` background rule on a model without a foreground head, before any work."""
+        if settings.background == "foreground" and not self.has_foreground():
+            raise InputError("this model has no foreground head (its labels marked no background); "
+                             "use background 'largest' or 'none'")
 
     def draws_independent(self, settings: Settings) -> bool:
         """Every draw is partitioned alone."""
