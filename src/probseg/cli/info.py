@@ -40,7 +40,7 @@ def _describe_settings(info, config: dict) -> tuple[list[str], list[str]]:
 
 def _describe_post_settings(folder) -> list[tuple[str, str]]:
     """The post-processing line of ``probseg info``: tuned settings if the folder has them."""
-    from probseg.engine.model import SETTINGS_NAME
+    from probseg.engine.persistence import SETTINGS_NAME
 
     path = Path(folder) / SETTINGS_NAME
     if not path.is_file():

@@ -99,7 +99,7 @@ def _job(args, info):
 def _check_model_folder(args) -> Path:
     """The model folder of ``train --out``, refused if it would replace inputs or, without --overwrite, a model."""
     from probseg.io.checkpoint import CONFIG_NAME, WEIGHTS_NAME
-    from probseg.engine.model import SETTINGS_NAME
+    from probseg.engine.persistence import SETTINGS_NAME
     from probseg.io.outputs import check_outputs
 
     folder = Path(args.out)

@@ -53,7 +53,7 @@ def _check_writable(folder: Path) -> None:
     """Refuse a model folder ``settings.json`` cannot be written in (it is written beside and renamed)."""
     import os
 
-    from probseg.engine.model import SETTINGS_NAME
+    from probseg.engine.persistence import SETTINGS_NAME
 
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"cannot store the tuned settings in {folder}: the folder is not writable; "
