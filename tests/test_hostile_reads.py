@@ -100,7 +100,7 @@ CASES = [
     ("settings-no-method", f"segment m_set_nomethod {SEG}", "holds settings for method None"),
     ("settings-is-folder", f"segment m_set_folder {SEG}", "settings.json is a folder"),
     ("settings-not-object", f"segment m_set_list {SEG}", "no \"settings\" object"),
-    ("settings-value-text", f"segment m_set_text {SEG}", "min_size must be a int"),
+    ("settings-value-text", f"segment m_set_text {SEG}", "min_size must be a whole number"),
     ("settings-unknown-key", f"segment m_set_unknown {SEG}", "unknown setting(s) no_such"),
 ]
 

@@ -158,8 +158,9 @@ def _start(root: Path, command: str) -> subprocess.Popen:
 
 
 def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Until the lock file ``path`` exists and holds its holder's record (written just after the file is made)."""
     deadline = time.monotonic() + timeout
-    while not path.exists():
+    while not (path.exists() and path.stat().st_size > 0):
         assert process.poll() is None, f"ended before taking its lock: {process.communicate()}"
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.005)

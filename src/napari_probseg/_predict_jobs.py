@@ -94,8 +94,9 @@ def tune_job(job: TuneJob, monitor: JobMonitor) -> Outcome:
         # The settings outside the grid are the form's, and the run options the widget's.
         model.settings = model.make_settings(run.settings)
         model.tile_size = run.tile_size
+        # The widget shows the estimate and has Cancel, so a long run is the user's call, not refused.
         return probseg.tune(model, np.asarray(run.image), job.labels, seed=run.seed, rgb=run.rgb, callbacks=monitor.callbacks(),
-                            foreground=run.foreground)
+                            foreground=run.foreground, cost_limit=False)
 
     return run_engine(tune)
 
@@ -113,6 +114,7 @@ def _predict(job: PredictJob, monitor: JobMonitor) -> PredictResult:
         pred = model.predict(
             np.asarray(job.image), n_samples=job.n_samples, seed=job.seed, settings=job.settings, rgb=job.rgb,
             callbacks=monitor.callbacks(), foreground=job.foreground,
+            cost_limit=False,  # the estimate is shown as a notice and Cancel stops the run: the user decides
         )
         return _result(pred, model, job)
     except Cancelled:

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from probseg.core.errors import ProbsegError
+from probseg.core.errors import InputError, ProbsegError
 
 try:  # POSIX: the kernel releases a flock when its holder dies, however it dies
     import fcntl
@@ -299,6 +299,8 @@ def _make_parents(folder: Path) -> list:
     while not probe.exists() and probe != probe.parent:
         made.append(probe)
         probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"cannot write in {folder}: Not a directory ({probe} is a file)")
     folder.mkdir(parents=True, exist_ok=True)
     return made
 

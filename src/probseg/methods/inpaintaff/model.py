@@ -73,8 +73,7 @@ from probseg.methods.inpaintaff.maps import noise_variance, shown_maps, with_mea
 from probseg.methods.inpaintaff.net import InpaintAffNet
 from probseg.methods.inpaintaff.split import SplitParams, Timer, cpu_seconds, inpaint_affinities
 from probseg.nn.trainset import TrainingSet, random_crops
-from probseg.partition import SPARSE_LONG_RANGE_OFFSETS as OFFSETS
-from probseg.partition import mutex_watershed, split_and_filter
+from probseg.partition import SPARSE_LONG_RANGE_OFFSETS as OFFSETS, mutex_watershed, split_and_filter
 
 FOREGROUNDS = ("auto", "mask", "network", "threshold", "none")
 # The foreground network needs known background: the label modes of probseg.core.labels that give it.
