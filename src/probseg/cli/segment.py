@@ -134,15 +134,15 @@ def _segment(args, model, image, foreground, n_samples: int) -> int:
     callbacks = Callbacks(on_progress=reporter.progress, on_message=reporter.message)
     start = time.perf_counter()
     writer = None
-    if args.raw_out:
-        from probseg.io.rawstore import RawWriter
-
-        # An existing store (a probseg raw store, checked by guard_outputs) is
-        # replaced only once the new one and the labels are written.
-        writer = RawWriter(args.raw_out, model.meta(), n_samples, overwrite=args.overwrite)
     # Each draw is post-processed (and stored, with --raw-out) as it comes, so
     # only one draw's raw maps are in memory where the method allows it.
     try:
+        if args.raw_out:
+            from probseg.io.rawstore import RawWriter
+
+            # An existing store (a probseg raw store, checked by guard_outputs) is
+            # replaced only once the new one and the labels are written.
+            writer = RawWriter(args.raw_out, model.meta(), n_samples, overwrite=args.overwrite)
         prediction = model.predict(image, n_samples, seed=args.seed, channel_axis=args.channel_axis, rgb=args.rgb,
                                    callbacks=callbacks, keep_raw=False, on_draw=writer.add if writer else None,
                                    foreground=foreground, cost_limit=not args.no_cost_limit)

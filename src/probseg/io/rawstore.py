@@ -141,7 +141,11 @@ class RawWriter:
         self.n_draws = 1 if self.n_samples == 1 else 1 + self.n_samples
         self.meta = model_meta
         self.maps: list[str] = []
-        self.root = zarr.open_group(str(self.partial), mode="w")
+        try:
+            self.root = zarr.open_group(str(self.partial), mode="w")
+        except BaseException:  # Ctrl-C while the folder is made: nobody else will remove it
+            self.abort()
+            raise
         self._arrays: dict = {}
 
     def add(self, z: int, k: int, draw: dict) -> None:
