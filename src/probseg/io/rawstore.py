@@ -29,6 +29,7 @@ import numpy as np
 
 from probseg.core.errors import InputError
 from probseg.io import rawcheck
+from probseg.io.atomic import interrupts_deferred
 from probseg.io.rawcheck import FORMAT, FORMAT_VERSION
 
 if TYPE_CHECKING:
@@ -142,7 +143,10 @@ class RawWriter:
         self.meta = model_meta
         self.maps: list[str] = []
         try:
-            self.root = zarr.open_group(str(self.partial), mode="w")
+            # zarr writes from its own I/O thread: a Ctrl-C that stopped the
+            # wait could leave files landing after abort() removed the folder.
+            with interrupts_deferred():
+                self.root = zarr.open_group(str(self.partial), mode="w")
         except BaseException:  # Ctrl-C while the folder is made: nobody else will remove it
             self.abort()
             raise
@@ -150,22 +154,28 @@ class RawWriter:
 
     def add(self, z: int, k: int, draw: dict) -> None:
         """Write draw ``k`` of plane ``z``: one-draw maps as :meth:`SegmentationModel.raw_draws` yields them."""
-        if k == 0:
-            group = self.root.create_group(f"plane_{z:04d}")
-            self._arrays = {}
+        with interrupts_deferred():  # every write finished before a Ctrl-C lets abort() remove the store
+            if k == 0:
+                group = self.root.create_group(f"plane_{z:04d}")
+                self._arrays = {}
+                for name, array in draw.items():
+                    shape = ((self.n_draws,) + tuple(array.shape[1:])) if array.ndim >= 3 else tuple(array.shape)
+                    self._arrays[name] = group.create_array(name, shape=shape, chunks=_chunks(shape), **ARRAY_OPTIONS)
+                    if z == 0:
+                        self.maps.append(name)
+                    if array.ndim < 3:
+                        self._arrays[name][...] = np.asarray(array, dtype=np.float32)
             for name, array in draw.items():
-                shape = ((self.n_draws,) + tuple(array.shape[1:])) if array.ndim >= 3 else tuple(array.shape)
-                self._arrays[name] = group.create_array(name, shape=shape, chunks=_chunks(shape), **ARRAY_OPTIONS)
-                if z == 0:
-                    self.maps.append(name)
-                if array.ndim < 3:
-                    self._arrays[name][...] = np.asarray(array, dtype=np.float32)
-        for name, array in draw.items():
-            if array.ndim >= 3:
-                self._arrays[name][k] = np.asarray(array[0], dtype=np.float32)
+                if array.ndim >= 3:
+                    self._arrays[name][k] = np.asarray(array[0], dtype=np.float32)
 
     def close(self, raw: Raw) -> Path:
         """Write the attributes (from ``raw``, whose maps may hold draw 0 only) and move the store into place."""
+        with interrupts_deferred():
+            self._write_attrs(raw)
+        return self._move_into_place()
+
+    def _write_attrs(self, raw: Raw) -> None:
         self.root.attrs.update({
             "format": FORMAT, "format_version": FORMAT_VERSION, "method": self.meta["method"],
             "n_samples": self.n_samples, "is_stack": bool(raw.is_stack), "notice": raw.notice,
@@ -174,6 +184,8 @@ class RawWriter:
             "maps": list(self.maps),
             "planes": len(raw.planes),
         })
+
+    def _move_into_place(self) -> Path:
         from probseg.io.atomic import replace_folder
 
         if self.path.exists() and not self.overwrite:
