@@ -366,3 +366,31 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
             pass
         assert path.exists()
     assert not lock.exists()
+
+
+def test_a_model_folder_reached_through_a_link_shares_its_lock(tmp_path):
+    (tmp_path / "store" / "m").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "store" / "m")
+    assert lock_file_of(tmp_path / "link") == lock_file_of(tmp_path / "store" / "m")
+    with hold(tmp_path / "store" / "m", "--out"):
+        code = subprocess.run([sys.executable, "-c", f"from probseg.io.lock import hold\nwith hold({str(tmp_path / 'link')!r}):\n    pass"],
+                              env=dict(os.environ, PYTHONPATH=SRC), capture_output=True, text=True, timeout=60)
+    assert code.returncode != 0 and "is being written by" in code.stderr
+
+
+@pytest.mark.parametrize("name", ["config.json", "weights.safetensors", "settings.json"])
+def test_a_folder_where_a_model_file_goes_is_refused_before_training(workdir, tmp_path, name):
+    (tmp_path / "m" / name).mkdir(parents=True)
+    before = _snapshot(tmp_path)
+    result = _run_many(workdir, [f"train cellulus img.tif --out {tmp_path / 'm'} --steps 2 --object-size 12 --overwrite"])[0]
+    lines = result["stderr"].strip().splitlines()
+    assert result["rc"] == 1 and len(lines) == 1 and "is a folder where the model's file goes" in lines[0], result
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_nested_hold_survives_its_lock_file_being_deleted(tmp_path):
+    with hold(tmp_path / "x.tif") as path:
+        path.unlink()
+        with hold(tmp_path / "x.tif"):
+            pass
+    assert not lock_file_of(tmp_path / "x.tif").exists()

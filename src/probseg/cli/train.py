@@ -113,6 +113,9 @@ def _check_model_folder(args) -> Path:
     check_outputs(inputs, {"--out": folder}, overwrite=True)
     check_outputs(inputs, {f"--out {folder}/{name}": folder / name for name in (CONFIG_NAME, WEIGHTS_NAME, SETTINGS_NAME)},
                   overwrite=True)
+    for name in (CONFIG_NAME, WEIGHTS_NAME, SETTINGS_NAME):
+        if (folder / name).is_dir():
+            raise InputError(f"--out {folder}: {folder / name} is a folder where the model's file goes; remove or rename it")
     if (folder / CONFIG_NAME).exists() and not args.overwrite:
         raise InputError(f"--out {folder} holds a model already; add --overwrite to replace it, or choose another folder")
     return folder

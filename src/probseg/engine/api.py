@@ -255,9 +255,15 @@ def check_model_folder(out, overwrite: bool = False) -> Path:
     from probseg.core.errors import InputError
     from probseg.io.checkpoint import CONFIG_NAME
 
+    from probseg.engine.persistence import SETTINGS_NAME
+    from probseg.io.checkpoint import WEIGHTS_NAME
+
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"out {folder} is a file; give a folder for the model")
+    for name in (CONFIG_NAME, WEIGHTS_NAME, SETTINGS_NAME):
+        if (folder / name).is_dir():
+            raise InputError(f"{folder / name} is a folder where the model's file goes; remove or rename it")
     if (folder / CONFIG_NAME).exists() and not overwrite:
         raise FileExistsError(f"out {folder} holds a model already; pass overwrite=True to replace it, "
                               "or choose another folder")

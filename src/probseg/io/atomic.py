@@ -294,7 +294,7 @@ def replace_on_success() -> Iterator[None]:
             try:
                 step.apply()
             except BaseException:
-                for later in steps[i + 1:]:
+                for later in steps[i:]:  # the failing step's own temporary too
                     later.discard()
                 raise
     for folder in {step.target.parent for step in steps}:

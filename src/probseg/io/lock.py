@@ -272,10 +272,14 @@ def lock_file_of(target) -> Path:
     """The lock file of the output or model folder ``target``: ``.<name>.lock`` beside it.
 
     The folder part is resolved (symbolic links followed), so two spellings
-    of one path share one lock; ``target`` itself may be a link, which a
-    write replaces.
+    of one path share one lock; a file ``target`` may be a link, which a
+    write replaces, while a folder ``target`` is resolved too, since its
+    files are written through the link.
     """
     absolute = Path(os.path.abspath(target))
+    if absolute.is_dir():
+        # A folder (a model folder) is written through a link, not replaced: lock where the files go.
+        absolute = Path(os.path.realpath(absolute))
     parent = Path(os.path.realpath(absolute.parent))
     name = absolute.name or "root"
     return parent / f".{name}.lock"
@@ -369,7 +373,8 @@ def hold(target, what: str | None = None) -> Iterator[Path]:
     finally:
         held.count -= 1
         if held.count == 0:
-            del _HELD[key]
+            if _HELD.get(key) is held:  # a nested hold may have replaced a lock file someone deleted
+                del _HELD[key]
             release(fd, path)
             _remove_empty(held.made)
 

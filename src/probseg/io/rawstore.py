@@ -189,7 +189,7 @@ class RawWriter:
         from probseg.io.atomic import replace_folder
 
         if self.path.exists() and not self.overwrite:
-            raise InputError(f"{self.path} appeared while segmenting; the raw output is kept in {self.partial}")
+            raise InputError(f"{self.path} appeared while segmenting; choose another name for the raw output")
         return replace_folder(self.partial, self.path)
 
     def abort(self) -> None:
