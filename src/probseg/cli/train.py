@@ -98,8 +98,9 @@ def _job(args, info):
 
 def _check_model_folder(args) -> Path:
     """The model folder of ``train --out``, refused if it would replace inputs or, without --overwrite, a model."""
-    from probseg.io.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+    from probseg.engine import api
     from probseg.engine.persistence import SETTINGS_NAME
+    from probseg.io.checkpoint import CONFIG_NAME, WEIGHTS_NAME
     from probseg.io.outputs import check_outputs
 
     folder = Path(args.out)
@@ -113,9 +114,7 @@ def _check_model_folder(args) -> Path:
     check_outputs(inputs, {"--out": folder}, overwrite=True)
     check_outputs(inputs, {f"--out {folder}/{name}": folder / name for name in (CONFIG_NAME, WEIGHTS_NAME, SETTINGS_NAME)},
                   overwrite=True)
-    for name in (CONFIG_NAME, WEIGHTS_NAME, SETTINGS_NAME):
-        if (folder / name).is_dir():
-            raise InputError(f"--out {folder}: {folder / name} is a folder where the model's file goes; remove or rename it")
+    api.check_model_files(folder, f"--out {folder}: ")
     if (folder / CONFIG_NAME).exists() and not args.overwrite:
         raise InputError(f"--out {folder} holds a model already; add --overwrite to replace it, or choose another folder")
     return folder

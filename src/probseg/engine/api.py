@@ -239,6 +239,20 @@ class TrainingJob:
         return model
 
 
+def check_model_files(folder: Path, name: str = "") -> None:
+    """Refuse a folder standing where one of a model's files (config, weights, settings) goes in ``folder``.
+
+    ``name`` (e.g. ``"--out M: "``) starts the message. Found before training, not when the model is saved.
+    """
+    from probseg.core.errors import InputError
+    from probseg.engine.persistence import SETTINGS_NAME
+    from probseg.io.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+
+    for file in (CONFIG_NAME, WEIGHTS_NAME, SETTINGS_NAME):
+        if (folder / file).is_dir():
+            raise InputError(f"{name}{folder / file} is a folder where the model's file goes; remove or rename it")
+
+
 def check_model_folder(out, overwrite: bool = False) -> Path:
     """Refuse ``out`` as a model folder before any work: a file, a folder that cannot be written (or made),
     or, without ``overwrite``, one that holds a model already.
@@ -255,15 +269,10 @@ def check_model_folder(out, overwrite: bool = False) -> Path:
     from probseg.core.errors import InputError
     from probseg.io.checkpoint import CONFIG_NAME
 
-    from probseg.engine.persistence import SETTINGS_NAME
-    from probseg.io.checkpoint import WEIGHTS_NAME
-
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"out {folder} is a file; give a folder for the model")
-    for name in (CONFIG_NAME, WEIGHTS_NAME, SETTINGS_NAME):
-        if (folder / name).is_dir():
-            raise InputError(f"{folder / name} is a folder where the model's file goes; remove or rename it")
+    check_model_files(folder)
     if (folder / CONFIG_NAME).exists() and not overwrite:
         raise FileExistsError(f"out {folder} holds a model already; pass overwrite=True to replace it, "
                               "or choose another folder")
